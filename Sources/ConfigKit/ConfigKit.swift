@@ -1,0 +1,1 @@
+// ConfigKit: typed pg_doorman configuration model, codecs, validation, catalogue and emitters.

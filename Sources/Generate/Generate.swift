@@ -1,0 +1,2 @@
+import ConfigKit
+import CLibPQ

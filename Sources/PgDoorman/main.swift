@@ -1,0 +1,4 @@
+import Pooler
+import Generate
+import Validate
+print("pg_doorman")

@@ -1,0 +1,4 @@
+import Testing
+@testable import ConfigKit
+
+@Test func ConfigKitBuilds() { #expect(Bool(true)) }

@@ -1,0 +1,4 @@
+import Testing
+@testable import Generate
+
+@Test func GenerateBuilds() { #expect(Bool(true)) }

@@ -1,0 +1,4 @@
+import Testing
+@testable import Pooler
+
+@Test func PoolerBuilds() { #expect(Bool(true)) }

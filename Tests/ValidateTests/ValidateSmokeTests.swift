@@ -1,0 +1,4 @@
+import Testing
+@testable import Validate
+
+@Test func ValidateBuilds() { #expect(Bool(true)) }
