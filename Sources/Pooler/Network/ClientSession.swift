@@ -1,0 +1,665 @@
+import NIOCore
+import NIOPosix
+
+private let Z = UInt8(ascii: "Z"), Q = UInt8(ascii: "Q"), S = UInt8(ascii: "S"), P = UInt8(ascii: "P")
+private let B = UInt8(ascii: "B"), D = UInt8(ascii: "D"), E = UInt8(ascii: "E"), C = UInt8(ascii: "C")
+private let H = UInt8(ascii: "H"), X = UInt8(ascii: "X"), F = UInt8(ascii: "F"), I = UInt8(ascii: "I")
+
+/// One client connection: front door (startup, auth), then the relay to a checked-out server.
+///
+/// Confined to its channel's event loop. The relay looks only at message headers (and the first
+/// bytes of ReadyForQuery, CommandComplete and Parse) and forwards read buffers unchanged.
+final class ClientSession: ChannelInboundHandler, ServerOwner {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Phase {
+        case startup
+        case authMD5(salt: [UInt8], hash: String)
+        case authSCRAMFirst(ScramServer)
+        case authSCRAMFinal(ScramServer)
+        case loggingIn
+        case ready
+        case admin(AdminSession)
+        case closed
+    }
+
+    let runtime: PoolerRuntime
+    let loop: EventLoop
+    let id: Int32
+    let secretKey: Int32 = Int32.random(in: Int32.min...Int32.max)
+    let connectedAt = NIODeadline.now()
+    private var context: ChannelHandlerContext!
+    private var phase: Phase = .startup
+    private var inbound: ByteBuffer
+    private(set) var database = ""
+    private(set) var user = ""
+    private(set) var applicationName = ""
+    private(set) var peer = ""
+    private(set) var isUnixSocket = false
+    private(set) var usesTLS = false
+
+    // Relay state.
+    private(set) var pool: ServerPool?
+    private(set) var server: ServerConnection?
+    private var serverSameLoop = true
+    private var waitingForServer = false
+    private var pending: ByteBuffer?
+    private var crossLoopOut: ByteBuffer?
+    private var clientScanner = MessageScanner()
+    private var serverScanner = MessageScanner()
+    private var expectedReady = 0
+    private var extendedOpen = false
+    private var txStatus: UInt8 = I
+    private var dirty = false
+    private var releaseAfterRead = false
+    private var sessionMode = false
+    private var terminating = false
+    private var counted = false
+    private var attachedAt = NIODeadline.now()
+    private var pendingRelease = false
+
+    // Counters for SHOW CLIENTS.
+    private(set) var transactionCount = 0
+    private(set) var queryCount = 0
+    private(set) var errorCount = 0
+    var stateName: String {
+        if waitingForServer { return "waiting" }
+        return server == nil ? "idle" : "active"
+    }
+
+    init(runtime: PoolerRuntime, loop: EventLoop, id: Int32) {
+        self.runtime = runtime
+        self.loop = loop
+        self.id = id
+        self.inbound = ByteBufferAllocator().buffer(capacity: 0)
+    }
+
+    // MARK: - Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if let addr = context.channel.remoteAddress {
+            switch addr {
+            case .unixDomainSocket:
+                isUnixSocket = true
+                peer = "unix"
+            default:
+                peer = "\(addr.ipAddress ?? "?"):\(addr.port ?? 0)"
+            }
+        }
+        // A client that never finishes its startup is cut off.
+        let timeout = runtime.startupTimeout
+        loop.scheduleTask(in: timeout) { [weak self] in
+            guard let self else { return }
+            switch self.phase {
+            case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+                self.fatal(code: "08P01", "client did not complete startup within \(timeout.nanoseconds / 1_000_000_000) seconds")
+            default: break
+            }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        switch phase {
+        case .ready:
+            relayFromClient(buffer)
+        case .admin(let admin):
+            var b = buffer
+            admin.receive(&b)
+        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+            var b = buffer
+            inbound.writeBuffer(&b)
+            processLoginInput()
+        case .loggingIn:
+            var b = buffer
+            inbound.writeBuffer(&b)
+        case .closed:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard let server, case .ready = phase else { return }
+        if serverSameLoop {
+            server.flush()
+        } else if let out = crossLoopOut {
+            crossLoopOut = nil
+            server.loop.execute {
+                server.write(out)
+                server.flush()
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let wasAdmin: Bool
+        if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
+        phase = .closed
+        runtime.cancels.unregister(processID: id)
+        runtime.sessionEnded(self, admin: wasAdmin)
+        if let server {
+            self.server = nil
+            let clean = expectedReady <= 0 && !extendedOpen && clientScanner.atBoundary && serverScanner.atBoundary
+            if clean {
+                releaseToPool(server, rollback: txStatus != I)
+            } else {
+                discardServer(server)
+            }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+
+    // MARK: - Startup and authentication
+
+    private func processLoginInput() {
+        while true {
+            switch phase {
+            case .startup:
+                guard let result = StartupPacket.decode(&inbound) else { return }
+                switch result {
+                case .failure:
+                    // Bad length or unknown code: close without a reply (nothing sensible to say).
+                    close()
+                    return
+                case .success(.sslRequest), .success(.gssEncRequest):
+                    var out = context.channel.allocator.buffer(capacity: 1)
+                    out.writeInteger(UInt8(ascii: "N"))
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .success(.cancel(let pid, let secret)):
+                    runtime.cancel(processID: pid, secretKey: secret)
+                    close()
+                    return
+                case .success(.startup(let params, _)):
+                    startup(params)
+                }
+            case .authMD5(let salt, let hash):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                var body = msg.1
+                let response = Array(body.readableBytesView.prefix { $0 != 0 })
+                _ = body
+                if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
+                    authenticated(clientKey: nil)
+                } else {
+                    authFailed()
+                }
+                return
+            case .authSCRAMFirst(var scram):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                var body = msg.1
+                guard body.readCString() == "SCRAM-SHA-256", let n: Int32 = body.readInteger(), n >= 0,
+                      let data = body.readBytes(length: Int(n))
+                else {
+                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                }
+                switch scram.receiveClientFirst(data) {
+                case .success(let serverFirst):
+                    phase = .authSCRAMFinal(scram)
+                    var out = context.channel.allocator.buffer(capacity: 64 + serverFirst.count)
+                    BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .failure:
+                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                }
+            case .authSCRAMFinal(var scram):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                switch scram.receiveClientFinal(Array(msg.1.readableBytesView)) {
+                case .success(let (serverFinal, clientKey)):
+                    var out = context.channel.allocator.buffer(capacity: 64 + serverFinal.count)
+                    BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
+                    context.write(NIOAny(out), promise: nil)
+                    authenticated(clientKey: clientKey)
+                case .failure:
+                    authFailed()
+                }
+                return
+            default:
+                return
+            }
+        }
+    }
+
+    private func nextMessage() -> (UInt8, ByteBuffer)? {
+        do {
+            return try MessageFramer.next(&inbound, maxLength: 10_000)
+        } catch {
+            protocolViolation()
+            return nil
+        }
+    }
+
+    private func protocolViolation() {
+        fatal(code: "08P01", "invalid message during authentication")
+    }
+
+    private func authFailed() {
+        fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+    }
+
+    private func startup(_ params: [String: String]) {
+        user = params["user"] ?? ""
+        database = params["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
+        applicationName = params["application_name"] ?? ""
+        if runtime.isShuttingDown {
+            return fatal(code: "57P03", "pg_doorman is shutting down")
+        }
+        if !runtime.admitClient() {
+            return fatal(code: "53300", "sorry, too many clients already")
+        }
+        counted = true
+        runtime.sessionStarted(self)
+
+        let isAdmin = runtime.isAdminDatabase(database)
+        let decision = runtime.hbaDecision(
+            address: isUnixSocket ? nil : context.channel.remoteAddress, tls: usesTLS, database: database, user: user)
+        let method: HbaMethod
+        switch decision {
+        case .method(let m): method = m
+        case .denied(let message): return fatal(code: "28000", message)
+        }
+
+        if isAdmin {
+            guard user == runtime.adminUsername else {
+                return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+            }
+            if method == .trust { return authenticated(clientKey: nil) }
+            let hash = MD5Password.hash(password: runtime.adminPassword, user: user)
+            return beginMD5(hash: hash)
+        }
+
+        guard let pool = runtime.pool(database: database, user: user) else {
+            if !runtime.hasDatabase(database) {
+                return fatal(code: "3D000", "database \"\(database)\" does not exist")
+            }
+            return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+        }
+        self.pool = pool
+        let stored = pool.settings.clientPassword
+        if method == .trust { return authenticated(clientKey: nil) }
+        if stored.hasPrefix("SCRAM-SHA-256$") {
+            guard let verifier = try? ScramVerifier(parsing: stored) else {
+                return fatal(code: "28P01", "Server authentication configuration error. Please contact your database administrator.")
+            }
+            return beginSCRAM(verifier)
+        }
+        if stored.hasPrefix("md5") && stored.count == 35 {
+            if method == .scram {
+                // PostgreSQL cannot run SCRAM against an MD5 hash either.
+                return authFailed()
+            }
+            return beginMD5(hash: stored)
+        }
+        if stored.isEmpty {
+            return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
+        }
+        // Plaintext password in the config: SCRAM with a verifier derived once per pool.
+        return beginSCRAM(runtime.derivedVerifier(for: pool))
+    }
+
+    private func beginMD5(hash: String) {
+        var salt = [UInt8](repeating: 0, count: 4)
+        for i in 0..<4 { salt[i] = UInt8.random(in: 0...255) }
+        phase = .authMD5(salt: salt, hash: hash)
+        var out = context.channel.allocator.buffer(capacity: 13)
+        BackendMessage.authenticationMD5(salt: salt, into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+    }
+
+    private func beginSCRAM(_ verifier: ScramVerifier) {
+        phase = .authSCRAMFirst(ScramServer(verifier: verifier))
+        var out = context.channel.allocator.buffer(capacity: 32)
+        BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+    }
+
+    private func authenticated(clientKey: [UInt8]?) {
+        if runtime.isAdminDatabase(database) {
+            let admin = AdminSession(runtime: runtime, session: self)
+            phase = .admin(admin)
+            var out = context.channel.allocator.buffer(capacity: 256)
+            BackendMessage.authenticationOk(into: &out)
+            for (k, v) in AdminSession.parameters(runtime: runtime) { BackendMessage.parameterStatus(k, v, into: &out) }
+            BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
+            BackendMessage.readyForQuery(into: &out)
+            context.writeAndFlush(NIOAny(out), promise: nil)
+            runtime.logClientConnection(self)
+            if inbound.readableBytes > 0 { admin.receive(&inbound) }
+            return
+        }
+        guard let pool else { return close() }
+        if let clientKey, case .scramPassthrough = pool.settings.backendCredential {
+            pool.scramClientKey = clientKey
+        }
+        phase = .loggingIn
+        sessionMode = pool.settings.mode == .session
+        if let params = pool.serverParameters, !sessionMode {
+            finishLogin(params)
+            return
+        }
+        // The first client of a pool (or any session-mode client) needs a server now.
+        pool.acquire(on: loop) { [self] result in
+            guard case .loggingIn = phase else {
+                if case .success(let s) = result { pool.release(s) }
+                return
+            }
+            switch result {
+            case .success(let s):
+                pool.serverParameters = s.parameters
+                if sessionMode {
+                    attach(s)
+                } else {
+                    pool.release(s)
+                }
+                finishLogin(pool.serverParameters ?? s.parameters)
+            case .failure(let error):
+                loginFailed(error)
+            }
+        }
+    }
+
+    private func loginFailed(_ error: PoolError) {
+        switch error {
+        case .serverRejected(let e):
+            fatal(code: e.code, e.message)
+        default:
+            fatal(code: "08006", "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
+        }
+    }
+
+    private func finishLogin(_ params: [(String, String)]) {
+        var out = context.channel.allocator.buffer(capacity: 512)
+        BackendMessage.authenticationOk(into: &out)
+        for (k, v) in params {
+            if k == "application_name" && !applicationName.isEmpty { continue }
+            BackendMessage.parameterStatus(k, v, into: &out)
+        }
+        if !applicationName.isEmpty { BackendMessage.parameterStatus("application_name", applicationName, into: &out) }
+        BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
+        BackendMessage.readyForQuery(into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+        runtime.cancels.register(processID: id, secret: secretKey, session: self)
+        phase = .ready
+        runtime.logClientConnection(self)
+        if inbound.readableBytes > 0 {
+            let rest = inbound
+            inbound = context.channel.allocator.buffer(capacity: 0)
+            relayFromClient(rest)
+            channelReadComplete(context: context)
+        }
+    }
+
+    // MARK: - Relay: client → server
+
+    @inline(__always)
+    private func relayFromClient(_ buffer: ByteBuffer) {
+        var terminateAt = -1
+        var queries = 0
+        do {
+            try clientScanner.scan(buffer, wantPrefix: { $0 == P ? 1 : 0 }) { type, _, prefix, start in
+                switch type {
+                case Q:
+                    expectedReady += 1
+                    queries += 1
+                case S:
+                    expectedReady += 1
+                    extendedOpen = false
+                case F:
+                    expectedReady += 1
+                    queries += 1
+                case P:
+                    extendedOpen = true
+                    if prefix.count > 0 && prefix[0] != 0 { dirty = true }
+                case E:
+                    extendedOpen = true
+                    queries += 1
+                case B, D, C, H:
+                    extendedOpen = true
+                case X:
+                    terminateAt = start
+                default:
+                    break
+                }
+            }
+        } catch {
+            return fatal(code: "08P01", "invalid message length from client")
+        }
+        queryCount &+= queries
+        if let pool {
+            pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
+            if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
+        }
+        var toSend = buffer
+        if terminateAt >= 0 {
+            // Terminate is for the pooler, not for a shared server.
+            terminating = true
+            toSend = buffer.getSlice(at: buffer.readerIndex, length: max(0, terminateAt)) ?? buffer
+        }
+        if toSend.readableBytes > 0 {
+            if let server {
+                if serverSameLoop {
+                    server.write(toSend)
+                } else {
+                    var b = toSend
+                    if crossLoopOut == nil { crossLoopOut = context.channel.allocator.buffer(capacity: b.readableBytes) }
+                    crossLoopOut!.writeBuffer(&b)
+                }
+            } else {
+                var b = toSend
+                if pending == nil { pending = context.channel.allocator.buffer(capacity: b.readableBytes) }
+                pending!.writeBuffer(&b)
+                if !waitingForServer { acquireServer() }
+            }
+        }
+        if terminating {
+            if server == nil || (expectedReady <= 0 && !extendedOpen) {
+                close()
+            }
+        }
+    }
+
+    private func acquireServer() {
+        guard let pool else { return close() }
+        waitingForServer = true
+        pool.acquire(on: loop) { [self] result in
+            waitingForServer = false
+            guard case .ready = phase else {
+                if case .success(let s) = result { pool.release(s) }
+                return
+            }
+            switch result {
+            case .success(let s):
+                attach(s)
+                if let p = pending {
+                    pending = nil
+                    sendToServer(p, flush: true)
+                }
+            case .failure(let error):
+                pool.stats.errors.wrappingIncrement(ordering: .relaxed)
+                switch error {
+                case .queryWaitTimeout:
+                    fatal(code: "53300", "Could not get a database connection from the pool. All servers may be busy or down. Error details: \(error). Please try again later.")
+                case .serverRejected(let e):
+                    fatal(code: e.code, e.message)
+                default:
+                    fatal(code: "08006", "Could not get a database connection from the pool. Error details: \(error). Please try again later.")
+                }
+            }
+        }
+    }
+
+    private func attach(_ s: ServerConnection) {
+        server = s
+        serverSameLoop = s.loop === loop
+        serverScanner = MessageScanner()
+        attachedAt = .now()
+        if serverSameLoop {
+            s.attach(to: self)
+        } else {
+            s.loop.execute { s.attach(to: self) }
+        }
+    }
+
+    private func sendToServer(_ buffer: ByteBuffer, flush: Bool) {
+        guard let server else { return }
+        if serverSameLoop {
+            server.write(buffer)
+            if flush { server.flush() }
+        } else {
+            server.loop.execute {
+                server.write(buffer)
+                if flush { server.flush() }
+            }
+        }
+    }
+
+    // MARK: - Relay: server → client
+
+    func serverRead(_ buffer: ByteBuffer) {
+        guard server != nil else { return }
+        var boundary = false
+        do {
+            try serverScanner.scan(buffer, wantPrefix: { t in t == Z ? 1 : (t == C ? 8 : 0) }) { type, _, prefix, _ in
+                switch type {
+                case Z:
+                    if expectedReady > 0 { expectedReady -= 1 }
+                    txStatus = prefix.count > 0 ? prefix[0] : I
+                    if expectedReady == 0 && txStatus == I { boundary = true }
+                case C:
+                    if Self.tagMakesSessionState(prefix) { dirty = true }
+                case E:
+                    errorCount += 1
+                default:
+                    break
+                }
+            }
+        } catch {
+            // The server sent garbage: it cannot be trusted any more, nor can this client's stream.
+            if let s = server { discardServer(s) }
+            server = nil
+            close()
+            return
+        }
+        let n = buffer.readableBytes
+        if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
+        context.write(NIOAny(buffer), promise: nil)
+        if boundary {
+            transactionCount += 1
+            if let pool {
+                pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
+                let micros = (NIODeadline.now() - attachedAt).nanoseconds / 1000
+                pool.stats.xactTimeMicros.wrappingIncrement(by: Int(micros), ordering: .relaxed)
+            }
+            if !extendedOpen && clientScanner.atBoundary && (!sessionMode || terminating) {
+                context.flush()
+                if let s = server {
+                    server = nil
+                    releaseToPool(s, rollback: false)
+                }
+                if terminating { close() }
+            }
+        }
+    }
+
+    func serverReadComplete() {
+        context.flush()
+    }
+
+    func serverClosed(_ s: ServerConnection) {
+        guard server === s else { return }
+        server = nil
+        if serverScanner.atBoundary {
+            fatal(code: "08006", "server closed the connection unexpectedly")
+        } else {
+            close()
+        }
+    }
+
+    /// CommandComplete tags that leave state in the server session (SET, DECLARE, PREPARE, LISTEN,
+    /// CREATE TABLE for temporary tables): the server is cleaned before its next user.
+    @inline(__always)
+    static func tagMakesSessionState(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard p.count >= 3 else { return false }
+        switch p[0] {
+        case UInt8(ascii: "S"):  // "SET" but not "SELECT"
+            return p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "T") && (p.count == 3 || p[3] == 0)
+        case UInt8(ascii: "D"):  // "DECLARE CURSOR"
+            return p.count >= 7 && p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "C")
+        case UInt8(ascii: "P"):  // "PREPARE"
+            return p.count >= 7 && p[1] == UInt8(ascii: "R") && p[2] == UInt8(ascii: "E") && p[3] == UInt8(ascii: "P")
+        case UInt8(ascii: "L"):  // "LISTEN"
+            return p[1] == UInt8(ascii: "I") && p[2] == UInt8(ascii: "S")
+        case UInt8(ascii: "C"):  // "CREATE TABLE"
+            return p.count >= 8 && p[1] == UInt8(ascii: "R") && p[7] == UInt8(ascii: "T")
+        default:
+            return false
+        }
+    }
+
+    // MARK: - Checkin
+
+    private func releaseToPool(_ s: ServerConnection, rollback: Bool) {
+        guard let pool else { return discardServer(s) }
+        var queries: [String] = []
+        if rollback || txStatus != I { queries.append("ROLLBACK") }
+        if dirty && pool.settings.cleanupServerConnections { queries.append("DISCARD ALL") }
+        dirty = false
+        txStatus = I
+        expectedReady = 0
+        let detach = {
+            s.detach(runningCleanup: queries) { clean in
+                if clean { pool.release(s) } else { pool.discard(s) }
+            }
+        }
+        if s.loop === loop { detach() } else { s.loop.execute(detach) }
+    }
+
+    private func discardServer(_ s: ServerConnection) {
+        s.broken = true
+        if let pool { pool.discard(s) } else { s.close() }
+    }
+
+    // MARK: - Cancel
+
+    /// Forwards a cancel to the server this client is using right now (no-op when idle).
+    func cancelCurrentQuery() {
+        loop.execute { [self] in
+            guard let s = server, let pool else { return }
+            runtime.sendCancel(host: pool.settings.serverHost, port: pool.settings.serverPort,
+                               processID: s.processID, secretKey: s.secretKey)
+        }
+    }
+
+    // MARK: - Errors and closing
+
+    /// Sends an error to the client and closes the connection.
+    func fatal(code: String, _ message: String) {
+        guard context != nil, context.channel.isActive else { return }
+        if case .closed = phase { return }
+        var out = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
+        BackendMessage.errorResponse(severity: "FATAL", code: code, message: message, into: &out)
+        runtime.logger.debug("client \(peer) \(user)@\(database): FATAL \(code) \(message)")
+        context.writeAndFlush(NIOAny(out), promise: nil)
+        close()
+    }
+
+    func write(_ buffer: ByteBuffer, flush: Bool = true) {
+        context.write(NIOAny(buffer), promise: nil)
+        if flush { context.flush() }
+    }
+
+    func close() {
+        guard let context else { return }
+        context.close(promise: nil)
+    }
+
+    var allocator: ByteBufferAllocator { context.channel.allocator }
+    var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
+    var isCounted: Bool { counted }
+}

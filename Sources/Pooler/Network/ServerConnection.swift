@@ -1,0 +1,279 @@
+import NIOCore
+import NIOPosix
+
+/// Something that receives a server's bytes while it is checked out (a client session).
+protocol ServerOwner: AnyObject {
+    var loop: EventLoop { get }
+    func serverRead(_ buffer: ByteBuffer)
+    func serverReadComplete()
+    func serverClosed(_ server: ServerConnection)
+}
+
+/// One connection to PostgreSQL, and the NIO handler for it.
+///
+/// While checked out it is a plain pipe: every read goes unparsed to its owner, which does the
+/// accounting on its own event loop. Before that (login) and after (cleanup) it parses messages itself.
+public final class ServerConnection: ChannelInboundHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    enum State {
+        case connecting
+        case login(BackendLoginStateMachine)
+        case idle
+        case active
+        case cleaning(expected: Int)
+        case closed
+    }
+
+    public let id: Int
+    let loop: EventLoop
+    weak var pool: ServerPool?
+    private(set) var channel: Channel?
+    private var context: ChannelHandlerContext?
+    private var state: State = .connecting
+    private var accumulator: ByteBuffer
+    private var loginPromise: EventLoopPromise<ServerConnection>?
+    weak var owner: ServerOwner?
+
+    public private(set) var processID: Int32 = 0
+    public private(set) var secretKey: Int32 = 0
+    public private(set) var parameters: [(String, String)] = []
+    public let createdAt: NIODeadline
+    let expiresAt: NIODeadline?
+    let epoch: Int
+    var lastUsed: NIODeadline
+    /// Guarded by the pool lock.
+    var countedInPool = false
+    /// Set when the server must not be reused (protocol desync, fatal error).
+    var broken = false
+    public private(set) var serverAddress: String = ""
+    private var cleanupDone: ((Bool) -> Void)?
+
+    // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
+    public var transactionCount = 0
+    public var queryCount = 0
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    public var stateName: String {
+        switch state {
+        case .connecting, .login: return "login"
+        case .idle: return "idle"
+        case .active: return "active"
+        case .cleaning: return "used"
+        case .closed: return "closed"
+        }
+    }
+
+    init(id: Int, loop: EventLoop, pool: ServerPool, epoch: Int, lifetimeMs: UInt64) {
+        self.id = id
+        self.loop = loop
+        self.pool = pool
+        self.epoch = epoch
+        self.createdAt = .now()
+        self.lastUsed = .now()
+        if lifetimeMs > 0 {
+            // ±20% jitter so connections created together do not expire together.
+            let jitter = Double.random(in: 0.8...1.2)
+            expiresAt = createdAt + .milliseconds(Int64(Double(lifetimeMs) * jitter))
+        } else {
+            expiresAt = nil
+        }
+        accumulator = ByteBufferAllocator().buffer(capacity: 0)
+    }
+
+    func isReusable(epoch poolEpoch: Int, now: NIODeadline) -> Bool {
+        if broken || epoch < poolEpoch { return false }
+        if case .closed = state { return false }
+        if let expiresAt, now > expiresAt { return false }
+        return true
+    }
+
+    // MARK: - Login
+
+    func startLogin(channel: Channel, settings: PoolSettings, clientKey: [UInt8]?) -> EventLoopFuture<ServerConnection> {
+        self.channel = channel
+        self.serverAddress = "\(settings.serverHost):\(settings.serverPort)"
+        let promise = loop.makePromise(of: ServerConnection.self)
+        loginPromise = promise
+        state = .login(BackendLoginStateMachine(user: settings.serverUser, credential: settings.backendCredential,
+                                                clientKey: clientKey))
+        channel.writeAndFlush(BackendLoginStateMachine.startupMessage(settings: settings), promise: nil)
+        return promise.futureResult
+    }
+
+    private func failLogin(_ error: Error) {
+        state = .closed
+        let p = loginPromise
+        loginPromise = nil
+        channel?.close(promise: nil)
+        p?.fail(error)
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        switch state {
+        case .active:
+            bytesReceived &+= buffer.readableBytes
+            guard let owner else { break }
+            if owner.loop === loop { owner.serverRead(buffer) } else { owner.loop.execute { owner.serverRead(buffer) } }
+        case .login, .idle, .cleaning:
+            var b = buffer
+            accumulator.writeBuffer(&b)
+            processAccumulated()
+        case .connecting, .closed:
+            break
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        if case .active = state, let owner {
+            if owner.loop === loop { owner.serverReadComplete() } else { owner.loop.execute { owner.serverReadComplete() } }
+        }
+    }
+
+    private func processAccumulated() {
+        do {
+            while let (type, body) = try MessageFramer.next(&accumulator) {
+                switch state {
+                case .login(var sm):
+                    let action = sm.receive(type: type, body: body)
+                    state = .login(sm)
+                    switch action {
+                    case .send(let out):
+                        context?.writeAndFlush(NIOAny(out), promise: nil)
+                    case .wait:
+                        break
+                    case .ready:
+                        processID = sm.processID
+                        secretKey = sm.secretKey
+                        parameters = sm.parameters
+                        state = .idle
+                        let p = loginPromise
+                        loginPromise = nil
+                        p?.succeed(self)
+                    case .fail(let e):
+                        failLogin(e)
+                        return
+                    }
+                case .idle:
+                    // Unsolicited messages on an idle server: a FATAL error means it is going away.
+                    if type == UInt8(ascii: "E") {
+                        broken = true
+                        pool?.discard(self)
+                        return
+                    }
+                case .cleaning(let expected):
+                    if type == UInt8(ascii: "E") { broken = true }
+                    if type == UInt8(ascii: "Z") {
+                        var b = body
+                        let status: UInt8 = b.readInteger() ?? 0
+                        if expected <= 1 {
+                            if status != UInt8(ascii: "I") { broken = true }
+                            state = .idle
+                            let done = cleanupDone
+                            cleanupDone = nil
+                            done?(!broken)
+                        } else {
+                            state = .cleaning(expected: expected - 1)
+                        }
+                    }
+                case .active, .connecting, .closed:
+                    return
+                }
+            }
+            accumulator.discardReadBytes()
+        } catch {
+            broken = true
+            if case .login = state { failLogin(error) } else { pool?.discard(self) }
+        }
+    }
+
+    // MARK: - Checkout / checkin (call on self.loop)
+
+    /// Attaches the server to a client; from now on reads go to `owner` unparsed.
+    func attach(to owner: ServerOwner) {
+        self.owner = owner
+        state = .active
+    }
+
+    /// Detaches from the client. If `queries` is non-empty they are run first (ROLLBACK, DISCARD ALL),
+    /// and `done(clean)` is called when the server is back at an idle ReadyForQuery.
+    func detach(runningCleanup queries: [String], done: @escaping (Bool) -> Void) {
+        owner = nil
+        guard case .active = state else {
+            done(false)
+            return
+        }
+        if queries.isEmpty {
+            state = .idle
+            done(true)
+            return
+        }
+        state = .cleaning(expected: queries.count)
+        cleanupDone = done
+        var out = ByteBufferAllocator().buffer(capacity: 64)
+        for q in queries { FrontendMessage.query(q, into: &out) }
+        context?.writeAndFlush(NIOAny(out), promise: nil)
+    }
+
+    /// Writes client bytes to PostgreSQL (on the server's loop; the caller hops if needed).
+    @inline(__always)
+    func write(_ buffer: ByteBuffer) {
+        bytesSent &+= buffer.readableBytes
+        if let context {
+            context.write(NIOAny(buffer), promise: nil)
+        }
+    }
+
+    @inline(__always)
+    func flush() {
+        context?.flush()
+    }
+
+    public func close() {
+        if loop.inEventLoop { closeOnLoop() } else { loop.execute { self.closeOnLoop() } }
+    }
+
+    private func closeOnLoop() {
+        if case .closed = state { return }
+        if case .idle = state, let context {
+            var out = context.channel.allocator.buffer(capacity: 5)
+            FrontendMessage.terminate(into: &out)
+            context.writeAndFlush(NIOAny(out), promise: nil)
+        }
+        state = .closed
+        channel?.close(promise: nil)
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        let previous = state
+        state = .closed
+        self.context = nil
+        switch previous {
+        case .login:
+            failLogin(ServerError(code: "08006", message: "server closed the connection during login"))
+        case .active:
+            if let owner {
+                if owner.loop === loop { owner.serverClosed(self) } else { owner.loop.execute { owner.serverClosed(self) } }
+            }
+            pool?.serverDidClose(self)
+        case .cleaning:
+            let done = cleanupDone
+            cleanupDone = nil
+            done?(false)
+            pool?.serverDidClose(self)
+        case .idle, .connecting, .closed:
+            pool?.serverDidClose(self)
+        }
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        broken = true
+        context.close(promise: nil)
+    }
+}

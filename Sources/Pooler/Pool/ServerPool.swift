@@ -1,0 +1,388 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Why a client could not get a server connection.
+public enum PoolError: Error, CustomStringConvertible {
+    case queryWaitTimeout
+    case connectFailed(String)
+    case serverRejected(ServerError)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .queryWaitTimeout:
+            return "Timeout occurred while waiting free connection from pool (query_wait_timeout)"
+        case .connectFailed(let why):
+            return "Error occurred while creating a new connection to postgresql: \(why)"
+        case .serverRejected(let e):
+            return "PostgreSQL rejected the connection: \(e.message)"
+        case .closed:
+            return "Pool has been closed"
+        }
+    }
+}
+
+/// The server connections of one (database, user) pair.
+///
+/// Idle servers, waiters and counters are guarded by one lock; it is taken once per checkout and
+/// once per checkin, never per message. Callbacks always run on the requester's event loop.
+public final class ServerPool {
+    public let settings: PoolSettings
+    let connector: ServerConnector
+    private let lock = NIOLock()
+
+    private var idle: [ServerConnection] = []
+    private var opening = 0
+    private var open = 0
+    private var waiters: [Waiter] = []
+    private var waiterHead = 0
+    private var nextWaiterID: UInt64 = 0
+    private var _paused = false
+    private var _epoch = 0
+    private var _closed = false
+    private var _scramClientKey: [UInt8]?
+    private var _serverParameters: [(String, String)]?
+    public let stats = PoolStats()
+
+    private struct Waiter {
+        var id: UInt64
+        var loop: EventLoop
+        var enqueuedAt: NIODeadline
+        var callback: (Result<ServerConnection, PoolError>) -> Void
+        var timeout: Scheduled<Void>?
+    }
+
+    init(settings: PoolSettings, connector: ServerConnector) {
+        self.settings = settings
+        self.connector = connector
+    }
+
+    // MARK: - Shared state accessors
+
+    public var paused: Bool { lock.withLock { _paused } }
+    public var epoch: Int { lock.withLock { _epoch } }
+
+    /// ClientKey captured from the first successful client SCRAM login (passthrough auth).
+    public var scramClientKey: [UInt8]? {
+        get { lock.withLock { _scramClientKey } }
+        set { lock.withLock { _scramClientKey = newValue } }
+    }
+
+    /// ParameterStatus values captured from the first server login, sent to every client at login.
+    public var serverParameters: [(String, String)]? {
+        get { lock.withLock { _serverParameters } }
+        set { lock.withLock { if _serverParameters == nil { _serverParameters = newValue } } }
+    }
+
+    public struct Counts {
+        public var idle: Int
+        public var active: Int
+        public var opening: Int
+        public var waiting: Int
+        public var maxWaitMicros: UInt64
+    }
+
+    public func counts(now: NIODeadline = .now()) -> Counts {
+        lock.withLock {
+            let waiting = waiters.count - waiterHead
+            var maxWait: UInt64 = 0
+            if waiterHead < waiters.count {
+                let d = now - waiters[waiterHead].enqueuedAt
+                maxWait = UInt64(max(0, d.nanoseconds / 1000))
+            }
+            return Counts(idle: idle.count, active: open - idle.count, opening: opening, waiting: waiting,
+                          maxWaitMicros: maxWait)
+        }
+    }
+
+    public func idleServers() -> [ServerConnection] { lock.withLock { idle } }
+
+    // MARK: - Checkout
+
+    /// Gets a server for a client living on `loop`; `callback` runs on `loop`.
+    public func acquire(on loop: EventLoop, _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
+        enum Step { case use(ServerConnection), create, wait, closed }
+        let now = NIODeadline.now()
+        var step: Step = .wait
+        var waiterID: UInt64 = 0
+        lock.withLock {
+            if _closed {
+                step = .closed
+            } else if !_paused, let server = popIdleLocked(preferring: loop) {
+                step = .use(server)
+            } else if !_paused && open + opening < settings.poolSize {
+                opening += 1
+                step = .create
+            } else {
+                nextWaiterID &+= 1
+                waiterID = nextWaiterID
+                waiters.append(Waiter(id: waiterID, loop: loop, enqueuedAt: now, callback: callback, timeout: nil))
+                step = .wait
+            }
+        }
+        switch step {
+        case .closed:
+            Self.run(on: loop) { callback(.failure(.closed)) }
+        case .use(let server):
+            if server.isReusable(epoch: epoch, now: now) {
+                stats.recordWait(micros: 0)
+                Self.run(on: loop) { callback(.success(server)) }
+            } else {
+                discard(server)
+                acquire(on: loop, callback)
+            }
+        case .create:
+            create(on: loop, enqueuedAt: now, callback)
+        case .wait:
+            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] in
+                self?.expireWaiter(id: waiterID)
+            }
+            let stillWaiting = lock.withLock { () -> Bool in
+                for i in waiterHead..<waiters.count where waiters[i].id == waiterID {
+                    waiters[i].timeout = timeout
+                    return true
+                }
+                return false
+            }
+            if !stillWaiting { timeout.cancel() }
+        }
+    }
+
+    private func popIdleLocked(preferring loop: EventLoop) -> ServerConnection? {
+        if idle.isEmpty { return nil }
+        if settings.serverRoundRobin {
+            // FIFO: the least recently used server first.
+            if let i = idle.firstIndex(where: { $0.loop === loop }) { return idle.remove(at: i) }
+            return idle.removeFirst()
+        }
+        // LIFO: the most recently used server on the same event loop, else any.
+        var i = idle.count - 1
+        while i >= 0 {
+            if idle[i].loop === loop { return idle.remove(at: i) }
+            i -= 1
+        }
+        return idle.removeLast()
+    }
+
+    private func popWaiterLocked() -> Waiter? {
+        guard waiterHead < waiters.count else { return nil }
+        let w = waiters[waiterHead]
+        waiterHead += 1
+        if waiterHead > 64 && waiterHead * 2 > waiters.count {
+            waiters.removeFirst(waiterHead)
+            waiterHead = 0
+        }
+        return w
+    }
+
+    private func expireWaiter(id: UInt64) {
+        let waiter: Waiter? = lock.withLock {
+            for i in waiterHead..<waiters.count where waiters[i].id == id {
+                let w = waiters.remove(at: i)
+                return w
+            }
+            return nil
+        }
+        guard let waiter else { return }
+        stats.recordWaitTimeout()
+        Self.run(on: waiter.loop) { waiter.callback(.failure(.queryWaitTimeout)) }
+    }
+
+    private func create(on loop: EventLoop, enqueuedAt: NIODeadline,
+                        _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
+        connector.connect(pool: self, on: loop).whenComplete { [self] result in
+            switch result {
+            case .success(let server):
+                lock.withLock {
+                    opening -= 1
+                    open += 1
+                }
+                stats.recordWait(micros: UInt64(max(0, (NIODeadline.now() - enqueuedAt).nanoseconds / 1000)))
+                Self.run(on: loop) { callback(.success(server)) }
+            case .failure(let error):
+                lock.withLock { opening -= 1 }
+                let poolError: PoolError
+                if let e = error as? ServerError { poolError = .serverRejected(e) }
+                else if let e = error as? PoolError { poolError = e }
+                else { poolError = .connectFailed("\(error)") }
+                Self.run(on: loop) { callback(.failure(poolError)) }
+                // A failed attempt frees a slot; a waiter may try again.
+                serveWaitersWithNewConnections()
+            }
+        }
+    }
+
+    // MARK: - Checkin
+
+    /// Returns a clean server to the pool (or hands it to the oldest waiter).
+    public func release(_ server: ServerConnection) {
+        let now = NIODeadline.now()
+        guard server.isReusable(epoch: epoch, now: now) else {
+            discard(server)
+            return
+        }
+        server.lastUsed = now
+        let waiter: Waiter? = lock.withLock {
+            if !_paused, let w = popWaiterLocked() { return w }
+            if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
+            return nil
+        }
+        if let waiter {
+            waiter.timeout?.cancel()
+            stats.recordWait(micros: UInt64(max(0, (now - waiter.enqueuedAt).nanoseconds / 1000)))
+            Self.run(on: waiter.loop) { waiter.callback(.success(server)) }
+        }
+    }
+
+    /// Closes a server that must not be reused and frees its slot.
+    public func discard(_ server: ServerConnection) {
+        let counted: Bool = lock.withLock {
+            if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
+            if server.countedInPool {
+                server.countedInPool = false
+                open -= 1
+                return true
+            }
+            return false
+        }
+        server.close()
+        if counted { serveWaitersWithNewConnections() }
+    }
+
+    /// Called by a server that closed by itself (network error, backend terminated).
+    func serverDidClose(_ server: ServerConnection) {
+        let counted: Bool = lock.withLock {
+            if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
+            if server.countedInPool {
+                server.countedInPool = false
+                open -= 1
+                return true
+            }
+            return false
+        }
+        if counted { serveWaitersWithNewConnections() }
+    }
+
+    /// Opens connections for waiters while there is room.
+    private func serveWaitersWithNewConnections() {
+        while true {
+            let waiter: Waiter? = lock.withLock {
+                guard !_paused, !_closed, open + opening < settings.poolSize, let w = popWaiterLocked() else {
+                    return nil
+                }
+                opening += 1
+                return w
+            }
+            guard let waiter else { return }
+            waiter.timeout?.cancel()
+            create(on: waiter.loop, enqueuedAt: waiter.enqueuedAt, waiter.callback)
+        }
+    }
+
+    // MARK: - Admin operations
+
+    public func pause() { lock.withLock { _paused = true } }
+
+    public func resume() {
+        var ready: [(Waiter, ServerConnection)] = []
+        lock.withLock {
+            _paused = false
+            while !idle.isEmpty, let w = popWaiterLocked() {
+                ready.append((w, idle.removeLast()))
+            }
+        }
+        for (w, s) in ready {
+            w.timeout?.cancel()
+            Self.run(on: w.loop) { w.callback(.success(s)) }
+        }
+        serveWaitersWithNewConnections()
+    }
+
+    /// Retires every existing server: idle ones now, busy ones when they come back.
+    public func reconnect() {
+        let drained: [ServerConnection] = lock.withLock {
+            _epoch += 1
+            let d = idle
+            idle.removeAll()
+            for s in d where s.countedInPool {
+                s.countedInPool = false
+                open -= 1
+            }
+            return d
+        }
+        for s in drained { s.close() }
+        serveWaitersWithNewConnections()
+    }
+
+    /// Closes idle servers and refuses new checkouts (used when the pool is replaced or at shutdown).
+    public func shutdown() {
+        let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
+            _closed = true
+            let d = idle
+            idle.removeAll()
+            for s in d where s.countedInPool {
+                s.countedInPool = false
+                open -= 1
+            }
+            var p: [Waiter] = []
+            while let w = popWaiterLocked() { p.append(w) }
+            return (d, p)
+        }
+        for s in drained { s.close() }
+        for w in pending {
+            w.timeout?.cancel()
+            Self.run(on: w.loop) { w.callback(.failure(.closed)) }
+        }
+    }
+
+    public var isClosed: Bool { lock.withLock { _closed } }
+
+    // MARK: - Maintenance
+
+    /// Closes idle servers past idle_timeout or server_lifetime, and opens servers up to min_pool_size.
+    func maintain(now: NIODeadline, loops: [EventLoop]) {
+        let idleLimit = settings.idleTimeoutMs
+        let expired: [ServerConnection] = lock.withLock {
+            var out: [ServerConnection] = []
+            idle.removeAll { s in
+                let idleFor = UInt64(max(0, (now - s.lastUsed).nanoseconds / 1_000_000))
+                let tooOld = !s.isReusable(epoch: _epoch, now: now)
+                let tooIdle = idleLimit > 0 && idleFor > idleLimit && open > settings.minPoolSize
+                if tooOld || tooIdle {
+                    if s.countedInPool { s.countedInPool = false; open -= 1 }
+                    out.append(s)
+                    return true
+                }
+                return false
+            }
+            return out
+        }
+        for s in expired { s.close() }
+        // Pre-warm / replenish to min_pool_size.
+        var toOpen = 0
+        lock.withLock {
+            if !_paused && !_closed && open + opening < settings.minPoolSize {
+                toOpen = settings.minPoolSize - open - opening
+                opening += toOpen
+            }
+        }
+        guard toOpen > 0, !loops.isEmpty else { return }
+        for i in 0..<toOpen {
+            let loop = loops[i % loops.count]
+            connector.connect(pool: self, on: loop).whenComplete { [self] result in
+                lock.withLock { opening -= 1 }
+                switch result {
+                case .success(let server):
+                    lock.withLock { open += 1 }
+                    release(server)
+                case .failure:
+                    break
+                }
+            }
+        }
+    }
+
+    static func run(on loop: EventLoop, _ body: @escaping () -> Void) {
+        if loop.inEventLoop { body() } else { loop.execute(body) }
+    }
+}
