@@ -1,1 +1,0 @@
-// ConfigKit: typed pg_doorman configuration model, codecs, validation, catalogue and emitters.

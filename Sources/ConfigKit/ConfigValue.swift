@@ -1,0 +1,229 @@
+// One generic, ordered value tree for YAML and TOML input, with source positions where the parser gives them.
+
+import Foundation
+import TOMLKit
+import Yams
+
+public struct ConfigNode: Sendable, Equatable {
+    public var value: ConfigValue
+    public var file: String?
+    /// 1-based; nil when the parser does not report positions (TOMLKit).
+    public var line: Int?
+
+    public init(_ value: ConfigValue, file: String? = nil, line: Int? = nil) {
+        self.value = value
+        self.file = file
+        self.line = line
+    }
+}
+
+public struct ConfigEntry: Sendable, Equatable {
+    public var key: String
+    public var node: ConfigNode
+}
+
+/// A table with ordered keys.
+public struct ConfigTable: Sendable, Equatable {
+    public var entries: [ConfigEntry] = []
+
+    public init(entries: [ConfigEntry] = []) { self.entries = entries }
+
+    public subscript(key: String) -> ConfigNode? {
+        get { entries.first { $0.key == key }?.node }
+        set {
+            if let i = entries.firstIndex(where: { $0.key == key }) {
+                if let newValue { entries[i].node = newValue } else { entries.remove(at: i) }
+            } else if let newValue {
+                entries.append(ConfigEntry(key: key, node: newValue))
+            }
+        }
+    }
+
+    public var keys: [String] { entries.map(\.key) }
+}
+
+public enum ConfigValue: Sendable, Equatable {
+    case table(ConfigTable)
+    case array([ConfigNode])
+    case string(String)
+    case integer(Int64)
+    case float(Double)
+    case bool(Bool)
+
+    public var typeName: String {
+        switch self {
+        case .table: return "table"
+        case .array: return "array"
+        case .string: return "string"
+        case .integer: return "integer"
+        case .float: return "float"
+        case .bool: return "boolean"
+        }
+    }
+}
+
+public enum ConfigFormat: String, Sendable, Equatable {
+    case yaml, toml
+
+    /// `.yaml`/`.yml` (case-insensitive) → YAML; anything else → TOML.
+    public static func detect(path: String) -> ConfigFormat {
+        let lower = path.lowercased()
+        return lower.hasSuffix(".yaml") || lower.hasSuffix(".yml") ? .yaml : .toml
+    }
+}
+
+struct ParseFailure: Error {
+    var message: String
+    var line: Int?
+}
+
+enum ConfigParser {
+    /// Parses text into a root table. YAML nulls are dropped (absent).
+    static func parse(_ text: String, format: ConfigFormat, file: String?) throws -> ConfigTable {
+        switch format {
+        case .yaml: return try parseYAML(text, file: file)
+        case .toml: return try parseTOML(text, file: file)
+        }
+    }
+
+    // MARK: YAML
+
+    static func parseYAML(_ text: String, file: String?) throws -> ConfigTable {
+        let root: Yams.Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let e as YamlError {
+            throw ParseFailure(message: "YAML parse error: \(e)", line: yamlErrorLine(e))
+        } catch {
+            throw ParseFailure(message: "YAML parse error: \(error)", line: nil)
+        }
+        guard let root else { return ConfigTable() }
+        guard let value = try convertYAML(root, file: file) else { return ConfigTable() }
+        guard case .table(let t) = value.value else {
+            throw ParseFailure(message: "YAML parse error: the document root must be a mapping, found "
+                + value.value.typeName, line: value.line)
+        }
+        return t
+    }
+
+    static func yamlErrorLine(_ e: YamlError) -> Int? {
+        switch e {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _): return mark.line
+        default: return nil
+        }
+    }
+
+    /// nil for YAML null.
+    static func convertYAML(_ node: Yams.Node, file: String?) throws -> ConfigNode? {
+        let line = node.mark?.line
+        switch node {
+        case .mapping(let mapping):
+            var table = ConfigTable()
+            for (k, v) in mapping {
+                guard let key = k.scalar?.string else {
+                    throw ParseFailure(message: "YAML parse error: mapping keys must be scalars", line: k.mark?.line)
+                }
+                if table[key] != nil {
+                    throw ParseFailure(message: "YAML parse error: duplicate key '\(key)'", line: k.mark?.line)
+                }
+                if var child = try convertYAML(v, file: file) {
+                    if child.line == nil { child.line = k.mark?.line }
+                    // Report the key's line for scalars (same line) and nested tables (header line).
+                    child.line = k.mark?.line ?? child.line
+                    table.entries.append(ConfigEntry(key: key, node: child))
+                }
+            }
+            return ConfigNode(.table(table), file: file, line: line)
+        case .sequence(let seq):
+            var items: [ConfigNode] = []
+            for item in seq {
+                // A null list item is kept as an empty string would be misleading; drop it like the reference.
+                if let c = try convertYAML(item, file: file) { items.append(c) }
+            }
+            return ConfigNode(.array(items), file: file, line: line)
+        case .scalar(let scalar):
+            let s = scalar.string
+            if scalar.style != .plain { return ConfigNode(.string(s), file: file, line: line) }
+            switch Tag.Name(rawValue: node.tag.rawValue) {
+            case .null: return nil
+            case .bool: return ConfigNode(.bool(node.bool ?? false), file: file, line: line)
+            case .int:
+                if let i = node.int { return ConfigNode(.integer(Int64(i)), file: file, line: line) }
+                // Out of Int64 range: keep the digits, numeric decoders range-check them.
+                return ConfigNode(.string(s), file: file, line: line)
+            case .float:
+                if let d = node.float { return ConfigNode(.float(d), file: file, line: line) }
+                return ConfigNode(.string(s), file: file, line: line)
+            default: return ConfigNode(.string(s), file: file, line: line)
+            }
+        case .alias:
+            throw ParseFailure(message: "YAML parse error: aliases are not supported", line: line)
+        }
+    }
+
+    // MARK: TOML
+
+    static func parseTOML(_ text: String, file: String?) throws -> ConfigTable {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw ParseFailure(message: "TOML parse error: \(e.description)", line: e.source.begin.line)
+        } catch {
+            throw ParseFailure(message: "TOML parse error: \(error)", line: nil)
+        }
+        return convertTOMLTable(table, file: file)
+    }
+
+    static func convertTOMLTable(_ table: TOMLTable, file: String?) -> ConfigTable {
+        var out = ConfigTable()
+        for key in table.keys {
+            guard let v = table[key] else { continue }
+            out.entries.append(ConfigEntry(key: key, node: convertTOML(v, file: file)))
+        }
+        return out
+    }
+
+    static func convertTOML(_ v: TOMLValueConvertible, file: String?) -> ConfigNode {
+        switch v.type {
+        case .table: return ConfigNode(.table(convertTOMLTable(v.table!, file: file)), file: file)
+        case .array:
+            let arr = v.array!
+            return ConfigNode(.array(arr.map { convertTOML($0, file: file) }), file: file)
+        case .string: return ConfigNode(.string(v.string ?? ""), file: file)
+        case .int: return ConfigNode(.integer(Int64(v.int ?? 0)), file: file)
+        case .double: return ConfigNode(.float(v.double ?? 0), file: file)
+        case .bool: return ConfigNode(.bool(v.bool ?? false), file: file)
+        case .date, .time, .dateTime: return ConfigNode(.string(v.debugDescription), file: file)
+        }
+    }
+
+    // MARK: Merge
+
+    /// Deep merge of `include` onto `base`: tables merged recursively, arrays concatenated, scalars replaced.
+    /// Scalars of different kinds are replaced too (a duration may be `3000` in one file and `"3s"` in another);
+    /// a table/array against anything else is a type mismatch.
+    static func merge(_ base: inout ConfigTable, _ include: ConfigTable, path: String, file: String?,
+                      diagnostics: inout [Diagnostic]) {
+        for entry in include.entries {
+            let keyPath = path.isEmpty ? entry.key : "\(path).\(entry.key)"
+            guard let existing = base[entry.key] else {
+                base.entries.append(entry)
+                continue
+            }
+            switch (existing.value, entry.node.value) {
+            case (.table(var t), .table(let t2)):
+                merge(&t, t2, path: keyPath, file: file, diagnostics: &diagnostics)
+                base[entry.key] = ConfigNode(.table(t), file: existing.file, line: existing.line)
+            case (.array(let a), .array(let b)):
+                base[entry.key] = ConfigNode(.array(a + b), file: existing.file, line: existing.line)
+            case (.table, _), (.array, _), (_, .table), (_, .array):
+                diagnostics.append(.error(keyPath, "Incompatible types at path \"$.\(keyPath)\", expected "
+                    + "\"\(existing.value.typeName)\" received \"\(entry.node.value.typeName)\"", file: file,
+                    line: entry.node.line, hint: "the include file must use the same shape as the main file"))
+            default:
+                base[entry.key] = entry.node
+            }
+        }
+    }
+}
