@@ -259,7 +259,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let isAdmin = runtime.isAdminDatabase(database)
         let decision = runtime.hbaDecision(
             address: isUnixSocket ? nil : context.channel.remoteAddress, tls: usesTLS, database: database, user: user)
-        let method: HbaMethod
+        let method: ClientAuthMethod
         switch decision {
         case .method(let m): method = m
         case .denied(let message): return fatal(code: "28000", message)
@@ -660,6 +660,16 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     var allocator: ByteBufferAllocator { context.channel.allocator }
+
+    /// Call on `loop`.
+    func snapshot() -> SessionSnapshot {
+        var isAdmin = false
+        if case .admin = phase { isAdmin = true }
+        return SessionSnapshot(
+            id: id, database: database, user: user, applicationName: applicationName, peer: peer, tls: usesTLS,
+            state: stateName, transactionCount: transactionCount, queryCount: queryCount, errorCount: errorCount,
+            ageSeconds: ageSeconds, pool: pool, server: server?.snapshot(state: "active"), isAdmin: isAdmin)
+    }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }
 }

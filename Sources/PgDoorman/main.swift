@@ -1,4 +1,0 @@
-import Pooler
-import Generate
-import Validate
-print("pg_doorman")

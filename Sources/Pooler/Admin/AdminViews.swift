@@ -1,0 +1,187 @@
+import NIOCore
+
+/// The SHOW result sets, read live from pools, sessions and servers.
+struct AdminViews {
+    let runtime: PoolerRuntime
+    let snapshots: [SessionSnapshot]
+
+    func view(_ name: String) -> ResultSet? {
+        switch name {
+        case "POOLS": return pools()
+        case "DATABASES": return databases()
+        case "CLIENTS": return clients()
+        case "SERVERS": return servers()
+        case "STATS": return stats()
+        case "USERS": return users()
+        case "CONFIG": return configView()
+        case "LISTS": return lists()
+        case "CONNECTIONS": return connections()
+        default: return nil
+        }
+    }
+
+    private func s(_ v: Int) -> String? { String(v) }
+    private func s(_ v: UInt64) -> String? { String(v) }
+
+    func pools() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("database", .text), ("user", .text), ("pool_mode", .text), ("cl_idle", .numeric), ("cl_active", .numeric),
+            ("cl_waiting", .numeric), ("cl_cancel_req", .numeric), ("sv_active", .numeric), ("sv_idle", .numeric),
+            ("sv_used", .numeric), ("sv_login", .numeric), ("pool_size", .numeric), ("maxwait", .numeric),
+            ("maxwait_us", .numeric), ("avg_xact_time", .numeric), ("paused", .text), ("fallback_active", .text),
+            ("oldest_active_age_ms", .numeric),
+        ])
+        for p in runtime.pools {
+            let c = p.counts()
+            let mine = snapshots.filter { $0.pool === p }
+            let clIdle = mine.filter { $0.state == "idle" }.count
+            let clActive = mine.filter { $0.state == "active" }.count
+            let snap = p.stats.snapshot()
+            let avgXact = snap.xactCount > 0 ? snap.xactTime / snap.xactCount : 0
+            rs.rows.append([
+                p.settings.database, p.settings.user, p.settings.mode.rawValue, s(clIdle), s(clActive),
+                s(c.waiting), s(0), s(c.active), s(c.idle), s(0), s(c.opening), s(p.settings.poolSize),
+                s(Int(c.maxWaitMicros / 1_000_000)), s(Int(c.maxWaitMicros % 1_000_000)), s(avgXact),
+                p.paused ? "1" : "0", "0", s(0),
+            ])
+        }
+        return rs
+    }
+
+    func databases() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("name", .text), ("host", .text), ("port", .int4), ("database", .text), ("force_user", .text),
+            ("pool_size", .int4), ("min_pool_size", .int4), ("reserve_pool", .int4), ("pool_mode", .text),
+            ("max_connections", .int4), ("current_connections", .int4),
+        ])
+        for p in runtime.pools {
+            let c = p.counts()
+            let st = p.settings
+            rs.rows.append([
+                st.database, st.serverHost, s(st.serverPort), st.serverDatabase, st.serverUser, s(st.poolSize),
+                s(st.minPoolSize), s(0), st.mode.rawValue, s(st.poolSize), s(c.active + c.idle),
+            ])
+        }
+        return rs
+    }
+
+    func clients() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("client_id", .text), ("database", .text), ("user", .text), ("application_name", .text), ("addr", .text),
+            ("tls", .text), ("state", .text), ("wait", .text), ("transaction_count", .numeric),
+            ("query_count", .numeric), ("error_count", .numeric), ("age_seconds", .numeric),
+        ])
+        for c in snapshots {
+            rs.rows.append([
+                "#c\(c.id)", c.database, c.user, c.applicationName, c.peer == "unix" ? "127.0.0.1:0" : c.peer,
+                c.tls ? "true" : "false", c.state, c.state == "waiting" ? "write" : "idle",
+                s(c.transactionCount), s(c.queryCount), s(c.errorCount), s(Int(c.ageSeconds)),
+            ])
+        }
+        return rs
+    }
+
+    func servers() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("server_id", .text), ("server_process_id", .text), ("database_name", .text), ("user", .text),
+            ("application_name", .text), ("tls", .text), ("state", .text), ("wait", .text),
+            ("transaction_count", .numeric), ("query_count", .numeric), ("bytes_sent", .numeric),
+            ("bytes_received", .numeric), ("age_seconds", .numeric), ("prepare_cache_hit", .numeric),
+            ("prepare_cache_miss", .numeric), ("prepare_cache_size", .numeric),
+        ])
+        var servers: [(ServerPool, ServerSnapshot)] = []
+        for p in runtime.pools {
+            for srv in p.idleServers() { servers.append((p, srv.snapshot(state: "idle"))) }
+        }
+        for c in snapshots {
+            if let srv = c.server, let p = c.pool { servers.append((p, srv)) }
+        }
+        let now = NIODeadline.now()
+        for (p, srv) in servers.sorted(by: { $0.1.id < $1.1.id }) {
+            rs.rows.append([
+                String(format: "0x%08X", srv.id), String(srv.processID), p.settings.database, p.settings.serverUser,
+                p.settings.applicationName, "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
+                s(srv.bytesSent), s(srv.bytesReceived), s(Int((now - srv.createdAt).nanoseconds / 1_000_000_000)),
+                s(0), s(0), s(0),
+            ])
+        }
+        return rs
+    }
+
+    func stats() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("database", .text), ("user", .text), ("total_xact_count", .numeric), ("total_query_count", .numeric),
+            ("total_received", .numeric), ("total_sent", .numeric), ("total_xact_time", .numeric),
+            ("total_query_time", .numeric), ("total_wait_time", .numeric), ("total_errors", .numeric),
+            ("avg_xact_count", .numeric), ("avg_query_count", .numeric), ("avg_recv", .numeric),
+            ("avg_sent", .numeric), ("avg_errors", .numeric), ("avg_xact_time", .numeric),
+            ("avg_query_time", .numeric), ("avg_wait_time", .numeric),
+        ])
+        for p in runtime.pools {
+            let t = p.stats.snapshot()
+            let a = runtime.statsAverages(for: p)
+            rs.rows.append([
+                p.settings.database, p.settings.user, s(t.xactCount), s(t.queryCount), s(t.received), s(t.sent),
+                s(t.xactTime), s(t.queryTime), s(t.waitTime), s(t.errors),
+                s(a.xactCount), s(a.queryCount), s(a.received), s(a.sent), s(a.errors), s(a.xactTime),
+                s(a.queryTime), s(a.waitTime),
+            ])
+        }
+        return rs
+    }
+
+    func users() -> ResultSet {
+        var rs = ResultSet(columns: [("name", .text), ("pool_mode", .text)])
+        for p in runtime.pools { rs.rows.append([p.settings.user, p.settings.mode.rawValue]) }
+        return rs
+    }
+
+    func configView() -> ResultSet {
+        var rs = ResultSet(columns: [("key", .text), ("value", .text), ("default", .text), ("changeable", .text)])
+        let g = runtime.config.general
+        rs.rows.append(["host", g.host, "0.0.0.0", "no"])
+        rs.rows.append(["port", String(g.port), "5432", "no"])
+        rs.rows.append(["max_connections", String(g.maxConnections), "8192", "yes"])
+        rs.rows.append(["connect_timeout", String(g.connectTimeout), "3000", "yes"])
+        rs.rows.append(["query_wait_timeout", String(g.queryWaitTimeout), "5000", "yes"])
+        rs.rows.append(["idle_timeout", String(g.idleTimeout), "600000", "yes"])
+        rs.rows.append(["server_lifetime", String(g.serverLifetime), "1200000", "yes"])
+        rs.rows.append(["shutdown_timeout", String(g.shutdownTimeout), "10000", "yes"])
+        for (name, pool) in runtime.config.pools.sorted(by: { $0.key < $1.key }) {
+            rs.rows.append(["pools.\(name).pool_mode", pool.poolMode.rawValue, "transaction", "yes"])
+            rs.rows.append(["pools.\(name).users", pool.users.map { $0.username }.joined(separator: ","), "-", "yes"])
+        }
+        return rs
+    }
+
+    func lists() -> ResultSet {
+        let pools = runtime.pools
+        let dbs = Set(pools.map { $0.settings.database }).count
+        let users = Set(pools.map { $0.settings.user }).count
+        var idleServers = 0
+        var usedServers = 0
+        for p in pools {
+            let c = p.counts()
+            idleServers += c.idle
+            usedServers += c.active
+        }
+        let used = snapshots.filter { $0.server != nil }.count
+        let rows: [[String?]] = [
+            ["databases", s(dbs)], ["users", s(users)], ["pools", s(pools.count)],
+            ["free_clients", s(snapshots.count - used)], ["used_clients", s(used)], ["login_clients", s(0)],
+            ["free_servers", s(idleServers)], ["used_servers", s(usedServers)], ["dns_names", s(0)],
+            ["dns_zones", s(0)], ["dns_queries", s(0)], ["dns_pending", s(0)],
+        ]
+        return ResultSet(columns: [("list", .text), ("items", .int4)], rows: rows)
+    }
+
+    func connections() -> ResultSet {
+        let total = runtime.totalConnections.load(ordering: .relaxed)
+        let cancel = runtime.cancelRequests.load(ordering: .relaxed)
+        return ResultSet(
+            columns: [("total", .numeric), ("errors", .numeric), ("tls", .numeric), ("plain", .numeric), ("cancel", .numeric)],
+            rows: [[s(total), s(0), s(0), s(total - cancel), s(cancel)]])
+    }
+}
+
+import Foundation

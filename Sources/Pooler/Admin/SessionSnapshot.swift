@@ -1,0 +1,49 @@
+import NIOCore
+
+/// A consistent copy of one client session's state, taken on the session's own event loop.
+struct SessionSnapshot {
+    var id: Int32
+    var database: String
+    var user: String
+    var applicationName: String
+    var peer: String
+    var tls: Bool
+    var state: String
+    var transactionCount: Int
+    var queryCount: Int
+    var errorCount: Int
+    var ageSeconds: Int64
+    var pool: ServerPool?
+    var server: ServerSnapshot?
+    var isAdmin: Bool
+}
+
+struct ServerSnapshot {
+    var id: Int
+    var processID: Int32
+    var createdAt: NIODeadline
+    var transactionCount: Int
+    var queryCount: Int
+    var bytesSent: Int
+    var bytesReceived: Int
+    var state: String
+}
+
+extension ServerConnection {
+    func snapshot(state: String) -> ServerSnapshot {
+        ServerSnapshot(id: id, processID: processID, createdAt: createdAt, transactionCount: transactionCount,
+                       queryCount: queryCount, bytesSent: bytesSent, bytesReceived: bytesReceived, state: state)
+    }
+}
+
+extension PoolerRuntime {
+    /// Snapshots of every session, each taken on its own loop.
+    func sessionSnapshots(on loop: EventLoop) -> EventLoopFuture<[SessionSnapshot]> {
+        let byLoop = Dictionary(grouping: clients, by: { ObjectIdentifier($0.loop) })
+        let futures = byLoop.values.map { sessions -> EventLoopFuture<[SessionSnapshot]> in
+            let l = sessions[0].loop
+            return l.submit { sessions.map { $0.snapshot() } }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: loop).map { $0.flatMap { $0 }.sorted { $0.id < $1.id } }
+    }
+}

@@ -1,0 +1,280 @@
+import Atomics
+import ConfigKit
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running pooler: event loops, listeners, pools, and what the admin console reads.
+public final class PoolerRuntime {
+    public let group: MultiThreadedEventLoopGroup
+    public var logger: Logger
+    public let configPath: String
+    let cancels = CancelRegistry()
+    let connector: ServerConnector
+    let startupTimeout = TimeAmount.seconds(15)
+    public let startedAt = NIODeadline.now()
+
+    private let lock = NIOLock()
+    private var _config: Config
+    private var _pools: [String: ServerPool] = [:]
+    private var _verifiers: [ObjectIdentifier: ScramVerifier] = [:]
+    private var sessions: [Int32: WeakSession] = [:]
+    private struct WeakSession { weak var session: ClientSession? }
+
+    private let clientCount = ManagedAtomic<Int>(0)
+    private let connectionCounter = ManagedAtomic<Int32>(0)
+    public let totalConnections = ManagedAtomic<Int>(0)
+    public let cancelRequests = ManagedAtomic<Int>(0)
+    private let shuttingDown = ManagedAtomic<Bool>(false)
+    private var listeners: [Channel] = []
+    private var maintenanceTask: RepeatedTask?
+    private var statsTask: RepeatedTask?
+    let averager = StatsAverager()
+    public let logLevels: LogLevels
+    /// Set by the process layer: what SHUTDOWN and UPGRADE from the admin console do.
+    public var onShutdownRequest: (() -> Void)?
+    public var onUpgradeRequest: (() -> Void)?
+
+    public init(config: Config, configPath: String, logger: Logger, logLevels: LogLevels, eventLoops: Int? = nil) {
+        self.logLevels = logLevels
+        let cores = System.coreCount
+        let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), cores))
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        self.logger = logger
+        self.configPath = configPath
+        self._config = config
+        self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
+        self._pools = Self.buildPools(config: config, previous: [:], connector: connector)
+    }
+
+    // MARK: - Configuration and pools
+
+    public var config: Config { lock.withLock { _config } }
+
+    static func key(_ database: String, _ user: String) -> String { database + "\u{0}" + user }
+
+    static func buildPools(config: Config, previous: [String: ServerPool], connector: ServerConnector)
+        -> [String: ServerPool]
+    {
+        var out: [String: ServerPool] = [:]
+        for (name, pool) in config.pools {
+            for user in pool.users {
+                let settings = PoolSettings.resolve(poolName: name, pool: pool, user: user, general: config.general)
+                let k = key(name, user.username)
+                if let old = previous[k], old.settings == settings, !old.isClosed {
+                    out[k] = old
+                } else {
+                    out[k] = ServerPool(settings: settings, connector: connector)
+                }
+            }
+        }
+        return out
+    }
+
+    func pool(database: String, user: String) -> ServerPool? {
+        lock.withLock { _pools[Self.key(database, user)] }
+    }
+
+    public var pools: [ServerPool] {
+        lock.withLock { Array(_pools.values) }.sorted {
+            ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user)
+        }
+    }
+
+    func hasDatabase(_ database: String) -> Bool { lock.withLock { _config.pools[database] != nil } }
+
+    func isAdminDatabase(_ database: String) -> Bool { database == "pgdoorman" || database == "pgbouncer" }
+
+    var adminUsername: String { lock.withLock { _config.general.adminUsername } }
+    var adminPassword: String { lock.withLock { _config.general.adminPassword } }
+
+    func hbaDecision(address: SocketAddress?, tls: Bool, database: String, user: String) -> HbaDecision {
+        let general = lock.withLock { _config.general }
+        let transport: HbaTransport
+        if let address, let ip = address.ipAddress, let t = HbaTransport.tcp(addressString: ip, tls: tls) {
+            transport = t
+        } else {
+            transport = .unix
+        }
+        return general.hbaDecision(transport: transport, database: database, user: user)
+    }
+
+    /// A SCRAM verifier for a plaintext password in the config, derived once per pool.
+    func derivedVerifier(for pool: ServerPool) -> ScramVerifier {
+        let id = ObjectIdentifier(pool)
+        if let v = lock.withLock({ _verifiers[id] }) { return v }
+        let v = ScramVerifier.generate(password: pool.settings.clientPassword)
+        lock.withLock { _verifiers[id] = v }
+        return v
+    }
+
+    /// Re-reads the config file. On any error the running config stays and the diagnostics are returned.
+    public func reload() -> (changed: Bool, diagnostics: [Diagnostic]) {
+        let result = ConfigLoader.load(path: configPath)
+        for d in result.diagnostics where d.severity == .warning { logger.warning("\(d.description)") }
+        guard let newConfig = result.config, !result.hasErrors else {
+            for d in result.diagnostics where d.severity == .error { logger.error("RELOAD rejected: \(d.description)") }
+            return (false, result.diagnostics)
+        }
+        let retired: [ServerPool] = lock.withLock {
+            if newConfig == _config { return [] }
+            let old = _pools
+            _pools = Self.buildPools(config: newConfig, previous: old, connector: connector)
+            _config = newConfig
+            return old.values.filter { p in !_pools.values.contains { $0 === p } }
+        }
+        if retired.isEmpty && newConfig == config && lock.withLock({ _pools.count }) > 0 {
+            // Either unchanged, or changed only in ways that kept every pool.
+        }
+        for p in retired { p.shutdown() }
+        logger.info("RELOAD: configuration \(retired.isEmpty ? "applied (pools kept)" : "applied, \(retired.count) pool(s) replaced")")
+        return (true, result.diagnostics)
+    }
+
+    func statsAverages(for pool: ServerPool) -> PoolStats.Snapshot { averager.averages(for: pool) }
+
+    func requestShutdown() { onShutdownRequest?() }
+    func requestUpgrade() { onUpgradeRequest?() }
+
+    // MARK: - Clients
+
+    func nextConnectionID() -> Int32 {
+        connectionCounter.wrappingIncrementThenLoad(ordering: .relaxed) & Int32.max
+    }
+
+    func admitClient() -> Bool {
+        let max = lock.withLock { _config.general.maxConnections }
+        let now = clientCount.wrappingIncrementThenLoad(ordering: .relaxed)
+        if now > max {
+            clientCount.wrappingDecrement(ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func sessionStarted(_ s: ClientSession) {
+        lock.withLock { sessions[s.id] = WeakSession(session: s) }
+    }
+
+    func sessionEnded(_ s: ClientSession, admin: Bool) {
+        let removed = lock.withLock { sessions.removeValue(forKey: s.id) != nil }
+        if removed && s.isCounted { clientCount.wrappingDecrement(ordering: .relaxed) }
+        if lock.withLock({ _config.general.logClientDisconnections }) && !s.user.isEmpty {
+            logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
+        }
+    }
+
+    func logClientConnection(_ s: ClientSession) {
+        if lock.withLock({ _config.general.logClientConnections }) {
+            logger.info("client \(s.peer) connected: \(s.user)@\(s.database) application_name=\(s.applicationName)")
+        }
+    }
+
+    var clients: [ClientSession] {
+        lock.withLock { sessions.values.compactMap { $0.session } }.sorted { $0.id < $1.id }
+    }
+
+    var currentClients: Int { clientCount.load(ordering: .relaxed) }
+
+    // MARK: - Cancel
+
+    func cancel(processID: Int32, secretKey: Int32) {
+        cancelRequests.wrappingIncrement(ordering: .relaxed)
+        guard let session = cancels.session(processID: processID, secret: secretKey) else { return }
+        session.cancelCurrentQuery()
+    }
+
+    func sendCancel(host: String, port: Int, processID: Int32, secretKey: Int32) {
+        let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(3))
+        let connected = host.hasPrefix("/")
+            ? bootstrap.connect(unixDomainSocketPath: "\(host)/.s.PGSQL.\(port)")
+            : bootstrap.connect(host: host, port: port)
+        connected.whenSuccess { channel in
+            var buf = channel.allocator.buffer(capacity: 16)
+            FrontendMessage.cancelRequest(processID: processID, secretKey: secretKey, into: &buf)
+            channel.writeAndFlush(buf).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
+
+    /// Binds the listeners (TCP, and the Unix socket when configured) and starts maintenance.
+    public func start() throws {
+        raiseFileLimit()
+        let general = config.general
+        let backlog = Int32(general.backlog > 0 ? general.backlog : min(general.maxConnections, 4096))
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: backlog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: general.tcpNoDelay ? 1 : 0)
+            .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 4)
+            .childChannelInitializer { [unowned self] channel in
+                self.totalConnections.wrappingIncrement(ordering: .relaxed)
+                let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
+                return channel.pipeline.addHandler(session)
+            }
+        let tcp = try bootstrap.bind(host: general.host, port: Int(general.port)).wait()
+        listeners.append(tcp)
+        logger.info("listening on \(general.host):\(general.port)")
+        if let dir = general.unixSocketDir {
+            let path = "\(dir)/.s.PGSQL.\(general.port)"
+            unlink(path)
+            let unix = try bootstrap.bind(unixDomainSocketPath: path).wait()
+            chmod(path, mode_t(general.unixSocketModeBits ?? 0o600))
+            listeners.append(unix)
+            logger.info("listening on unix socket \(path)")
+        }
+        let loops = Array(group.makeIterator())
+        maintenanceTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) {
+            [weak self] _ in
+            guard let self else { return }
+            let now = NIODeadline.now()
+            for p in self.pools { p.maintain(now: now, loops: loops) }
+        }
+        statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
+            [weak self] _ in
+            guard let self else { return }
+            self.averager.tick(pools: self.pools, seconds: 15)
+        }
+    }
+
+    /// The port actually bound (useful when the config says 0).
+    public var boundPort: Int? { listeners.first?.localAddress?.port }
+
+    /// Stops accepting, closes pools and event loops.
+    public func stop() {
+        shuttingDown.store(true, ordering: .relaxed)
+        maintenanceTask?.cancel()
+        statsTask?.cancel()
+        for l in listeners { try? l.close().wait() }
+        listeners.removeAll()
+        for p in pools { p.shutdown() }
+        if let dir = config.general.unixSocketDir { unlink("\(dir)/.s.PGSQL.\(config.general.port)") }
+    }
+
+    public func shutdownGroup() {
+        try? group.syncShutdownGracefully()
+    }
+
+    /// 2,000 clients need more than the default 1,024 descriptors: raise the soft limit to the hard one.
+    private func raiseFileLimit() {
+        var rl = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return }
+        if rl.rlim_cur < rl.rlim_max {
+            rl.rlim_cur = rl.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        }
+        let needed = UInt64(config.general.maxConnections) * 2 + 64
+        if UInt64(rl.rlim_cur) < needed {
+            logger.warning("open file limit is \(rl.rlim_cur); max_connections=\(config.general.maxConnections) may need up to \(needed) descriptors")
+        }
+    }
+}
