@@ -55,7 +55,8 @@ public enum ConfigLoader {
 
         let config = ConfigDecoder.decode(root, ctx: ctx, rootFile: file)
         var diagnostics = ctx.diagnostics
-        diagnostics += ConfigValidator.validate(config, file: file)
+        let index = LocationIndex(root: root, file: file)
+        diagnostics += ConfigValidator.validate(config, file: file).map(index.locate)
         let hasErrors = diagnostics.contains { $0.severity == .error }
         return LoadResult(config: hasErrors ? nil : config, diagnostics: diagnostics)
     }
@@ -63,5 +64,63 @@ public enum ConfigLoader {
     static func readFile(_ path: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// keyPath → (file, line) of the merged tree, so model-level validation problems point at the source.
+struct LocationIndex {
+    var map: [String: (String?, Int?)] = [:]
+    let rootFile: String?
+
+    init(root: ConfigTable, file: String?) {
+        rootFile = file
+        add(root, path: "")
+    }
+
+    mutating func add(_ table: ConfigTable, path: String) {
+        let isIndexedUsers = path.hasSuffix(".users")
+        let sortedIndexed = table.entries.compactMap { e in ValueGrammar.parseUnsigned(e.key).map { ($0, e.key) } }
+            .sorted { $0.0 < $1.0 }.map(\.1)
+        for e in table.entries {
+            let p = path.isEmpty ? e.key : "\(path).\(e.key)"
+            map[p] = (e.node.file, e.node.line)
+            if isIndexedUsers, let pos = sortedIndexed.firstIndex(of: e.key) {
+                map["\(path)[\(pos)]"] = (e.node.file, e.node.line)
+                if case .table(let t) = e.node.value { add(t, path: "\(path)[\(pos)]") }
+            }
+            add(e.node, path: p)
+        }
+    }
+
+    mutating func add(_ node: ConfigNode, path: String) {
+        switch node.value {
+        case .table(let t): add(t, path: path)
+        case .array(let items):
+            for (i, item) in items.enumerated() {
+                map["\(path)[\(i)]"] = (item.file, item.line)
+                add(item, path: "\(path)[\(i)]")
+            }
+        default: break
+        }
+    }
+
+    func locate(_ d: Diagnostic) -> Diagnostic {
+        guard d.file == nil else { return d }
+        var d = d
+        var path = d.keyPath
+        while !path.isEmpty {
+            if let (f, l) = map[path] {
+                d.file = f ?? rootFile
+                d.line = l
+                return d
+            }
+            if let cut = path.lastIndex(where: { $0 == "." || $0 == "[" }) {
+                path = String(path[..<cut])
+            } else {
+                path = ""
+            }
+        }
+        d.file = rootFile
+        return d
     }
 }

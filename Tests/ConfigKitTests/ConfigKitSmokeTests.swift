@@ -1,4 +1,0 @@
-import Testing
-@testable import ConfigKit
-
-@Test func ConfigKitBuilds() { #expect(Bool(true)) }
