@@ -134,8 +134,9 @@ public final class ServerPool {
         case .create:
             create(on: loop, enqueuedAt: now, callback)
         case .wait:
-            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] in
-                self?.expireWaiter(id: waiterID)
+            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] () -> Void in
+                guard let self else { return }
+                self.expireWaiter(id: waiterID)
             }
             let stillWaiting = lock.withLock { () -> Bool in
                 for i in waiterHead..<waiters.count where waiters[i].id == waiterID {
