@@ -104,7 +104,7 @@ def parse_pgbench(stdout: str) -> dict[str, Any]:
 
     return {
         # PG 15: "tps = 123.4 (without initial connection time)"; older: "(excluding connections establishing)".
-        "tps": num(r"^tps = ([0-9.]+) \((?:without|excluding)"),
+        "tps": num(r"^tps = ([0-9.]+) \((?:without|excluding|including)"),
         "processed": num(r"^number of transactions actually processed: (\d+)", int),
         "failed": num(r"^number of failed transactions: (\d+)", int),
         "latency_avg_ms": num(r"^latency average = ([0-9.]+) ms"),
