@@ -100,7 +100,7 @@ verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port pid seconds
     local i
-    for i in $(seq 1 $(( $3 * 10 ))); do
+    for _ in $(seq 1 $(( $3 * 10 ))); do
         kill -0 "$2" 2>/dev/null || return 1
         (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
         sleep 0.1
@@ -220,6 +220,7 @@ pgb_rss0=$( [[ -z $pgb_reason ]] && rss_start "$pgb_pid" || echo None )
 dm_rss0=$( [[ -z $doorman_reason ]] && rss_start "$dm_pid" || echo None )
 
 stamp=$(date +%Y-%m-%d-%H%M%S)
+load0=$(cut -d' ' -f1 /proc/loadavg)
 mkdir -p "$ROOT/bench/out"
 raw="$ROOT/bench/out/results-$stamp.jsonl"
 : >"$raw"
@@ -235,6 +236,7 @@ if [[ -x $DOORMAN_BIN ]]; then
 fi
 python3 - "$work/meta.json" <<EOF
 import json, os, platform, sys
+load0 = "$load0"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 json.dump({
     "date": "$stamp",
@@ -245,7 +247,8 @@ json.dump({
     "doorman": "$dm_version, transaction mode, pool_size $POOL_SIZE",
     "duration": "${DURATION} s per run (+ ${BENCH_WARMUP:-2} s warm-up per target)",
     "pgbench": "-n -T $DURATION -j min(2,c) -c c -M mode -P 1 --log; script: \\\\set aid random(1, 100000); SELECT :aid; user $BENCH_USER (SCRAM)",
-    "notes": "loopback, all processes on the same 2-core box; targets alternate per scenario",
+    "notes": "loopback, all processes on the same box; targets alternate per scenario; "
+             f"load average at start {load0}, at end {os.getloadavg()[0]:.2f}",
     "rss_start_kib": {"pgbouncer": $pgb_rss0, "doorman": $dm_rss0},
 }, open(sys.argv[1], "w"), indent=1)
 EOF

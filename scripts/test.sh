@@ -63,7 +63,7 @@ else
     unit_rc=${PIPESTATUS[0]}
     set -e
     # swift-testing: "Test run with N tests in M suites passed/failed ..."; XCTest: "Executed N tests, with M failures".
-    unit_summary=$(grep -E '^.{0,4}Test run with [0-9]+ tests?|Executed [0-9]+ tests?, with' "$unit_log" \
+    unit_summary=$(grep -E 'Test run with [0-9]+ tests?|Executed [0-9]+ tests?, with' "$unit_log" \
         | tail -n 3 | sed -E 's/\x1b\[[0-9;]*m//g; s/^[^A-Za-z]*//' | paste -sd ';' -)
     rm -f "$unit_log"
     if [[ $unit_rc -eq 0 ]]; then
