@@ -140,6 +140,7 @@ import Testing
         [general]
         admin_username = "a"
         admin_password = "b"
+        hba = []
         [pools]
         """.write(to: main, atomically: true, encoding: .utf8)
         try "general:\n  hba: \"10.0.0.0/8\"\n".write(to: inc, atomically: true, encoding: .utf8)

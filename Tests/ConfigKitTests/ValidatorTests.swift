@@ -16,8 +16,8 @@ import Testing
         #expect(e.keyPath == "pools.app.users[1].min_pool_size")
         #expect(e.message == "min_pool_size of 50 cannot be larger than pool_size of 40")
         #expect(e.file == "test.yaml")
-        #expect(e.line == 14)
-        #expect(e.description.hasPrefix("error: pools.app.users[1].min_pool_size (test.yaml:14): min_pool_size of 50 "
+        #expect(e.line == 15)
+        #expect(e.description.hasPrefix("error: pools.app.users[1].min_pool_size (test.yaml:15): min_pool_size of 50 "
             + "cannot be larger than pool_size of 40 — hint: "))
     }
 
