@@ -68,7 +68,10 @@ enum ConfigDecoder {
         let ctx = g.ctx
         x.host = g.string("host") ?? x.host
         x.port = g.port("port") ?? x.port
-        if let v = g.string("admin_username", required: true) { x.adminUsername = v }
+        if let v = g.string("admin_username", required: true) {
+            x.adminUsername = v
+            if v.isEmpty { ctx.error(g.keyPath("admin_username"), "admin_username must not be empty", node: g.table["admin_username"]) }
+        }
         if let v = g.string("admin_password", required: true) { x.adminPassword = v }
         x.backlog = g.u32("backlog") ?? x.backlog
         x.maxConnections = g.int("max_connections") ?? x.maxConnections

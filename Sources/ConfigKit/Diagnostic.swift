@@ -33,12 +33,13 @@ public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
     /// `error: pools.app.users[1].min_pool_size (pg_doorman.yaml:14): message — hint: ...`
     public var description: String {
         var s = "\(severity.rawValue): "
-        if !keyPath.isEmpty { s += keyPath }
-        if let file {
-            let loc = line.map { "\(file):\($0)" } ?? file
-            s += keyPath.isEmpty ? "(\(loc))" : " (\(loc))"
+        let loc = file.map { f in line.map { "\(f):\($0)" } ?? f }
+        switch (keyPath.isEmpty, loc) {
+        case (false, let l?): s += "\(keyPath) (\(l)): "
+        case (false, nil): s += "\(keyPath): "
+        case (true, let l?): s += "\(l): "
+        case (true, nil): break
         }
-        if !keyPath.isEmpty || file != nil { s += ": " }
         s += message
         if let hint { s += " — hint: \(hint)" }
         return s

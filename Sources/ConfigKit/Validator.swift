@@ -95,7 +95,6 @@ public enum ConfigValidator {
                 + "unbounded per-client cache of anonymous prepared statements")
         }
         // Admin credentials (required keys are checked while decoding; empty values here).
-        if g.adminUsername.isEmpty { err("general.admin_username", "admin_username must not be empty") }
         if g.adminPassword == "admin" || g.adminPassword.isEmpty {
             warn("general.admin_password", "admin_password is empty or the default `admin`",
                  hint: "set a strong password; the web UI stays disabled with this value")

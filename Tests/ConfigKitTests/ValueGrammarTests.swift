@@ -35,8 +35,10 @@ import Testing
     }
 
     @Test func badByteSizes() {
-        #expect(throws: GrammarError("invalid byte size format: '1TB'. Expected a number or a string with suffix "
-            + "(B, K, KB, M, MB, G, GB)")) { try ValueGrammar.parseByteSize("1TB") }
+        // Like the reference, "1TB" is read as number "1T" with suffix "B".
+        #expect(throws: GrammarError("invalid number in byte size: '1T'")) { try ValueGrammar.parseByteSize("1TB") }
+        #expect(throws: GrammarError("invalid byte size format: 'lots'. Expected a number or a string with suffix "
+            + "(B, K, KB, M, MB, G, GB)")) { try ValueGrammar.parseByteSize("lots") }
         #expect(throws: GrammarError("invalid number in byte size: '1.5'")) { try ValueGrammar.parseByteSize("1.5MB") }
         #expect(throws: GrammarError.self) { try ValueGrammar.parseByteSize("-1K") }
         #expect(throws: GrammarError.self) { try ValueGrammar.parseByteSize("17179869184GB") }

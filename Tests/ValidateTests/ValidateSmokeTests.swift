@@ -1,4 +1,0 @@
-import Testing
-@testable import Validate
-
-@Test func ValidateBuilds() { #expect(Bool(true)) }
