@@ -58,6 +58,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     private var counted = false
     private var attachedAt = NIODeadline.now()
     private var pendingRelease = false
+    /// Graceful shutdown: close at the next transaction boundary.
+    private var closeAtBoundary = false
 
     // Counters for SHOW CLIENTS.
     private(set) var transactionCount = 0
@@ -563,6 +565,22 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                     releaseToPool(s, rollback: false)
                 }
                 if terminating { close() }
+                else if closeAtBoundary { fatal(code: "58006", "pooler is shut down now") }
+            }
+        }
+    }
+
+    /// Graceful shutdown: idle clients are told now, busy ones at the end of their transaction.
+    func shutdownRequested() {
+        loop.execute { [self] in
+            closeAtBoundary = true
+            switch phase {
+            case .ready where server == nil && !waitingForServer:
+                fatal(code: "58006", "pooler is shut down now")
+            case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+                fatal(code: "57P03", "pg_doorman is shutting down")
+            default:
+                break
             }
         }
     }

@@ -205,8 +205,12 @@ public final class PoolerRuntime {
 
     var isShuttingDown: Bool { shuttingDown.load(ordering: .relaxed) }
 
+    /// The descriptor of the TCP listener (handed to the next process by a binary upgrade).
+    public private(set) var listenerFD: Int32 = -1
+
     /// Binds the listeners (TCP, and the Unix socket when configured) and starts maintenance.
-    public func start() throws {
+    /// `inheritedFD` is a listening socket passed by the previous process during a binary upgrade.
+    public func start(inheritedFD: Int32? = nil) throws {
         raiseFileLimit()
         let general = config.general
         let backlog = Int32(general.backlog > 0 ? general.backlog : min(general.maxConnections, 4096))
@@ -221,7 +225,16 @@ public final class PoolerRuntime {
                 let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
                 return channel.pipeline.addHandler(session)
             }
-        let tcp = try bootstrap.bind(host: general.host, port: Int(general.port)).wait()
+        let fd: Int32
+        if let inheritedFD {
+            fd = inheritedFD
+            ListenSocket.setCloseOnExec(fd, true)
+            logger.info("binary upgrade: adopted listening socket fd \(fd)")
+        } else {
+            fd = try ListenSocket.open(host: general.host, port: Int(general.port), backlog: backlog)
+        }
+        listenerFD = fd
+        let tcp = try bootstrap.withBoundSocket(fd).wait()
         listeners.append(tcp)
         logger.info("listening on \(general.host):\(general.port)")
         if let dir = general.unixSocketDir {
@@ -248,6 +261,18 @@ public final class PoolerRuntime {
 
     /// The port actually bound (useful when the config says 0).
     public var boundPort: Int? { listeners.first?.localAddress?.port }
+
+    /// Asks every non-admin client to leave: idle ones now, busy ones after their transaction.
+    public func closeClientsGracefully() {
+        for c in clients where !isAdminDatabase(c.database) { c.shutdownRequested() }
+    }
+
+    /// Closes the listeners only; connected clients keep being served.
+    public func stopAccepting() {
+        shuttingDown.store(true, ordering: .relaxed)
+        for l in listeners { try? l.close().wait() }
+        listeners.removeAll()
+    }
 
     /// Stops accepting, closes pools and event loops.
     public func stop() {
