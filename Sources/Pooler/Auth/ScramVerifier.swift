@@ -33,7 +33,8 @@ public struct ScramVerifier: Hashable, Sendable, CustomStringConvertible {
         public var description: String {
             switch self {
             case .notScramSHA256: return "SCRAM verifier must start with \"SCRAM-SHA-256$\""
-            case .malformed: return "SCRAM verifier must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"
+            case .malformed:
+                return "SCRAM verifier must look like SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>"
             case .invalidIterations: return "SCRAM verifier iteration count must be a positive integer"
             case .invalidSalt: return "SCRAM verifier salt must be non-empty base64"
             case .invalidKey: return "SCRAM verifier StoredKey and ServerKey must be base64 of 32 bytes"

@@ -105,7 +105,9 @@ public final class ServerPool {
         let now = NIODeadline.now()
         var step: Step = .wait
         var waiterID: UInt64 = 0
+        var currentEpoch = 0
         lock.withLock {
+            currentEpoch = _epoch
             if _closed {
                 step = .closed
             } else if !_paused, let server = popIdleLocked(preferring: loop) {
@@ -124,9 +126,8 @@ public final class ServerPool {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
         case .use(let server):
-            if server.isReusable(epoch: epoch, now: now) {
-                stats.recordWait(micros: 0)
-                Self.run(on: loop) { callback(.success(server)) }
+            if server.isReusable(epoch: currentEpoch, now: now) {
+                if loop.inEventLoop { callback(.success(server)) } else { loop.execute { callback(.success(server)) } }
             } else {
                 discard(server)
                 acquire(on: loop, callback)
@@ -134,8 +135,9 @@ public final class ServerPool {
         case .create:
             create(on: loop, enqueuedAt: now, callback)
         case .wait:
-            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] in
-                self?.expireWaiter(id: waiterID)
+            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] () -> Void in
+                guard let self else { return }
+                self.expireWaiter(id: waiterID)
             }
             let stillWaiting = lock.withLock { () -> Bool in
                 for i in waiterHead..<waiters.count where waiters[i].id == waiterID {
@@ -196,6 +198,7 @@ public final class ServerPool {
                 lock.withLock {
                     opening -= 1
                     open += 1
+                    server.countedInPool = true
                 }
                 stats.recordWait(micros: UInt64(max(0, (NIODeadline.now() - enqueuedAt).nanoseconds / 1000)))
                 Self.run(on: loop) { callback(.success(server)) }
@@ -217,15 +220,20 @@ public final class ServerPool {
     /// Returns a clean server to the pool (or hands it to the oldest waiter).
     public func release(_ server: ServerConnection) {
         let now = NIODeadline.now()
-        guard server.isReusable(epoch: epoch, now: now) else {
-            discard(server)
-            return
-        }
         server.lastUsed = now
+        var reusable = true
         let waiter: Waiter? = lock.withLock {
+            guard !_closed, server.isReusable(epoch: _epoch, now: now) else {
+                reusable = false
+                return nil
+            }
             if !_paused, let w = popWaiterLocked() { return w }
             if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
             return nil
+        }
+        if !reusable {
+            discard(server)
+            return
         }
         if let waiter {
             waiter.timeout?.cancel()
@@ -373,7 +381,10 @@ public final class ServerPool {
                 lock.withLock { opening -= 1 }
                 switch result {
                 case .success(let server):
-                    lock.withLock { open += 1 }
+                    lock.withLock {
+                        open += 1
+                        server.countedInPool = true
+                    }
                     release(server)
                 case .failure:
                     break

@@ -108,9 +108,11 @@ struct BackendLoginStateMachine {
                 guard let key = clientKey else {
                     return .fail(Self.configError("SCRAM passthrough for user \"\(user)\" needs one successful client login first (or set server_username/server_password)"))
                 }
-                let verifier = try? ScramVerifier(parsing: verifierText)
-                scram = ScramClient(credential: .passthrough(clientKey: key, serverKey: verifier?.serverKey))
-                if let v = verifier { scram?.expectedSaltAndIterations = (v.salt, v.iterations) }
+                if let verifier = try? ScramVerifier(parsing: verifierText) {
+                    scram = ScramClient(credential: .passthrough(clientKey: key, verifier: verifier))
+                } else {
+                    scram = ScramClient(credential: .passthrough(clientKey: key, serverKey: nil))
+                }
             case .md5Hash:
                 return .fail(Self.configError("server wants SCRAM-SHA-256 but user \"\(user)\" has an MD5 hash in the config"))
             case .none:

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Turn the JSON lines written by bench/scenarios.py into a markdown report.
+
+    report.py RESULTS_JSONL [META_JSON]   > results.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from collections import OrderedDict
+
+TARGETS = ["direct", "pgbouncer", "doorman"]
+
+
+def fmt(v, nd=0, unit=""):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}{unit}"
+    return f"{v:,}{unit}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"×{a / b:.2f}"
+
+
+def scenario_name(r) -> str:
+    return f"{r['mode']}{' -C' if r['reconnect'] else ''}, {r['clients']} c"
+
+
+def main() -> int:
+    rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+    meta = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {}
+    by_scn: "OrderedDict[tuple, dict[str, dict]]" = OrderedDict()
+    for r in rows:
+        key = (r["reconnect"], r["mode"], r["clients"])
+        by_scn.setdefault(key, {})[r["target"]] = r
+    # reconnect scenarios after the regular ones, modes in their run order
+    keys = list(by_scn.keys())
+
+    def tps(r):
+        return r.get("tps") if r and r.get("ok") else None
+
+    out = []
+    out.append(f"# pg_doorman benchmark — {meta.get('date', '')}\n")
+    if meta:
+        out.append("| | |\n|---|---|")
+        for k in ("machine", "kernel", "postgres", "pgbouncer", "doorman", "duration", "pgbench", "notes"):
+            if k in meta:
+                out.append(f"| {k} | {meta[k]} |")
+        out.append("")
+    out.append("## Throughput (tps) and ratios\n")
+    out.append("| scenario | direct | pgbouncer | doorman | doorman/pgbouncer | doorman/direct | pgbouncer/direct |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    for k in keys:
+        t = by_scn[k]
+        d, p, m = (tps(t.get(x)) for x in TARGETS)
+        out.append(f"| {scenario_name(next(iter(t.values())))} | {fmt(d)} | {fmt(p)} | {fmt(m)} | "
+                   f"{ratio(m, p)} | {ratio(m, d)} | {ratio(p, d)} |")
+    out.append("")
+    out.append("## Latency p50 / p99 (ms, from pgbench --log)\n")
+    out.append("| scenario | direct | pgbouncer | doorman |")
+    out.append("|---|---:|---:|---:|")
+    for k in keys:
+        t = by_scn[k]
+        cells = []
+        for x in TARGETS:
+            r = t.get(x)
+            if r and r.get("ok"):
+                cells.append(f"{fmt(r.get('p50'), 3)} / {fmt(r.get('p99'), 3)}")
+            else:
+                cells.append("n/a")
+        out.append(f"| {scenario_name(next(iter(t.values())))} | " + " | ".join(cells) + " |")
+    out.append("")
+    out.append("## Pooler resources\n")
+    out.append("CPU µs/tx: pooler process utime+stime between the first and last pgbench progress line "
+               "divided by the transactions in that window (connection setup excluded, except with -C). "
+               "RSS: VmRSS mid-run; peak: VmHWM after the run (process lifetime); per client: "
+               "(mid-run RSS − RSS at pooler start) / clients.\n")
+    out.append("| scenario | pgbouncer CPU µs/tx | doorman CPU µs/tx | pgbouncer RSS MiB (peak) | "
+               "doorman RSS MiB (peak) | pgbouncer KiB/client | doorman KiB/client |")
+    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    base = meta.get("rss_start_kib", {})
+    for k in keys:
+        t = by_scn[k]
+        cpu, rss, per = [], [], []
+        for x in ("pgbouncer", "doorman"):
+            r = t.get(x)
+            if r and r.get("ok"):
+                cpu.append(fmt(r.get("cpu_us_per_tx"), 1))
+                mid, hwm = r.get("rss_mid_kib"), r.get("hwm_kib")
+                rss.append(f"{fmt(mid / 1024 if mid else None, 1)} ({fmt(hwm / 1024 if hwm else None, 1)})")
+                b = base.get(x)
+                if mid and b and r["clients"] >= 100:
+                    per.append(fmt((mid - b) / r["clients"], 1))
+                else:
+                    per.append("—")
+            else:
+                cpu.append("n/a"); rss.append("n/a"); per.append("n/a")
+        out.append(f"| {scenario_name(next(iter(t.values())))} | {cpu[0]} | {cpu[1]} | {rss[0]} | {rss[1]} | "
+                   f"{per[0]} | {per[1]} |")
+    out.append("")
+    notes = []
+    skipped: "OrderedDict[tuple, list[str]]" = OrderedDict()
+    for k in keys:
+        for x in TARGETS:
+            r = by_scn[k].get(x)
+            if r is None:
+                continue
+            if r.get("skipped"):
+                skipped.setdefault((x, r.get("reason")), []).append(scenario_name(r))
+            elif not r.get("ok"):
+                last = (r.get("stderr") or "").strip().splitlines()[-1:] or ["?"]
+                notes.append(f"- {x}, {scenario_name(r)}: failed (rc={r.get('rc')}) — {last[0][:200]}")
+            elif r.get("failed"):
+                notes.append(f"- {x}, {scenario_name(r)}: {r['failed']} failed transactions")
+    for (x, reason), scns in skipped.items():
+        where = "every scenario" if len(scns) == len(keys) else "; ".join(scns)
+        notes.append(f"- {x}: n/a in {where} — {reason}")
+    if notes:
+        out.append("## Notes\n")
+        out.extend(notes)
+        out.append("")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# pgbench: direct PostgreSQL vs PgBouncer vs pg_doorman, in one run on this machine.
+# See bench/README.md. Knobs (env):
+#   BENCH_DURATION=10            seconds per pgbench run
+#   BENCH_CLIENTS="1 40 120 500 2000"
+#   BENCH_MODES="simple extended prepared"
+#   BENCH_RECONNECT_CLIENTS="1 40"  BENCH_RECONNECT_MODES=simple  BENCH_RECONNECT=0 to skip -C runs
+#   BENCH_ONLY=direct,pgbouncer,doorman   targets to run (others are reported as n/a)
+#   BENCH_SKIP_BUILD=1           do not run `swift build -c release`
+#   BENCH_TLS=1                  TLS variant (TODO: not implemented yet, reported as n/a)
+#   BENCH_WARMUP=2               seconds of unrecorded warm-up per target
+#   BENCH_DOORMAN_WORKERS=N      general.worker_threads for pg_doorman (default: its own default)
+#   BENCH_DOORMAN_ARGS="..."     extra pg_doorman arguments (e.g. "-l warn")
+#   BENCH_POOL_SIZE=40           server pool size of both poolers
+#   PG_DOORMAN_BIN               pooler binary (default .build/release/pg_doorman)
+#   BENCH_KEEP=1                 keep the work directory (configs, logs) for inspection
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib/deps.sh
+source scripts/lib/deps.sh
+
+say() { echo "[bench] $*" >&2; }
+die() { echo "[bench] ERROR: $*" >&2; exit 1; }
+
+DURATION=${BENCH_DURATION:-10}
+CLIENTS=${BENCH_CLIENTS:-1 40 120 500 2000}
+ONLY=${BENCH_ONLY:-direct,pgbouncer,doorman}
+POOL_SIZE=${BENCH_POOL_SIZE:-40}
+export BENCH_DURATION=$DURATION BENCH_CLIENTS="$CLIENTS"
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 2 ]] || die "BENCH_DURATION must be an integer >= 2"
+
+ensure_apt_deps
+command -v pgbench >/dev/null || die "pgbench not found"
+
+# Thousands of clients: every process started below inherits this.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[[ $(ulimit -n) -ge 4500 ]] || say "warning: ulimit -n is $(ulimit -n); 2000 clients need more"
+
+# ---------------------------------------------------------------- pg_doorman build
+DOORMAN_BIN=${PG_DOORMAN_BIN:-$ROOT/.build/release/pg_doorman}
+doorman_reason=""
+if want doorman; then
+    if [[ "${BENCH_SKIP_BUILD:-0}" != 1 && -z "${PG_DOORMAN_BIN:-}" ]]; then
+        say "swift build -c release"
+        if ! swift build -c release >&2; then
+            doorman_reason="release build failed"
+        fi
+    fi
+    [[ -n $doorman_reason || -x "$DOORMAN_BIN" ]] || doorman_reason="binary $DOORMAN_BIN not found"
+else
+    doorman_reason="not selected (BENCH_ONLY=$ONLY)"
+fi
+
+# ---------------------------------------------------------------- work dir, PostgreSQL
+work=$(mktemp -d /tmp/pgdm-bench.XXXXXX)
+chmod 0755 "$work"
+pgb_pid="" dm_pid=""
+cleanup() {
+    local rc=$?
+    set +e
+    [[ -n $dm_pid ]] && kill -TERM "$dm_pid" 2>/dev/null
+    [[ -n $pgb_pid ]] && kill -TERM "$pgb_pid" 2>/dev/null
+    local i
+    for i in $(seq 1 50); do
+        { [[ -z $dm_pid ]] || ! kill -0 "$dm_pid" 2>/dev/null; } &&
+            { [[ -z $pgb_pid ]] || ! kill -0 "$pgb_pid" 2>/dev/null; } && break
+        sleep 0.1
+    done
+    [[ -n $dm_pid ]] && kill -KILL "$dm_pid" 2>/dev/null
+    [[ -n $pgb_pid ]] && kill -KILL "$pgb_pid" 2>/dev/null
+    "$ROOT/scripts/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then say "kept $work"; else rm -rf "$work"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+max_clients=0
+for c in $CLIENTS; do (( c > max_clients )) && max_clients=$c; done
+# room for every direct client plus both poolers' server connections and a margin
+pg_max=$(( max_clients + 2 * POOL_SIZE + 60 ))
+(( pg_max < 300 )) && pg_max=300
+say "starting PostgreSQL (max_connections=$pg_max)"
+"$ROOT/scripts/pg-throwaway.sh" start "$work/pg" --pgbench --max-connections "$pg_max" >/dev/null
+# shellcheck disable=SC1091
+source "$work/pg/env"
+PG_PORT=$PGPORT
+unset PGHOST PGPORT
+BENCH_USER=example_user_scram
+BENCH_PASSWORD=scrampass
+verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
+    -c "SELECT passwd FROM pg_shadow WHERE usename = '$BENCH_USER'")
+[[ $verifier == SCRAM-SHA-256\$* ]] || die "no SCRAM verifier for $BENCH_USER: $verifier"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port pid seconds
+    local i
+    for _ in $(seq 1 $(( $3 * 10 ))); do
+        kill -0 "$2" 2>/dev/null || return 1
+        (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+probe() { # port -> 0 when `SELECT 1` works through it
+    PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=5 timeout 15 \
+        psql -X -At -h 127.0.0.1 -p "$1" -U "$BENCH_USER" -d example_db -c 'SELECT 1' 2>&1
+}
+
+# ---------------------------------------------------------------- PgBouncer
+pgb_port="" pgb_reason=""
+if want pgbouncer; then
+    PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    pgb_port=$(free_port)
+    mkdir -p "$work/pgbouncer"
+    printf '"%s" "%s"\n' "$BENCH_USER" "$verifier" >"$work/pgbouncer/userlist.txt"
+    cat >"$work/pgbouncer/pgbouncer.ini" <<EOF
+[databases]
+example_db = host=127.0.0.1 port=$PG_PORT dbname=example_db
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pgb_port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/pgbouncer/userlist.txt
+pool_mode = transaction
+default_pool_size = $POOL_SIZE
+max_client_conn = 5000
+logfile = $work/pgbouncer/pgbouncer.log
+log_connections = 0
+log_disconnections = 0
+ignore_startup_parameters = extra_float_digits
+EOF
+    [[ $(id -u) -eq 0 ]] && chown -R postgres: "$work/pgbouncer"
+    as_user=()
+    [[ $(id -u) -eq 0 ]] && as_user=(-u postgres)
+    "$PGBOUNCER" "${as_user[@]}" "$work/pgbouncer/pgbouncer.ini" >>"$work/pgbouncer/stderr.log" 2>&1 &
+    pgb_pid=$!
+    if ! wait_port "$pgb_port" "$pgb_pid" 10; then
+        pgb_reason="pgbouncer did not start: $(tail -n 3 "$work/pgbouncer/stderr.log" "$work/pgbouncer/pgbouncer.log" 2>/dev/null | tr '\n' ' ')"
+    elif ! out=$(probe "$pgb_port"); then
+        pgb_reason="SELECT 1 through pgbouncer failed: $out"
+    fi
+    [[ -z $pgb_reason ]] && say "pgbouncer $("$PGBOUNCER" --version | head -n1) pid $pgb_pid port $pgb_port"
+else
+    pgb_reason="not selected (BENCH_ONLY=$ONLY)"
+fi
+
+# ---------------------------------------------------------------- pg_doorman
+dm_port=""
+if [[ -z $doorman_reason ]]; then
+    dm_port=$(free_port)
+    mkdir -p "$work/doorman"
+    {
+        echo "general:"
+        echo "  host: \"127.0.0.1\""
+        echo "  port: $dm_port"
+        echo "  admin_username: \"admin\""
+        echo "  admin_password: \"admin\""
+        [[ -n ${BENCH_DOORMAN_WORKERS:-} ]] && echo "  worker_threads: $BENCH_DOORMAN_WORKERS"
+        echo "pools:"
+        echo "  example_db:"
+        echo "    server_host: \"127.0.0.1\""
+        echo "    server_port: $PG_PORT"
+        echo "    pool_mode: \"transaction\""
+        echo "    users:"
+        echo "      - username: \"$BENCH_USER\""
+        echo "        password: \"$verifier\""
+        echo "        pool_size: $POOL_SIZE"
+    } >"$work/doorman/pg_doorman.yaml"
+    # shellcheck disable=SC2086
+    "$DOORMAN_BIN" "$work/doorman/pg_doorman.yaml" ${BENCH_DOORMAN_ARGS:-} >"$work/doorman/pg_doorman.log" 2>&1 &
+    dm_pid=$!
+    if ! wait_port "$dm_port" "$dm_pid" 10; then
+        doorman_reason="pg_doorman did not listen within 10 s: $(tail -n 3 "$work/doorman/pg_doorman.log" | tr '\n' ' ')"
+    elif ! out=$(probe "$dm_port"); then
+        doorman_reason="SELECT 1 through pg_doorman failed: $(echo "$out" | tail -n 1)"
+    fi
+    if [[ -n $doorman_reason ]]; then
+        kill -TERM "$dm_pid" 2>/dev/null || true
+    else
+        say "pg_doorman pid $dm_pid port $dm_port"
+    fi
+fi
+
+direct_reason=""
+want direct || direct_reason="not selected (BENCH_ONLY=$ONLY)"
+[[ -n $pgb_reason ]] && say "pgbouncer: n/a — $pgb_reason"
+[[ -n $doorman_reason ]] && say "pg_doorman: n/a — $doorman_reason"
+
+if [[ "${BENCH_TLS:-0}" == 1 ]]; then
+    # TODO(TLS): generate a self-signed cert, enable ssl in PostgreSQL, client_tls_* in pgbouncer and
+    # the tls_* keys in pg_doorman, then rerun the scenarios with PGSSLMODE=require (targets[].sslmode).
+    say "BENCH_TLS=1: TLS variant not implemented yet (TODO); no TLS rows"
+fi
+
+# ---------------------------------------------------------------- scenarios
+python3 - "$work/targets.json" <<EOF
+import json, sys
+def t(name, port, pid, reason):
+    return {"name": name, "host": "127.0.0.1", "port": int(port) if port else 0,
+            "pid": int(pid) if pid and not reason else None, "available": not reason, "reason": reason}
+json.dump({
+    "user": "$BENCH_USER", "password": "$BENCH_PASSWORD", "database": "example_db",
+    "direct_max_clients": $(( pg_max - 2 * POOL_SIZE - 10 )),
+    "targets": [t("direct", "$PG_PORT", "", """$direct_reason"""),
+                t("pgbouncer", "$pgb_port", "$pgb_pid", """$pgb_reason"""),
+                t("doorman", "$dm_port", "$dm_pid", """$doorman_reason""")],
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+
+rss_start() { [[ -n $1 ]] && awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo None; }
+pgb_rss0=$( [[ -z $pgb_reason ]] && rss_start "$pgb_pid" || echo None )
+dm_rss0=$( [[ -z $doorman_reason ]] && rss_start "$dm_pid" || echo None )
+
+stamp=$(date +%Y-%m-%d-%H%M%S)
+load0=$(cut -d' ' -f1 /proc/loadavg)
+mkdir -p "$ROOT/bench/out"
+raw="$ROOT/bench/out/results-$stamp.jsonl"
+: >"$raw"
+say "duration ${DURATION}s, clients: $CLIENTS, modes: ${BENCH_MODES:-simple extended prepared}"
+python3 "$ROOT/bench/scenarios.py" "$work/targets.json" "$work" "$raw"
+
+# ---------------------------------------------------------------- report
+pg_version=$("$PG_BIN/postgres" --version)
+pgb_version=$( (pgbouncer --version 2>/dev/null || true) | head -n1)
+dm_version="n/a"
+if [[ -x $DOORMAN_BIN ]]; then
+    dm_version="$("$DOORMAN_BIN" -V 2>/dev/null | head -n1 || true) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+fi
+python3 - "$work/meta.json" <<EOF
+import json, os, platform, sys
+load0 = "$load0"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+json.dump({
+    "date": "$stamp",
+    "machine": f"{os.cpu_count()} CPUs, {cpu}, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB",
+    "kernel": platform.release(),
+    "postgres": "$pg_version, fsync off, max_connections $pg_max",
+    "pgbouncer": "$pgb_version, transaction mode, default_pool_size $POOL_SIZE",
+    "doorman": "$dm_version, transaction mode, pool_size $POOL_SIZE",
+    "duration": "${DURATION} s per run (+ ${BENCH_WARMUP:-2} s warm-up per target)",
+    "pgbench": "-n -T $DURATION -j min(2,c) -c c -M mode -P 1 --log; script: \\\\set aid random(1, 100000); SELECT :aid; user $BENCH_USER (SCRAM)",
+    "notes": "loopback, all processes on the same box; targets alternate per scenario; "
+             f"load average at start {load0}, at end {os.getloadavg()[0]:.2f}",
+    "rss_start_kib": {"pgbouncer": $pgb_rss0, "doorman": $dm_rss0},
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+report="$ROOT/bench/out/results-$stamp.md"
+python3 "$ROOT/bench/report.py" "$raw" "$work/meta.json" >"$report"
+cat "$report"
+say "report: $report (raw: $raw)"
