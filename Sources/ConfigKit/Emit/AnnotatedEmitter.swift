@@ -117,6 +117,8 @@ struct AnnotatedWriter {
         let p = pad(level)
         if yaml {
             switch (type, v) {
+            case (.duration, .integer("0")), (.bytes, .integer("0")):
+                return ["\(p)\(key(k)): 0"]
             case (.duration, .integer(let s)):
                 if let ms = UInt64(s) { return ["\(p)\(key(k)): \(ConfigFormatting.yamlString(ConfigFormatting.humanDuration(ms)))"] }
             case (.bytes, .integer(let s)):
@@ -150,6 +152,8 @@ struct AnnotatedWriter {
         let raw = f.defaultText
         if raw.hasPrefix("unset") || raw == "required" { return translatedDefault(raw) }
         switch f.type {
+        case .duration where raw == "0", .bytes where raw == "0":
+            return "0"
         case .duration:
             if let ms = try? ValueGrammar.parseDuration(raw) {
                 return yaml ? "\"\(ConfigFormatting.humanDuration(ms))\" (\(ms) ms)" : "\(ms) (\(ConfigFormatting.humanDuration(ms)))"
@@ -158,7 +162,7 @@ struct AnnotatedWriter {
             if let b = try? ValueGrammar.parseByteSize(raw) {
                 return yaml ? "\"\(ConfigFormatting.humanByteSize(b))\" (\(b) bytes)" : "\(b) (\(ConfigFormatting.humanByteSize(b)))"
             }
-        case .string, .octal, .poolMode: return "\"\(raw)\""
+        case .string, .octal, .poolMode: return raw.hasPrefix("\"") ? raw : "\"\(raw)\""
         default: break
         }
         return raw
@@ -339,7 +343,14 @@ struct AnnotatedWriter {
                 minor(group.title.text(language), level: 2)
                 for f in fields { field(f, value: values[f.key], level: 2) }
             } else {
-                for f in fields { if let v = values[f.key] { lines += valueLines(f.key, v, type: f.type, level: 2) } }
+                // Examples: only what differs from a default pool, plus where it connects and how.
+                let defaults = Dictionary(ConfigFields.pool(Pool()), uniquingKeysWith: { a, _ in a })
+                let always: Set<String> = ["server_host", "server_port", "pool_mode"]
+                for f in fields {
+                    if let v = values[f.key], always.contains(f.key) || defaults[f.key] != v {
+                        lines += valueLines(f.key, v, type: f.type, level: 2)
+                    }
+                }
             }
         }
         authQuery(header, p.authQuery, annotated: annotated)
