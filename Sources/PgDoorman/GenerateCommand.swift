@@ -8,6 +8,7 @@ struct GenerateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
         abstract: "Generate configuration for pg_doorman by connecting to PostgreSQL and auto-detecting databases and users",
+        usage: "pg_doorman generate [<options>]",
         discussion: """
             Connection settings not given as flags come from the standard libpq environment \
             (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, ~/.pgpass ...).
