@@ -35,6 +35,17 @@ struct PgDoorman: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Listening socket inherited from the previous process during a binary upgrade [env: INHERIT_FD=]", visibility: .hidden))
     var inheritFd: Int32?
 
+    /// The optional CONFIG_FILE positional would swallow the word `generate`, so the subcommand is dispatched
+    /// before the root command is parsed.
+    static func main() {
+        let args = Array(CommandLine.arguments.dropFirst())
+        if args.first == "generate" {
+            GenerateCommand.main(Array(args.dropFirst()))
+        } else {
+            Self.main(args)
+        }
+    }
+
     mutating func run() throws {
         let env = ProcessInfo.processInfo.environment
         let path = configFile ?? env["CONFIG_FILE"] ?? "pg_doorman.toml"

@@ -1,4 +1,0 @@
-import Testing
-@testable import Generate
-
-@Test func GenerateBuilds() { #expect(Bool(true)) }
