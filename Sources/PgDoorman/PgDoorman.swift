@@ -10,7 +10,6 @@ struct PgDoorman: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pg_doorman",
         abstract: "PgDoorman: Nextgen PostgreSQL Pooler (based on PgCat)",
-        version: PoolerVersion.semver,
         subcommands: [GenerateCommand.self]
     )
 
@@ -32,6 +31,9 @@ struct PgDoorman: ParsableCommand {
     @Flag(name: [.short, .long], help: "Test the configuration file and exit (nginx-style)")
     var testConfig = false
 
+    @Flag(name: [.customShort("V"), .long], help: "Print version")
+    var version = false
+
     @Option(name: .long, help: ArgumentHelp("Listening socket inherited from the previous process during a binary upgrade [env: INHERIT_FD=]", visibility: .hidden))
     var inheritFd: Int32?
 
@@ -39,6 +41,10 @@ struct PgDoorman: ParsableCommand {
     /// before the root command is parsed.
     static func main() {
         let args = Array(CommandLine.arguments.dropFirst())
+        if args.contains("-V") || args.contains("--version") {
+            print("pg_doorman \(PoolerVersion.semver)")
+            return
+        }
         if args.first == "generate" {
             GenerateCommand.main(Array(args.dropFirst()))
         } else {

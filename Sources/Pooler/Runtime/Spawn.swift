@@ -38,7 +38,8 @@ enum Spawn {
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        if newSession { posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSID)) }
+        // 0x80 = POSIX_SPAWN_SETSID (glibc 2.26+), not imported into Swift.
+        if newSession { posix_spawnattr_setflags(&attr, Int16(0x80)) }
         var env = ProcessInfo.processInfo.environment
         for (k, v) in extraEnv { env[k] = v }
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
