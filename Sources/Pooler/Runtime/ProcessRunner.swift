@@ -42,7 +42,7 @@ public enum ProcessRunner {
     public static func main(_ options: ProcessOptions) -> Int32 {
         let env = ProcessInfo.processInfo.environment
         let loaded = ConfigLoader.load(path: options.configPath)
-        for d in loaded.diagnostics where d.severity == .warning { stderr("warning: \(d.description)") }
+        for d in loaded.diagnostics where d.severity == .warning { stderr(d.description) }
         guard let config = loaded.config, !loaded.hasErrors else {
             for d in loaded.diagnostics where d.severity == .error { stderr("Config parse error: \(d.description)") }
             return exConfig
