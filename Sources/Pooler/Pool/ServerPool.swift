@@ -34,9 +34,7 @@ public final class ServerPool {
     private var idle: [ServerConnection] = []
     private var opening = 0
     private var open = 0
-    private var waiters: [Waiter] = []
-    private var waiterHead = 0
-    private var nextWaiterID: UInt64 = 0
+    private var waiters = WaiterQueue<Waiter>()
     private var _paused = false
     private var _epoch = 0
     private var _closed = false
@@ -45,11 +43,9 @@ public final class ServerPool {
     public let stats = PoolStats()
 
     private struct Waiter {
-        var id: UInt64
         var loop: EventLoop
         var enqueuedAt: NIODeadline
         var callback: (Result<ServerConnection, PoolError>) -> Void
-        var timeout: Scheduled<Void>?
     }
 
     init(settings: PoolSettings, connector: ServerConnector) {
@@ -84,11 +80,10 @@ public final class ServerPool {
 
     public func counts(now: NIODeadline = .now()) -> Counts {
         lock.withLock {
-            let waiting = waiters.count - waiterHead
+            let waiting = waiters.count
             var maxWait: UInt64 = 0
-            if waiterHead < waiters.count {
-                let d = now - waiters[waiterHead].enqueuedAt
-                maxWait = UInt64(max(0, d.nanoseconds / 1000))
+            if let oldest = waiters.oldest {
+                maxWait = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1000))
             }
             return Counts(idle: idle.count, active: open - idle.count, opening: opening, waiting: waiting,
                           maxWaitMicros: maxWait)
@@ -104,7 +99,6 @@ public final class ServerPool {
         enum Step { case use(ServerConnection), create, wait, closed }
         let now = NIODeadline.now()
         var step: Step = .wait
-        var waiterID: UInt64 = 0
         var currentEpoch = 0
         lock.withLock {
             currentEpoch = _epoch
@@ -116,9 +110,8 @@ public final class ServerPool {
                 opening += 1
                 step = .create
             } else {
-                nextWaiterID &+= 1
-                waiterID = nextWaiterID
-                waiters.append(Waiter(id: waiterID, loop: loop, enqueuedAt: now, callback: callback, timeout: nil))
+                waiters.append(loopKey: ObjectIdentifier(loop), enqueuedAt: now,
+                               Waiter(loop: loop, enqueuedAt: now, callback: callback))
                 step = .wait
             }
         }
@@ -135,18 +128,8 @@ public final class ServerPool {
         case .create:
             create(on: loop, enqueuedAt: now, callback)
         case .wait:
-            let timeout = loop.scheduleTask(in: .milliseconds(Int64(settings.queryWaitTimeoutMs))) { [weak self] () -> Void in
-                guard let self else { return }
-                self.expireWaiter(id: waiterID)
-            }
-            let stillWaiting = lock.withLock { () -> Bool in
-                for i in waiterHead..<waiters.count where waiters[i].id == waiterID {
-                    waiters[i].timeout = timeout
-                    return true
-                }
-                return false
-            }
-            if !stillWaiting { timeout.cancel() }
+            // Expired by `expireWaiters`, which the runtime calls periodically.
+            break
         }
     }
 
@@ -167,27 +150,20 @@ public final class ServerPool {
     }
 
     private func popWaiterLocked() -> Waiter? {
-        guard waiterHead < waiters.count else { return nil }
-        let w = waiters[waiterHead]
-        waiterHead += 1
-        if waiterHead > 64 && waiterHead * 2 > waiters.count {
-            waiters.removeFirst(waiterHead)
-            waiterHead = 0
-        }
-        return w
+        waiters.popOldest()?.element
     }
 
-    private func expireWaiter(id: UInt64) {
-        let waiter: Waiter? = lock.withLock {
-            for i in waiterHead..<waiters.count where waiters[i].id == id {
-                let w = waiters.remove(at: i)
-                return w
-            }
-            return nil
+    /// Fails every waiter that has waited longer than query_wait_timeout.
+    func expireWaiters(now: NIODeadline) {
+        let limit = now - .milliseconds(Int64(settings.queryWaitTimeoutMs))
+        let expired: [Waiter] = lock.withLock {
+            guard !waiters.isEmpty else { return [] }
+            return waiters.expire(enqueuedAtOrBefore: limit)
         }
-        guard let waiter else { return }
-        stats.recordWaitTimeout()
-        Self.run(on: waiter.loop) { waiter.callback(.failure(.queryWaitTimeout)) }
+        for w in expired {
+            stats.recordWaitTimeout()
+            Self.run(on: w.loop) { w.callback(.failure(.queryWaitTimeout)) }
+        }
     }
 
     private func create(on loop: EventLoop, enqueuedAt: NIODeadline,
@@ -227,7 +203,9 @@ public final class ServerPool {
                 reusable = false
                 return nil
             }
-            if !_paused, let w = popWaiterLocked() { return w }
+            if !_paused, let w = waiters.pop(preferring: ObjectIdentifier(server.loop), now: now)?.element {
+                return w
+            }
             if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
             return nil
         }
@@ -236,7 +214,6 @@ public final class ServerPool {
             return
         }
         if let waiter {
-            waiter.timeout?.cancel()
             stats.recordWait(micros: UInt64(max(0, (now - waiter.enqueuedAt).nanoseconds / 1000)))
             Self.run(on: waiter.loop) { waiter.callback(.success(server)) }
         }
@@ -282,7 +259,6 @@ public final class ServerPool {
                 return w
             }
             guard let waiter else { return }
-            waiter.timeout?.cancel()
             create(on: waiter.loop, enqueuedAt: waiter.enqueuedAt, waiter.callback)
         }
     }
@@ -300,7 +276,6 @@ public final class ServerPool {
             }
         }
         for (w, s) in ready {
-            w.timeout?.cancel()
             Self.run(on: w.loop) { w.callback(.success(s)) }
         }
         serveWaitersWithNewConnections()
@@ -332,13 +307,10 @@ public final class ServerPool {
                 s.countedInPool = false
                 open -= 1
             }
-            var p: [Waiter] = []
-            while let w = popWaiterLocked() { p.append(w) }
-            return (d, p)
+            return (d, waiters.removeAll())
         }
         for s in drained { s.close() }
         for w in pending {
-            w.timeout?.cancel()
             Self.run(on: w.loop) { w.callback(.failure(.closed)) }
         }
     }

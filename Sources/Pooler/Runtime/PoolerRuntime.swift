@@ -34,6 +34,7 @@ public final class PoolerRuntime {
     private var listeners: [Channel] = []
     private var maintenanceTask: RepeatedTask?
     private var statsTask: RepeatedTask?
+    private var waiterTask: RepeatedTask?
     let averager = StatsAverager()
     public let logLevels: LogLevels
     /// Set by the process layer: what SHUTDOWN and UPGRADE from the admin console do.
@@ -252,6 +253,12 @@ public final class PoolerRuntime {
             let now = NIODeadline.now()
             for p in self.pools { p.maintain(now: now, loops: loops) }
         }
+        waiterTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) {
+            [weak self] _ in
+            guard let self else { return }
+            let now = NIODeadline.now()
+            for p in self.pools { p.expireWaiters(now: now) }
+        }
         statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
             [weak self] _ in
             guard let self else { return }
@@ -279,6 +286,7 @@ public final class PoolerRuntime {
         shuttingDown.store(true, ordering: .relaxed)
         maintenanceTask?.cancel()
         statsTask?.cancel()
+        waiterTask?.cancel()
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }
