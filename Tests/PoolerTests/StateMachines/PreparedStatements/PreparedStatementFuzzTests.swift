@@ -38,13 +38,16 @@ struct PreparedStatementFuzzTests {
                 batch = [FE.query(Bool.random(using: &rng) ? "SELECT 1" : "SELECT FAIL")]
             } else {
                 for _ in 0..<Int.random(in: 1...6, using: &rng) {
-                    let name = names.randomElement(using: &rng)!
+                    let name = Self.names.randomElement(using: &rng)!
                     switch Int.random(in: 0..<9, using: &rng) {
                     case 0, 1:
                         if name.isEmpty || !maybeExists[ci].contains(name) {
-                            let q = queries.randomElement(using: &rng)!
+                            let q = Self.queries.randomElement(using: &rng)!
                             batch.append(FE.parse(name, q, Bool.random(using: &rng) ? [] : [23]))
-                            if !name.isEmpty { maybeExists[ci].insert(name) }
+                            if !name.isEmpty {
+                                maybeExists[ci].insert(name)
+                                closed.remove(name)
+                            }
                         }
                     case 2, 3:
                         batch.append(FE.bind("", name, [String(step)]))

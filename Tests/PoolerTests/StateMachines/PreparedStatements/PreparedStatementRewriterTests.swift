@@ -280,7 +280,8 @@ struct PreparedStatementRewriterTests {
         let (t, b) = FE.parse("s", "SELECT 1")
         _ = c.rewriter.clientMessage(type: t, body: b, server: world.servers[0].statements, toServer: &toServer, toClientNow: &now)
         #expect(c.rewriter.needsServerFiltering)
-        #expect(c.rewriter.serverReleased())
+        let uncertain = c.rewriter.serverReleased()
+        #expect(uncertain)
         #expect(!c.rewriter.needsServerFiltering)
     }
 
