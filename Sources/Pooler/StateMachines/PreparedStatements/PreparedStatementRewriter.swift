@@ -1,0 +1,633 @@
+import NIOCore
+
+/// Prepared statements of one client session in transaction pooling mode.
+///
+/// The client speaks to "one PostgreSQL" with its own statement names; the backends behind it change
+/// between transactions and are shared with other clients. The rewriter keeps the client's view
+/// (named statements and the unnamed statement, as PostgreSQL would) and maps every named
+/// statement to a pool-wide `DOORMAN_<n>` whose content is identical, preparing it on whichever
+/// backend lacks it.
+///
+/// Client → server (`clientMessage`):
+/// - Parse of a name: forwarded as Parse of `DOORMAN_<n>`; when the backend already holds it, not
+///   sent at all and a synthetic ParseComplete is put in the reply stream at its place.
+/// - Parse of the unnamed statement: forwarded unchanged; remembered so that a later Bind/Describe
+///   of `""` on another backend can replay it first.
+/// - Bind / Describe('S') of a known name: statement name rewritten to `DOORMAN_<n>`; a Parse is
+///   injected before it when the backend lacks the statement (its ParseComplete is dropped).
+///   An unknown name is forwarded unchanged, so PostgreSQL itself answers the exact
+///   `26000 prepared statement "x" does not exist` error and skips to Sync as usual. For `""` with no
+///   unnamed statement, a `Close('S', "")` is injected first (CloseComplete dropped) so the backend
+///   cannot use another client's unnamed statement and reports `unnamed prepared statement does not exist`.
+/// - Close('S', name): the client's entry is removed and a synthetic CloseComplete is answered in
+///   order; nothing is sent (the `DOORMAN_<n>` may be shared and stays on the backend).
+///   Close('S', "") and Close('P', …) are forwarded unchanged.
+/// - Everything else is copied unchanged (header included). Sync, Execute, Query and FunctionCall
+///   are tracked to keep the reply stream in step.
+/// - Statements evicted from the backend's set are closed with `Close('S', DOORMAN_<n>)` at the
+///   start of the next batch (before the first extended message after a Sync); CloseComplete dropped.
+///
+/// Server → client (`serverMessage`): drops replies to injected messages, inserts synthetic replies
+/// where they belong, and follows PostgreSQL's error rule — after an ErrorResponse to an extended
+/// message the backend discards everything up to Sync, so expectations for those messages are
+/// discarded (their synthetic replies never emitted, their optimistic state changes undone).
+///
+/// Not thread-safe; one per client session.
+public struct PreparedStatementRewriter {
+    public enum RewriteResult: Equatable {
+        /// The message was handled; send `toServer`, write `toClientNow` to the client.
+        case ok
+        /// The message body is malformed; the caller should end the session (protocol violation).
+        case malformed(String)
+    }
+
+    /// What `simpleQuery(_:)` recognised.
+    public enum SimpleQueryAction: Equatable {
+        /// Not a statement this rewriter cares about.
+        case none
+        /// `DEALLOCATE [PREPARE] name`; `existed` says whether the client had that statement.
+        case deallocate(name: String, existed: Bool)
+        /// `DEALLOCATE [PREPARE] ALL`.
+        case deallocateAll
+        /// `DISCARD ALL`.
+        case discardAll
+    }
+
+    private let cache: PreparedStatementCache
+    private let keyContext: String
+    /// The client's named statements.
+    private var named: [String: PreparedStatement] = [:]
+    /// The client's unnamed statement: the complete Parse message, replayed byte for byte.
+    private var unnamed: ByteBuffer?
+    /// Whether the attached backend's unnamed statement is the client's `unnamed`.
+    private var unnamedOnServer = false
+    private var server: ServerStatements?
+    /// One entry per message sent to the backend whose replies must be seen, plus synthetic replies, in order.
+    private var expected = CircularBuffer<Expectation>(initialCapacity: 8)
+    /// The backend reported an error and is discarding messages until the Sync we have not sent yet.
+    private var serverSkipping = false
+    /// An Execute started COPY FROM STDIN: the backend ignores Sync/Flush until CopyDone/CopyFail.
+    private var copyInActive = false
+    /// Nothing but Sync/Query/FunctionCall sent since the last Sync: the backend is not skipping,
+    /// so queued Closes can be sent.
+    private var atBatchStart = true
+
+    /// - Parameters:
+    ///   - cache: the pool's statement cache.
+    ///   - keyContext: extra text that must match for two Parses to share a server statement
+    ///     (e.g. the client's search_path); empty by default.
+    public init(cache: PreparedStatementCache, keyContext: String = "") {
+        self.cache = cache
+        self.keyContext = keyContext
+    }
+
+    /// True while replies from the backend must go through `serverMessage`. When false nothing the
+    /// rewriter sent is awaiting a reply and the caller may relay backend bytes unchanged.
+    /// DataRow, CopyData, NoticeResponse, NotificationResponse and ParameterStatus are never edited
+    /// and never change the state, so a caller may relay those raw even while this is true.
+    public var needsServerFiltering: Bool { !expected.isEmpty }
+
+    /// Number of named statements the client has.
+    public var namedStatementCount: Int { named.count }
+
+    /// The pool statement a client name maps to.
+    public func statement(named name: String) -> PreparedStatement? { named[name] }
+
+    /// Whether the client currently has an unnamed statement.
+    public var hasUnnamedStatement: Bool { unnamed != nil }
+
+    // MARK: - Client → server
+
+    /// Handles one complete frontend message (`type` plus body without the length word) while the
+    /// client is attached to `server`. What must go to the backend is appended to `toServer`;
+    /// replies the client must see right now (synthetic ParseComplete/CloseComplete when nothing
+    /// is in flight before them) are appended to `toClientNow`, which must be written to the
+    /// client before any later backend bytes.
+    public mutating func clientMessage(
+        type: UInt8, body: ByteBuffer, server: ServerStatements,
+        toServer: inout ByteBuffer, toClientNow: inout ByteBuffer
+    ) -> RewriteResult {
+        if self.server !== server {
+            if self.server != nil { serverReleased() }
+            self.server = server
+        }
+        if serverSkipping {
+            // The backend discards everything up to Sync: nothing to rewrite or expect.
+            Self.writeMessage(type, body, into: &toServer)
+            if type == Msg.sync {
+                serverSkipping = false
+                expected.append(Expectation(.relay(.sync)))
+                atBatchStart = true
+            }
+            return .ok
+        }
+        if copyInActive {
+            Self.writeMessage(type, body, into: &toServer)
+            if type == Msg.copyDone || type == Msg.copyFail { copyInActive = false }
+            return .ok
+        }
+        switch type {
+        case Msg.parse, Msg.bind, Msg.describe, Msg.close, Msg.execute, Msg.sync:
+            if atBatchStart { sendPendingCloses(server, into: &toServer) }
+        default:
+            break
+        }
+
+        let result: RewriteResult
+        switch type {
+        case Msg.parse:
+            result = parse(body, server, &toServer)
+        case Msg.bind:
+            result = bind(body, server, &toServer)
+        case Msg.describe:
+            result = describe(body, server, &toServer)
+        case Msg.close:
+            result = close(body, &toServer)
+        case Msg.execute:
+            Self.writeMessage(type, body, into: &toServer)
+            expected.append(Expectation(.relay(.execute)))
+            result = .ok
+        case Msg.sync:
+            Self.writeMessage(type, body, into: &toServer)
+            expected.append(Expectation(.relay(.sync)))
+            result = .ok
+        case Msg.query:
+            // A simple Query drops the unnamed statement (exec_simple_query).
+            Self.writeMessage(type, body, into: &toServer)
+            expected.append(Expectation(.relay(.simpleQuery),
+                                        onSkip: [.restoreUnnamed(unnamed, onServer: unnamedOnServer)]))
+            unnamed = nil
+            unnamedOnServer = false
+            result = .ok
+        case Msg.functionCall:
+            Self.writeMessage(type, body, into: &toServer)
+            expected.append(Expectation(.relay(.functionCall)))
+            result = .ok
+        default:
+            Self.writeMessage(type, body, into: &toServer)
+            result = .ok
+        }
+        switch type {
+        case Msg.sync, Msg.query, Msg.functionCall: atBatchStart = true
+        case Msg.parse, Msg.bind, Msg.describe, Msg.close, Msg.execute, Msg.flush: atBatchStart = false
+        default: break
+        }
+        emitReadySynthetics(into: &toClientNow)
+        return result
+    }
+
+    private mutating func sendPendingCloses(_ server: ServerStatements, into out: inout ByteBuffer) {
+        guard server.pendingCloseCount > 0 else { return }
+        for name in server.takePendingCloses() {
+            Self.writeCloseStatement(Array(name.utf8), into: &out)
+            expected.append(Expectation(.dropCloseComplete,
+                                        onFailure: [.requeueClose(name)], onSkip: [.requeueClose(name)]))
+        }
+    }
+
+    private mutating func parse(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+        var b = body
+        guard let nameBytes = b.readCStringBytes(), let query = b.readCStringBytes(),
+              let count: UInt16 = b.readInteger(), b.readableBytes >= 4 * Int(count)
+        else { return .malformed("malformed Parse message") }
+        if nameBytes.isEmpty {
+            Self.writeMessage(Msg.parse, body, into: &out)
+            var whole = ByteBufferAllocator().buffer(capacity: body.readableBytes + 5)
+            Self.writeMessage(Msg.parse, body, into: &whole)
+            // A failed Parse of "" leaves no unnamed statement (PostgreSQL drops it first).
+            expected.append(Expectation(.relay(.parse),
+                                        onFailure: [.restoreUnnamed(nil, onServer: false)],
+                                        onSkip: [.restoreUnnamed(unnamed, onServer: unnamedOnServer)]))
+            unnamed = whole
+            unnamedOnServer = true
+            return .ok
+        }
+        var oids: [UInt32] = []
+        oids.reserveCapacity(Int(count))
+        for _ in 0..<count { oids.append(b.readInteger()!) }
+        let name = String(decoding: nameBytes, as: UTF8.self)
+        let stmt = cache.statement(query: query, parameterTypes: oids, context: keyContext)
+        let restore = Effect.restoreNamed(name, named[name])
+        named[name] = stmt
+        if server.lookup(stmt.name) {
+            expected.append(Expectation(.emit(Msg.parseComplete), onSkip: [restore]))
+        } else {
+            server.insert(stmt.name)
+            out.writeImmutableBuffer(stmt.parseMessage)
+            expected.append(Expectation(.relay(.parse),
+                                        onFailure: [.forgetOnServer(stmt.name), restore],
+                                        onSkip: [.forgetOnServer(stmt.name), restore]))
+        }
+        return .ok
+    }
+
+    /// What a Bind/Describe('S') refers to, after making sure the backend has it.
+    private enum StatementTarget {
+        case rewritten([UInt8])
+        case unchanged
+    }
+
+    private mutating func prepareTarget(_ nameBytes: [UInt8], _ server: ServerStatements, _ out: inout ByteBuffer) -> StatementTarget {
+        if nameBytes.isEmpty {
+            if let unnamed {
+                if !unnamedOnServer {
+                    out.writeImmutableBuffer(unnamed)
+                    unnamedOnServer = true
+                    expected.append(Expectation(.dropParseComplete,
+                                                onFailure: [.setUnnamedOnServer(false)],
+                                                onSkip: [.setUnnamedOnServer(false)]))
+                }
+            } else {
+                // Make sure the backend has no unnamed statement (another client's), so that it
+                // reports "unnamed prepared statement does not exist" itself.
+                Self.writeCloseStatement([], into: &out)
+                expected.append(Expectation(.dropCloseComplete))
+            }
+            return .unchanged
+        }
+        guard let stmt = named[String(decoding: nameBytes, as: UTF8.self)] else { return .unchanged }
+        if !server.lookup(stmt.name) {
+            server.insert(stmt.name)
+            out.writeImmutableBuffer(stmt.parseMessage)
+            expected.append(Expectation(.dropParseComplete,
+                                        onFailure: [.forgetOnServer(stmt.name)],
+                                        onSkip: [.forgetOnServer(stmt.name)]))
+        }
+        return .rewritten(Array(stmt.name.utf8))
+    }
+
+    private mutating func bind(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+        var b = body
+        guard let portal = b.readCStringBytes(), let stmt = b.readCStringBytes() else {
+            return .malformed("malformed Bind message")
+        }
+        switch prepareTarget(stmt, server, &out) {
+        case .unchanged:
+            Self.writeMessage(Msg.bind, body, into: &out)
+        case .rewritten(let name):
+            // portal\0 name\0, then the parameter formats, values and result formats verbatim.
+            out.writeInteger(Msg.bind)
+            out.writeInteger(Int32(4 + portal.count + 1 + name.count + 1 + b.readableBytes))
+            out.writeBytes(portal)
+            out.writeInteger(UInt8(0))
+            out.writeBytes(name)
+            out.writeInteger(UInt8(0))
+            out.writeImmutableBuffer(b)
+        }
+        expected.append(Expectation(.relay(.bind)))
+        return .ok
+    }
+
+    private mutating func describe(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+        var b = body
+        guard let kind: UInt8 = b.readInteger(), let name = b.readCStringBytes() else {
+            return .malformed("malformed Describe message")
+        }
+        guard kind == UInt8(ascii: "S") else {
+            Self.writeMessage(Msg.describe, body, into: &out)
+            expected.append(Expectation(.relay(.describePortal)))
+            return .ok
+        }
+        switch prepareTarget(name, server, &out) {
+        case .unchanged:
+            Self.writeMessage(Msg.describe, body, into: &out)
+        case .rewritten(let newName):
+            out.writeInteger(Msg.describe)
+            out.writeInteger(Int32(4 + 1 + newName.count + 1))
+            out.writeInteger(kind)
+            out.writeBytes(newName)
+            out.writeInteger(UInt8(0))
+        }
+        expected.append(Expectation(.relay(.describeStatement)))
+        return .ok
+    }
+
+    private mutating func close(_ body: ByteBuffer, _ out: inout ByteBuffer) -> RewriteResult {
+        var b = body
+        guard let kind: UInt8 = b.readInteger(), let nameBytes = b.readCStringBytes() else {
+            return .malformed("malformed Close message")
+        }
+        if kind == UInt8(ascii: "S"), !nameBytes.isEmpty {
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            let previous = named.removeValue(forKey: name)
+            expected.append(Expectation(.emit(Msg.closeComplete), onSkip: [.restoreNamed(name, previous)]))
+            return .ok
+        }
+        Self.writeMessage(Msg.close, body, into: &out)
+        if kind == UInt8(ascii: "S") {
+            let restore = Effect.restoreUnnamed(unnamed, onServer: unnamedOnServer)
+            expected.append(Expectation(.relay(.close), onFailure: [restore], onSkip: [restore]))
+            unnamed = nil
+            unnamedOnServer = false
+        } else {
+            expected.append(Expectation(.relay(.close)))
+        }
+        return .ok
+    }
+
+    // MARK: - Server → client
+
+    /// Handles one complete backend message; appends what the client must see to `toClient`.
+    public mutating func serverMessage(type: UInt8, body: ByteBuffer, toClient: inout ByteBuffer) {
+        if type == Msg.commandComplete { noteCommandTag(body) }
+        guard let head = expected.first else {
+            Self.writeMessage(type, body, into: &toClient)
+            return
+        }
+        switch type {
+        case Msg.errorResponse:
+            Self.writeMessage(type, body, into: &toClient)
+            if head.endsOnlyAtReadyForQuery { break }
+            expected.removeFirst()
+            skipUntilSync(after: head)
+        case Msg.readyForQuery:
+            Self.writeMessage(type, body, into: &toClient)
+            // The entry this answers is the first Sync/Query/FunctionCall; anything before it was
+            // not answered, i.e. skipped by the backend.
+            var skipped: [Expectation] = []
+            while let e = expected.popFirst() {
+                if e.endsOnlyAtReadyForQuery { break }
+                skipped.append(e)
+            }
+            for e in skipped.reversed() { apply(e.onSkip) }
+        default:
+            if type == Msg.copyInResponse, case .relay(.execute) = head.reply {
+                // The backend now ignores Sync and Flush until CopyDone/CopyFail.
+                copyInActive = true
+                expected = CircularBuffer(expected.enumerated().filter { i, e in
+                    i == 0 || !(e.isSync)
+                }.map(\.element))
+            }
+            if head.isCompleted(by: type) {
+                expected.removeFirst()
+                switch head.reply {
+                case .dropParseComplete, .dropCloseComplete: break
+                default: Self.writeMessage(type, body, into: &toClient)
+                }
+            } else {
+                Self.writeMessage(type, body, into: &toClient)
+            }
+        }
+        emitReadySynthetics(into: &toClient)
+    }
+
+    /// After an ErrorResponse to `failed`: the backend discards messages up to the next Sync.
+    private mutating func skipUntilSync(after failed: Expectation) {
+        var skipped: [Expectation] = []
+        while let e = expected.first, !e.isSync {
+            skipped.append(expected.removeFirst())
+        }
+        // Undo newest first so that each restore sees the state its message saw.
+        for e in skipped.reversed() { apply(e.onSkip) }
+        apply(failed.onFailure)
+        if expected.isEmpty { serverSkipping = true }
+    }
+
+    private mutating func emitReadySynthetics(into out: inout ByteBuffer) {
+        while let e = expected.first, case .emit(let type) = e.reply {
+            expected.removeFirst()
+            out.writeInteger(type)
+            out.writeInteger(Int32(4))
+        }
+    }
+
+    private mutating func noteCommandTag(_ body: ByteBuffer) {
+        guard body.readableBytes <= 16,
+              let tag = body.getString(at: body.readerIndex, length: body.readableBytes)
+        else { return }
+        if tag == "DISCARD ALL\0" || tag == "DEALLOCATE ALL\0" {
+            server?.removeAll()
+            named.removeAll()
+            if tag == "DISCARD ALL\0" {
+                unnamed = nil
+                unnamedOnServer = false
+            }
+        }
+    }
+
+    private mutating func apply(_ effects: [Effect]) {
+        for effect in effects {
+            switch effect {
+            case .forgetOnServer(let name): server?.remove(name)
+            case .restoreNamed(let name, let stmt): named[name] = stmt
+            case .restoreUnnamed(let parse, let onServer):
+                unnamed = parse
+                unnamedOnServer = onServer
+            case .setUnnamedOnServer(let value): unnamedOnServer = value
+            case .requeueClose(let name): server?.requeueClose(name)
+            }
+        }
+    }
+
+    // MARK: - Server changes
+
+    /// The backend is released or replaced (normally at ReadyForQuery idle). Forgets everything
+    /// about it. Returns true when messages were still awaiting replies (the client left
+    /// mid-batch): the backend's statement set is then uncertain and the caller should run
+    /// `DEALLOCATE ALL` and call `ServerStatements.removeAll()` (or close the backend).
+    @discardableResult
+    public mutating func serverReleased() -> Bool {
+        let uncertain = expected.contains { e in
+            switch e.reply {
+            case .relay(.parse), .dropParseComplete, .dropCloseComplete: return true
+            default: return false
+            }
+        }
+        expected.removeAll()
+        serverSkipping = false
+        copyInActive = false
+        atBatchStart = true
+        unnamedOnServer = false
+        server = nil
+        return uncertain
+    }
+
+    // MARK: - Simple-query hooks
+
+    /// Recognises `DEALLOCATE [PREPARE] name|ALL` and `DISCARD ALL` and applies them to the client's
+    /// statements. A caller answers DEALLOCATE locally (`writeLocalReply`) without a backend — the
+    /// backend never had the client's names. DISCARD ALL goes to the backend as usual; its
+    /// CommandComplete, seen by `serverMessage`, also clears the backend's set.
+    public mutating func simpleQuery(_ sql: String) -> SimpleQueryAction {
+        var text = Substring(sql)
+        while let last = text.last, last == ";" || last.isWhitespace { text = text.dropLast() }
+        let words = text.split(whereSeparator: { $0.isWhitespace })
+        guard let first = words.first else { return .none }
+        switch first.lowercased() {
+        case "deallocate":
+            var rest = words.dropFirst()
+            if rest.count == 2, rest.first!.lowercased() == "prepare" { rest = rest.dropFirst() }
+            guard rest.count == 1, let word = rest.first else { return .none }
+            if word.lowercased() == "all" {
+                named.removeAll()
+                unnamed = nil
+                unnamedOnServer = false
+                return .deallocateAll
+            }
+            guard let name = Self.identifier(word) else { return .none }
+            // Any simple query drops the unnamed statement.
+            unnamed = nil
+            unnamedOnServer = false
+            return .deallocate(name: name, existed: named.removeValue(forKey: name) != nil)
+        case "discard":
+            guard words.count == 2, words[1].lowercased() == "all" else { return .none }
+            named.removeAll()
+            unnamed = nil
+            unnamedOnServer = false
+            return .discardAll
+        default:
+            return .none
+        }
+    }
+
+    /// The reply PostgreSQL gives to a DEALLOCATE (CommandComplete or 26000 error, then
+    /// ReadyForQuery with `transactionStatus`, turned to 'E' after an error inside a transaction).
+    public static func writeLocalReply(_ action: SimpleQueryAction, transactionStatus: UInt8, into out: inout ByteBuffer) {
+        var status = transactionStatus
+        switch action {
+        case .deallocate(_, true):
+            BackendMessage.commandComplete("DEALLOCATE", into: &out)
+        case .deallocate(let name, false):
+            _ = name
+            BackendMessage.errorResponse(severity: "ERROR", code: "26000",
+                                         message: "prepared statement \"\(name)\" does not exist", into: &out)
+            if status == UInt8(ascii: "T") { status = UInt8(ascii: "E") }
+        case .deallocateAll:
+            BackendMessage.commandComplete("DEALLOCATE ALL", into: &out)
+        case .discardAll:
+            BackendMessage.commandComplete("DISCARD ALL", into: &out)
+        case .none:
+            return
+        }
+        BackendMessage.readyForQuery(status, into: &out)
+    }
+
+    /// An SQL identifier: `"Quoted ""x"""` keeps case, a bare word folds to lower case.
+    static func identifier(_ word: Substring) -> String? {
+        if word.hasPrefix("\"") {
+            guard word.count >= 2, word.hasSuffix("\"") else { return nil }
+            return word.dropFirst().dropLast().replacingOccurrences(of: "\"\"", with: "\"")
+        }
+        return word.lowercased()
+    }
+
+    // MARK: - Encoding
+
+    static func writeMessage(_ type: UInt8, _ body: ByteBuffer, into out: inout ByteBuffer) {
+        out.writeInteger(type)
+        out.writeInteger(Int32(4 + body.readableBytes))
+        out.writeImmutableBuffer(body)
+    }
+
+    static func writeCloseStatement(_ name: [UInt8], into out: inout ByteBuffer) {
+        out.writeInteger(Msg.close)
+        out.writeInteger(Int32(4 + 1 + name.count + 1))
+        out.writeInteger(UInt8(ascii: "S"))
+        out.writeBytes(name)
+        out.writeInteger(UInt8(0))
+    }
+}
+
+// MARK: - Internals
+
+/// Message type bytes used here.
+fileprivate enum Msg {
+    // frontend
+    static let parse = UInt8(ascii: "P")
+    static let bind = UInt8(ascii: "B")
+    static let describe = UInt8(ascii: "D")
+    static let close = UInt8(ascii: "C")
+    static let execute = UInt8(ascii: "E")
+    static let sync = UInt8(ascii: "S")
+    static let flush = UInt8(ascii: "H")
+    static let query = UInt8(ascii: "Q")
+    static let functionCall = UInt8(ascii: "F")
+    static let copyDone = UInt8(ascii: "c")
+    static let copyFail = UInt8(ascii: "f")
+    // backend
+    static let parseComplete = UInt8(ascii: "1")
+    static let bindComplete = UInt8(ascii: "2")
+    static let closeComplete = UInt8(ascii: "3")
+    static let rowDescription = UInt8(ascii: "T")
+    static let noData = UInt8(ascii: "n")
+    static let commandComplete = UInt8(ascii: "C")
+    static let emptyQuery = UInt8(ascii: "I")
+    static let portalSuspended = UInt8(ascii: "s")
+    static let errorResponse = UInt8(ascii: "E")
+    static let readyForQuery = UInt8(ascii: "Z")
+    static let copyInResponse = UInt8(ascii: "G")
+}
+
+/// A state change made when a message was sent, to be undone if the backend did not execute it.
+private enum Effect {
+    case forgetOnServer(String)
+    case restoreNamed(String, PreparedStatement?)
+    case restoreUnnamed(ByteBuffer?, onServer: Bool)
+    case setUnnamedOnServer(Bool)
+    case requeueClose(String)
+}
+
+private struct Expectation {
+    enum Kind { case parse, bind, describeStatement, describePortal, execute, close, sync, simpleQuery, functionCall }
+    enum Reply {
+        /// A client message: its replies go to the client.
+        case relay(Kind)
+        /// An injected Parse: its ParseComplete is dropped.
+        case dropParseComplete
+        /// An injected Close: its CloseComplete is dropped.
+        case dropCloseComplete
+        /// A synthetic reply (ParseComplete / CloseComplete) emitted when it reaches the head.
+        case emit(UInt8)
+    }
+
+    var reply: Reply
+    /// Undo when the backend answered this message with an ErrorResponse.
+    var onFailure: [Effect]
+    /// Undo when the backend discarded this message (an earlier error in the batch).
+    var onSkip: [Effect]
+
+    init(_ reply: Reply, onFailure: [Effect] = [], onSkip: [Effect] = []) {
+        self.reply = reply
+        self.onFailure = onFailure
+        self.onSkip = onSkip
+    }
+
+    var isSync: Bool {
+        if case .relay(.sync) = reply { return true }
+        return false
+    }
+
+    /// Sync, Query and FunctionCall end with ReadyForQuery, and an error inside them does not
+    /// start skipping.
+    var endsOnlyAtReadyForQuery: Bool {
+        switch reply {
+        case .relay(.sync), .relay(.simpleQuery), .relay(.functionCall): return true
+        default: return false
+        }
+    }
+
+    /// Whether backend message `type` is the last reply to this message (ErrorResponse and
+    /// ReadyForQuery are handled separately).
+    func isCompleted(by type: UInt8) -> Bool {
+        switch reply {
+        case .relay(.parse), .dropParseComplete: return type == Msg.parseComplete
+        case .relay(.bind): return type == Msg.bindComplete
+        case .relay(.close), .dropCloseComplete: return type == Msg.closeComplete
+        case .relay(.describeStatement), .relay(.describePortal):
+            return type == Msg.rowDescription || type == Msg.noData
+        case .relay(.execute):
+            return type == Msg.commandComplete || type == Msg.emptyQuery || type == Msg.portalSuspended
+        case .relay(.sync), .relay(.simpleQuery), .relay(.functionCall), .emit: return false
+        }
+    }
+}
+
+extension ByteBuffer {
+    /// Reads a NUL-terminated byte string (without the NUL); nil when there is no terminator.
+    fileprivate mutating func readCStringBytes() -> [UInt8]? {
+        guard let end = self.readableBytesView.firstIndex(of: 0) else { return nil }
+        let bytes = self.readBytes(length: end - self.readerIndex)
+        self.moveReaderIndex(forwardBy: 1)
+        return bytes
+    }
+}

@@ -1,0 +1,72 @@
+import NIOCore
+@testable import Pooler
+
+/// A pool of fake backends, and clients that each also talk to their own direct (unpooled) fake
+/// backend, so that every batch's pooled reply bytes can be compared with the direct ones.
+final class PooledWorld {
+    let cache: PreparedStatementCache
+    var servers: [(pg: FakePostgres, statements: ServerStatements)]
+
+    init(servers: Int, cacheCapacity: Int = 100, serverCapacity: Int = 100) {
+        cache = PreparedStatementCache(capacity: cacheCapacity)
+        self.servers = (0..<servers).map { _ in (FakePostgres(), ServerStatements(capacity: serverCapacity)) }
+    }
+
+    func client() -> PooledClient { PooledClient(world: self) }
+}
+
+final class PooledClient {
+    let world: PooledWorld
+    var rewriter: PreparedStatementRewriter
+    let direct = FakePostgres()
+    /// Everything sent to backends by the rewriter, for inspection.
+    var lastToServer = ByteBufferAllocator().buffer(capacity: 0)
+
+    init(world: PooledWorld) {
+        self.world = world
+        rewriter = PreparedStatementRewriter(cache: world.cache)
+    }
+
+    enum Delivery {
+        /// All client messages first, then all backend replies.
+        case batched
+        /// The backend answers each message before the next one is rewritten.
+        case interleaved
+    }
+
+    /// Sends `messages` through the rewriter to backend `server` and directly to the client's own
+    /// backend; returns (pooled reply bytes, direct reply bytes). Releases the backend when the
+    /// rewriter has nothing in flight afterwards and `release` is set (transaction mode at RFQ 'I').
+    @discardableResult
+    func run(_ messages: [(UInt8, ByteBuffer)], on server: Int, _ delivery: Delivery = .batched,
+             release: Bool = true) -> (pooled: [UInt8], direct: [UInt8]) {
+        let (pg, statements) = world.servers[server]
+        var toClient = ByteBufferAllocator().buffer(capacity: 256)
+        var allToServer = ByteBufferAllocator().buffer(capacity: 256)
+        func feed(_ replies: ByteBuffer) {
+            for (t, body) in FE.split(replies) { rewriter.serverMessage(type: t, body: body, toClient: &toClient) }
+        }
+        var pendingToServer = ByteBufferAllocator().buffer(capacity: 256)
+        for (t, body) in messages {
+            var toServer = ByteBufferAllocator().buffer(capacity: 64)
+            var now = ByteBufferAllocator().buffer(capacity: 0)
+            let r = rewriter.clientMessage(type: t, body: body, server: statements, toServer: &toServer, toClientNow: &now)
+            precondition(r == .ok)
+            toClient.writeImmutableBuffer(now)
+            allToServer.writeImmutableBuffer(toServer)
+            switch delivery {
+            case .interleaved: feed(pg.receive(toServer))
+            case .batched: pendingToServer.writeImmutableBuffer(toServer)
+            }
+        }
+        if delivery == .batched { feed(pg.receive(pendingToServer)) }
+        lastToServer = allToServer
+        if release, !rewriter.needsServerFiltering { rewriter.serverReleased() }
+        let direct = direct.receive(FE.encode(messages))
+        return (Array(toClient.readableBytesView), Array(direct.readableBytesView))
+    }
+}
+
+extension Array where Element == UInt8 {
+    var types: String { FE.types(ByteBuffer(bytes: self)) }
+}
