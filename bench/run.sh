@@ -178,7 +178,14 @@ if [[ -z $doorman_reason ]]; then
     "$DOORMAN_BIN" "$work/doorman/pg_doorman.yaml" ${BENCH_DOORMAN_ARGS:-} >"$work/doorman/pg_doorman.log" 2>&1 &
     dm_pid=$!
     if ! wait_port "$dm_port" "$dm_pid" 10; then
-        doorman_reason="pg_doorman did not listen within 10 s: $(tail -n 3 "$work/doorman/pg_doorman.log" | tr '\n' ' ')"
+        if kill -0 "$dm_pid" 2>/dev/null; then
+            doorman_reason="pg_doorman did not listen on $dm_port within 10 s"
+        else
+            dm_rc=0; wait "$dm_pid" || dm_rc=$?
+            doorman_reason="pg_doorman exited with code $dm_rc before listening"
+            dm_pid=""
+        fi
+        doorman_reason+=": $(tail -n 3 "$work/doorman/pg_doorman.log" | tr '\n' ' ')"
     elif ! out=$(probe "$dm_port"); then
         doorman_reason="SELECT 1 through pg_doorman failed: $(echo "$out" | tail -n 1)"
     fi
