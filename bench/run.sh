@@ -113,7 +113,7 @@ probe() { # port -> 0 when `SELECT 1` works through it
 }
 
 # ---------------------------------------------------------------- PgBouncer
-pgb_port="" pgb_reason=""
+pgb_port="" pgb_reason="" pgb_no_prepared=""
 if want pgbouncer; then
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     pgb_port=$(free_port)
@@ -137,6 +137,13 @@ log_connections = 0
 log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
+    # Protocol-level prepared statements in transaction mode need PgBouncer >= 1.21.
+    pgb_ver=$("$PGBOUNCER" --version | awk 'NR==1 {print $2}')
+    if printf '1.21\n%s\n' "$pgb_ver" | sort -V -C; then
+        echo "max_prepared_statements = 200" >>"$work/pgbouncer/pgbouncer.ini"
+    else
+        pgb_no_prepared="PgBouncer $pgb_ver has no prepared-statement support in transaction mode (needs >= 1.21)"
+    fi
     [[ $(id -u) -eq 0 ]] && chown -R postgres: "$work/pgbouncer"
     as_user=()
     [[ $(id -u) -eq 0 ]] && as_user=(-u postgres)
@@ -217,7 +224,8 @@ json.dump({
     "user": "$BENCH_USER", "password": "$BENCH_PASSWORD", "database": "example_db",
     "direct_max_clients": $(( pg_max - 2 * POOL_SIZE - 10 )),
     "targets": [t("direct", "$PG_PORT", "", """$direct_reason"""),
-                t("pgbouncer", "$pgb_port", "$pgb_pid", """$pgb_reason"""),
+                dict(t("pgbouncer", "$pgb_port", "$pgb_pid", """$pgb_reason"""),
+                     no_prepared="""$pgb_no_prepared"""),
                 t("doorman", "$dm_port", "$dm_pid", """$doorman_reason""")],
 }, open(sys.argv[1], "w"), indent=1)
 EOF
