@@ -207,6 +207,7 @@ def main() -> int:
     reconnect_clients = [int(c) for c in env_list("BENCH_RECONNECT_CLIENTS", "1 40")]
     reconnect_modes = env_list("BENCH_RECONNECT_MODES", "simple")
     direct_max = int(cfg.get("direct_max_clients", 10**9))
+    max_connect = int(os.environ.get("BENCH_MAX_CONNECT", "60"))  # cap on the connection allowance (s)
 
     scenarios = [(m, c, False) for m in modes for c in clients_list]
     scenarios += [(m, c, True) for m in reconnect_modes for c in reconnect_clients]
@@ -241,10 +242,15 @@ def main() -> int:
                     allowance = 0 if reconnect else math.ceil(clients / 100)
                     rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
                                       f"{name}-{t['name']}")
-                    if (not reconnect and rec["rc"] == 0 and rec.get("conn_time_ms") is not None
-                            and rec["measured_s"] < 0.8 * duration):
-                        allowance = math.ceil(rec["conn_time_ms"] / 1000.0 * 1.5) + 1
-                        print(f" connection setup took {rec['conn_time_ms'] / 1000:.1f}s, rerun with -T "
+                    retry = None
+                    if not reconnect and rec["rc"] == 0 and rec.get("conn_time_ms") is not None \
+                            and rec["measured_s"] < 0.8 * duration:
+                        retry = math.ceil(rec["conn_time_ms"] / 1000.0 * 1.5) + 1
+                    elif not reconnect and rec["rc"] == 0 and not rec.get("processed"):
+                        retry = allowance * 3  # connecting outlasted -T; pgbench then prints no timing
+                    if retry is not None:
+                        allowance = min(retry, max_connect)
+                        print(f" connection setup too slow ({rec.get('conn_time_ms')} ms), rerun with -T "
                               f"{duration + allowance} ...", end="", flush=True)
                         rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
                                           f"{name}-{t['name']}-retry")
