@@ -64,8 +64,8 @@ cleanup() {
     set +e
     [[ -n $dm_pid ]] && kill -TERM "$dm_pid" 2>/dev/null
     [[ -n $pgb_pid ]] && kill -TERM "$pgb_pid" 2>/dev/null
-    local i
-    for i in $(seq 1 50); do
+    local _
+    for _ in $(seq 1 50); do
         { [[ -z $dm_pid ]] || ! kill -0 "$dm_pid" 2>/dev/null; } &&
             { [[ -z $pgb_pid ]] || ! kill -0 "$pgb_pid" 2>/dev/null; } && break
         sleep 0.1
@@ -99,7 +99,7 @@ verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port pid seconds
-    local i
+    local _
     for _ in $(seq 1 $(( $3 * 10 ))); do
         kill -0 "$2" 2>/dev/null || return 1
         (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
