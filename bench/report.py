@@ -78,11 +78,21 @@ def main() -> int:
     out.append("CPU µs/tx: pooler process utime+stime between the first and last pgbench progress line "
                "divided by the transactions in that window (connection setup excluded, except with -C). "
                "RSS: VmRSS mid-run; peak: VmHWM after the run (process lifetime); per client: "
-               "(mid-run RSS − RSS at pooler start) / clients.\n")
+               "(mid-run RSS − RSS at pooler start) / clients, shown for runs that raised the client count "
+               "above every earlier run.\n")
     out.append("| scenario | pgbouncer CPU µs/tx | doorman CPU µs/tx | pgbouncer RSS MiB (peak) | "
                "doorman RSS MiB (peak) | pgbouncer KiB/client | doorman KiB/client |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     base = meta.get("rss_start_kib", {})
+    # RSS per client is only meaningful for a run that pushes the client count past every earlier run
+    # (freed memory is rarely returned to the OS, so later smaller runs would be charged for it).
+    growing: set[tuple] = set()
+    most: dict[str, int] = {}
+    for r in rows:
+        if r.get("ok") and not r.get("reconnect"):
+            if r["clients"] > most.get(r["target"], 0):
+                growing.add((r["target"], r["mode"], r["clients"]))
+            most[r["target"]] = max(most.get(r["target"], 0), r["clients"])
     for k in keys:
         t = by_scn[k]
         cpu, rss, per = [], [], []
@@ -93,7 +103,7 @@ def main() -> int:
                 mid, hwm = r.get("rss_mid_kib"), r.get("hwm_kib")
                 rss.append(f"{fmt(mid / 1024 if mid else None, 1)} ({fmt(hwm / 1024 if hwm else None, 1)})")
                 b = base.get(x)
-                if mid and b and r["clients"] >= 100:
+                if mid and b and r["clients"] >= 100 and (x, r["mode"], r["clients"]) in growing:
                     per.append(fmt((mid - b) / r["clients"], 1))
                 else:
                     per.append("—")

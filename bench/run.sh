@@ -64,8 +64,8 @@ cleanup() {
     set +e
     [[ -n $dm_pid ]] && kill -TERM "$dm_pid" 2>/dev/null
     [[ -n $pgb_pid ]] && kill -TERM "$pgb_pid" 2>/dev/null
-    local i
-    for i in $(seq 1 50); do
+    local _
+    for _ in $(seq 1 50); do
         { [[ -z $dm_pid ]] || ! kill -0 "$dm_pid" 2>/dev/null; } &&
             { [[ -z $pgb_pid ]] || ! kill -0 "$pgb_pid" 2>/dev/null; } && break
         sleep 0.1
@@ -99,7 +99,7 @@ verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port pid seconds
-    local i
+    local _
     for _ in $(seq 1 $(( $3 * 10 ))); do
         kill -0 "$2" 2>/dev/null || return 1
         (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
@@ -113,7 +113,7 @@ probe() { # port -> 0 when `SELECT 1` works through it
 }
 
 # ---------------------------------------------------------------- PgBouncer
-pgb_port="" pgb_reason=""
+pgb_port="" pgb_reason="" pgb_no_prepared=""
 if want pgbouncer; then
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     pgb_port=$(free_port)
@@ -137,6 +137,13 @@ log_connections = 0
 log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
+    # Protocol-level prepared statements in transaction mode need PgBouncer >= 1.21.
+    pgb_ver=$("$PGBOUNCER" --version | awk 'NR==1 {print $2}')
+    if printf '1.21\n%s\n' "$pgb_ver" | sort -V -C; then
+        echo "max_prepared_statements = 200" >>"$work/pgbouncer/pgbouncer.ini"
+    else
+        pgb_no_prepared="PgBouncer $pgb_ver has no prepared-statement support in transaction mode (needs >= 1.21)"
+    fi
     [[ $(id -u) -eq 0 ]] && chown -R postgres: "$work/pgbouncer"
     as_user=()
     [[ $(id -u) -eq 0 ]] && as_user=(-u postgres)
@@ -178,7 +185,14 @@ if [[ -z $doorman_reason ]]; then
     "$DOORMAN_BIN" "$work/doorman/pg_doorman.yaml" ${BENCH_DOORMAN_ARGS:-} >"$work/doorman/pg_doorman.log" 2>&1 &
     dm_pid=$!
     if ! wait_port "$dm_port" "$dm_pid" 10; then
-        doorman_reason="pg_doorman did not listen within 10 s: $(tail -n 3 "$work/doorman/pg_doorman.log" | tr '\n' ' ')"
+        if kill -0 "$dm_pid" 2>/dev/null; then
+            doorman_reason="pg_doorman did not listen on $dm_port within 10 s"
+        else
+            dm_rc=0; wait "$dm_pid" || dm_rc=$?
+            doorman_reason="pg_doorman exited with code $dm_rc before listening"
+            dm_pid=""
+        fi
+        doorman_reason+=": $(tail -n 3 "$work/doorman/pg_doorman.log" | tr '\n' ' ')"
     elif ! out=$(probe "$dm_port"); then
         doorman_reason="SELECT 1 through pg_doorman failed: $(echo "$out" | tail -n 1)"
     fi
@@ -210,7 +224,8 @@ json.dump({
     "user": "$BENCH_USER", "password": "$BENCH_PASSWORD", "database": "example_db",
     "direct_max_clients": $(( pg_max - 2 * POOL_SIZE - 10 )),
     "targets": [t("direct", "$PG_PORT", "", """$direct_reason"""),
-                t("pgbouncer", "$pgb_port", "$pgb_pid", """$pgb_reason"""),
+                dict(t("pgbouncer", "$pgb_port", "$pgb_pid", """$pgb_reason"""),
+                     no_prepared="""$pgb_no_prepared"""),
                 t("doorman", "$dm_port", "$dm_pid", """$doorman_reason""")],
 }, open(sys.argv[1], "w"), indent=1)
 EOF

@@ -10,7 +10,8 @@
 # and removed when pg_doorman exits.
 # The config comes from `pg_doorman generate` and is written to a temp dir; general.host is set to
 # 127.0.0.1 and general.port to --listen-port (default 6432, env DOORMAN_PORT).
-# Env: SKIP_BUILD=1 uses the existing .build/release/pg_doorman.
+# Env: SKIP_BUILD=1 uses the existing .build/release/pg_doorman; PG_DOORMAN_BIN=path runs that binary
+# (no build).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,11 +40,11 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+if [[ "${SKIP_BUILD:-0}" != 1 && -z "${PG_DOORMAN_BIN:-}" ]]; then
     echo "run.sh: swift build -c release" >&2
     swift build -c release >&2
 fi
-BIN="$ROOT/.build/release/pg_doorman"
+BIN=${PG_DOORMAN_BIN:-$ROOT/.build/release/pg_doorman}
 [[ -x "$BIN" ]] || die "$BIN not found (build failed?)"
 
 work=$(mktemp -d /tmp/pg_doorman-run.XXXXXX)

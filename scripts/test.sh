@@ -63,8 +63,10 @@ else
     unit_rc=${PIPESTATUS[0]}
     set -e
     # swift-testing: "Test run with N tests in M suites passed/failed ..."; XCTest: "Executed N tests, with M failures".
-    unit_summary=$(grep -E 'Test run with [0-9]+ tests?|Executed [0-9]+ tests?, with' "$unit_log" \
-        | tail -n 3 | sed -E 's/\x1b\[[0-9;]*m//g; s/^[^A-Za-z]*//' | paste -sd ';' -)
+    strip() { sed -E 's/\x1b\[[0-9;]*m//g; s/^[^A-Za-z]*//; s/ *$//'; }
+    st_line=$(grep -E 'Test run with [0-9]+ tests?' "$unit_log" | tail -n 1 | strip || true)
+    xc_line=$(grep -E 'Executed [0-9]+ tests?, with' "$unit_log" | tail -n 1 | strip || true)
+    unit_summary="swift-testing: ${st_line:-none}; XCTest: ${xc_line:-none}"
     rm -f "$unit_log"
     if [[ $unit_rc -eq 0 ]]; then
         record unit ok "${unit_summary:-swift test passed}"
