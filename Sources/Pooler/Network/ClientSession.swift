@@ -61,6 +61,14 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Graceful shutdown: close at the next transaction boundary.
     private var closeAtBoundary = false
 
+    // Prepared statements in transaction mode: the rewriter, and whether the current attachment
+    // relays whole messages through it (set at attach once the client has used the extended protocol).
+    private var rewriter: PreparedStatementRewriter?
+    private var extendedClient = false
+    private var messageMode = false
+    private var clientAcc: ByteBuffer?
+    private var serverAcc: ByteBuffer?
+
     // Counters for SHOW CLIENTS.
     private(set) var transactionCount = 0
     private(set) var queryCount = 0
@@ -341,6 +349,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
         phase = .loggingIn
         sessionMode = pool.settings.mode == .session
+        if !sessionMode && pool.settings.preparedStatementsCacheSize > 0 {
+            rewriter = PreparedStatementRewriter(cache: pool.statementCache)
+        }
         if let params = pool.serverParameters, !sessionMode {
             finishLogin(params)
             return
@@ -401,6 +412,29 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     @inline(__always)
     private func relayFromClient(_ buffer: ByteBuffer) {
+        guard let server else {
+            // A lone Terminate needs no server.
+            if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X {
+                terminating = true
+                return close()
+            }
+            var b = buffer
+            if pending == nil { pending = context.channel.allocator.buffer(capacity: b.readableBytes) }
+            pending!.writeBuffer(&b)
+            if !waitingForServer { acquireServer() }
+            return
+        }
+        if !messageMode, rewriter != nil, clientScanner.atBoundary, serverScanner.atBoundary, expectedReady == 0,
+           let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+           first == P || first == B || first == D || first == C
+        {
+            // The extended protocol starts at a quiet point: from now on relay whole messages.
+            extendedClient = true
+            messageMode = true
+        }
+        if messageMode {
+            return relayMessagesFromClient(buffer, server: server)
+        }
         var terminateAt = -1
         var queries = 0
         do {
@@ -417,7 +451,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                     queries += 1
                 case P:
                     extendedOpen = true
-                    if prefix.count > 0 && prefix[0] != 0 { dirty = true }
+                    if rewriter == nil && prefix.count > 0 && prefix[0] != 0 { dirty = true }
                 case E:
                     extendedOpen = true
                     queries += 1
@@ -444,24 +478,94 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             toSend = buffer.getSlice(at: buffer.readerIndex, length: max(0, terminateAt)) ?? buffer
         }
         if toSend.readableBytes > 0 {
-            if let server {
-                if serverSameLoop {
-                    server.write(toSend)
-                } else {
-                    var b = toSend
-                    if crossLoopOut == nil { crossLoopOut = context.channel.allocator.buffer(capacity: b.readableBytes) }
-                    crossLoopOut!.writeBuffer(&b)
-                }
-            } else {
-                var b = toSend
-                if pending == nil { pending = context.channel.allocator.buffer(capacity: b.readableBytes) }
-                pending!.writeBuffer(&b)
-                if !waitingForServer { acquireServer() }
-            }
+            queueForServer(server, toSend)
         }
-        if terminating {
-            if server == nil || (expectedReady <= 0 && !extendedOpen) {
-                close()
+        if terminating && expectedReady <= 0 && !extendedOpen {
+            close()
+        }
+    }
+
+    /// Queues bytes for the server; they are flushed at the end of the read batch.
+    @inline(__always)
+    private func queueForServer(_ server: ServerConnection, _ buffer: ByteBuffer) {
+        if serverSameLoop {
+            server.write(buffer)
+        } else {
+            var b = buffer
+            if crossLoopOut == nil { crossLoopOut = context.channel.allocator.buffer(capacity: b.readableBytes) }
+            crossLoopOut!.writeBuffer(&b)
+        }
+    }
+
+    /// Message mode (extended protocol in transaction mode): every client message goes through the
+    /// prepared statement rewriter.
+    private func relayMessagesFromClient(_ buffer: ByteBuffer, server: ServerConnection) {
+        var b = buffer
+        if clientAcc == nil { clientAcc = context.channel.allocator.buffer(capacity: b.readableBytes) }
+        clientAcc!.writeBuffer(&b)
+        var toServer = context.channel.allocator.buffer(capacity: buffer.readableBytes + 64)
+        var toClient = context.channel.allocator.buffer(capacity: 0)
+        var queries = 0
+        do {
+            while let (type, body) = try MessageFramer.next(&clientAcc!, maxLength: clientScanner.maxMessageLength) {
+                switch type {
+                case X:
+                    terminating = true
+                case Q:
+                    var q = body
+                    let sql = q.readCString() ?? ""
+                    let action = rewriter!.simpleQuery(sql)
+                    switch action {
+                    case .deallocate, .deallocateAll:
+                        // The client's names never reached any server: answer here.
+                        PreparedStatementRewriter.writeLocalReply(action, transactionStatus: txStatus, into: &toClient)
+                        continue
+                    case .discardAll, .none:
+                        break
+                    }
+                    expectedReady += 1
+                    queries += 1
+                case S:
+                    expectedReady += 1
+                    extendedOpen = false
+                case F:
+                    expectedReady += 1
+                    queries += 1
+                case E:
+                    extendedOpen = true
+                    queries += 1
+                case P, B, D, C, H:
+                    extendedOpen = true
+                default:
+                    break
+                }
+                if terminating { break }
+                if case .malformed(let why) = rewriter!.clientMessage(
+                    type: type, body: body, server: server.statements, toServer: &toServer, toClientNow: &toClient)
+                {
+                    return fatal(code: "08P01", "malformed message from client: \(why)")
+                }
+            }
+        } catch {
+            return fatal(code: "08P01", "invalid message length from client")
+        }
+        clientAcc!.discardReadBytes()
+        queryCount &+= queries
+        if let pool {
+            pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
+            if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
+        }
+        if toClient.readableBytes > 0 {
+            context.write(NIOAny(toClient), promise: nil)
+            context.flush()
+        }
+        if toServer.readableBytes > 0 { queueForServer(server, toServer) }
+        if expectedReady <= 0 && !extendedOpen && !rewriter!.needsServerFiltering {
+            // Nothing reached the server (a locally answered DEALLOCATE, or Terminate): let it go.
+            if terminating { return close() }
+            if txStatus == I, let s = self.server {
+                self.server = nil
+                releaseToPool(s, rollback: false)
             }
         }
     }
@@ -480,7 +584,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                 attach(s)
                 if let p = pending {
                     pending = nil
-                    sendToServer(p, flush: true)
+                    relayFromClient(p)
+                    channelReadComplete(context: context)
                 }
             case .failure(let error):
                 pool.stats.errors.wrappingIncrement(ordering: .relaxed)
@@ -501,6 +606,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         serverSameLoop = s.loop === loop
         serverScanner = MessageScanner()
         attachedAt = .now()
+        messageMode = rewriter != nil && extendedClient
         if serverSameLoop {
             s.attach(to: self)
         } else {
@@ -508,23 +614,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
     }
 
-    private func sendToServer(_ buffer: ByteBuffer, flush: Bool) {
-        guard let server else { return }
-        if serverSameLoop {
-            server.write(buffer)
-            if flush { server.flush() }
-        } else {
-            server.loop.execute {
-                server.write(buffer)
-                if flush { server.flush() }
-            }
-        }
-    }
-
     // MARK: - Relay: server → client
 
     func serverRead(_ buffer: ByteBuffer) {
         guard server != nil else { return }
+        if messageMode { return serverMessages(buffer) }
         var boundary = false
         do {
             try serverScanner.scan(buffer, wantPrefix: { t in t == Z ? 1 : (t == C ? 8 : 0) }) { type, _, prefix, _ in
@@ -551,22 +645,64 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let n = buffer.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
         context.write(NIOAny(buffer), promise: nil)
-        if boundary {
-            transactionCount += 1
-            if let pool {
-                pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
-                let micros = (NIODeadline.now() - attachedAt).nanoseconds / 1000
-                pool.stats.xactTimeMicros.wrappingIncrement(by: Int(micros), ordering: .relaxed)
-            }
-            if !extendedOpen && clientScanner.atBoundary && (!sessionMode || terminating) {
-                context.flush()
-                if let s = server {
-                    server = nil
-                    releaseToPool(s, rollback: false)
+        if boundary { transactionBoundary() }
+    }
+
+    /// Message mode: whole backend messages go through the rewriter (synthetic ParseComplete,
+    /// dropped replies to injected messages).
+    private func serverMessages(_ buffer: ByteBuffer) {
+        var b = buffer
+        if serverAcc == nil { serverAcc = context.channel.allocator.buffer(capacity: b.readableBytes) }
+        serverAcc!.writeBuffer(&b)
+        var out = context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
+        var boundary = false
+        do {
+            while let (type, body) = try MessageFramer.next(&serverAcc!, maxLength: serverScanner.maxMessageLength) {
+                switch type {
+                case Z:
+                    if expectedReady > 0 { expectedReady -= 1 }
+                    txStatus = body.getInteger(at: body.readerIndex, as: UInt8.self) ?? I
+                    boundary = expectedReady == 0 && txStatus == I
+                case C:
+                    let tag = body.getBytes(at: body.readerIndex, length: min(8, body.readableBytes)) ?? []
+                    if tag.withUnsafeBytes({ Self.tagMakesSessionState($0) }) { dirty = true }
+                case E:
+                    errorCount += 1
+                default:
+                    break
                 }
-                if terminating { close() }
-                else if closeAtBoundary { fatal(code: "58006", "pooler is shut down now") }
+                rewriter!.serverMessage(type: type, body: body, toClient: &out)
             }
+        } catch {
+            if let s = server { discardServer(s) }
+            server = nil
+            close()
+            return
+        }
+        serverAcc!.discardReadBytes()
+        if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
+        context.write(NIOAny(out), promise: nil)
+        if boundary && !rewriter!.needsServerFiltering { transactionBoundary() }
+    }
+
+    /// ReadyForQuery idle with nothing outstanding: count the transaction and, in transaction mode,
+    /// give the server back.
+    private func transactionBoundary() {
+        transactionCount += 1
+        if let pool {
+            pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
+            let micros = (NIODeadline.now() - attachedAt).nanoseconds / 1000
+            pool.stats.xactTimeMicros.wrappingIncrement(by: Int(micros), ordering: .relaxed)
+        }
+        let clientQuiet = messageMode ? (clientAcc?.readableBytes ?? 0) == 0 : clientScanner.atBoundary
+        if !extendedOpen && clientQuiet && (!sessionMode || terminating) {
+            context.flush()
+            if let s = server {
+                server = nil
+                releaseToPool(s, rollback: false)
+            }
+            if terminating { close() }
+            else if closeAtBoundary { fatal(code: "58006", "pooler is shut down now") }
         }
     }
 
@@ -624,9 +760,19 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     private func releaseToPool(_ s: ServerConnection, rollback: Bool) {
         guard let pool else { return discardServer(s) }
+        if rewriter != nil {
+            let uncertain = rewriter!.serverReleased()
+            messageMode = false
+            clientAcc?.clear()
+            serverAcc?.clear()
+            if uncertain { return discardServer(s) }
+        }
         var queries: [String] = []
         if rollback || txStatus != I { queries.append("ROLLBACK") }
-        if dirty && pool.settings.cleanupServerConnections { queries.append("DISCARD ALL") }
+        if dirty && pool.settings.cleanupServerConnections {
+            queries.append("DISCARD ALL")
+            s.statements.removeAll()
+        }
         dirty = false
         txStatus = I
         expectedReady = 0

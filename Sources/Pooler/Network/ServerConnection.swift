@@ -48,6 +48,8 @@ public final class ServerConnection: ChannelInboundHandler {
     /// Set when the server must not be reused (protocol desync, fatal error).
     var broken = false
     public private(set) var serverAddress: String = ""
+    /// DOORMAN_n statements prepared on this backend (transaction-mode statement remapping).
+    public let statements: ServerStatements
     private var cleanupDone: ((Bool) -> Void)?
 
     // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
@@ -80,6 +82,7 @@ public final class ServerConnection: ChannelInboundHandler {
             expiresAt = nil
         }
         accumulator = ByteBufferAllocator().buffer(capacity: 0)
+        statements = ServerStatements(capacity: pool.settings.serverPreparedStatementsCacheSize)
     }
 
     func isReusable(epoch poolEpoch: Int, now: NIODeadline) -> Bool {

@@ -46,6 +46,10 @@ public struct PoolSettings: Equatable, Sendable {
     public var serverLifetimeMs: UInt64
     public var cleanupServerConnections: Bool
     public var serverRoundRobin: Bool
+    /// Pool-wide prepared statement cache size; 0 turns statement remapping off.
+    public var preparedStatementsCacheSize: Int = 8192
+    /// Statements kept prepared on each server connection.
+    public var serverPreparedStatementsCacheSize: Int = 8192
 
     public init(
         database: String, user: String, clientPassword: String,

@@ -41,6 +41,8 @@ public final class ServerPool {
     private var _scramClientKey: [UInt8]?
     private var _serverParameters: [(String, String)]?
     public let stats = PoolStats()
+    /// Prepared statements shared by the pool's clients (transaction mode).
+    public let statementCache: PreparedStatementCache
 
     private struct Waiter {
         var loop: EventLoop
@@ -51,6 +53,7 @@ public final class ServerPool {
     init(settings: PoolSettings, connector: ServerConnector) {
         self.settings = settings
         self.connector = connector
+        self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize)
     }
 
     // MARK: - Shared state accessors

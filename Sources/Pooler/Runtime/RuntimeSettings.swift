@@ -50,6 +50,8 @@ extension PoolSettings {
             serverLifetimeMs: user.serverLifetime ?? pool.effectiveServerLifetime(general),
             cleanupServerConnections: pool.cleanupServerConnections, serverRoundRobin: general.serverRoundRobin)
         s.startupParameters = pool.effectiveStartupParameters(general).map { ($0.key, $0.value) }
+        s.preparedStatementsCacheSize = pool.effectivePreparedStatementsCacheSize(general)
+        s.serverPreparedStatementsCacheSize = max(1, pool.effectiveServerPreparedStatementsCacheSize(general))
         return s
     }
 }
