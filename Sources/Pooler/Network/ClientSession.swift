@@ -412,7 +412,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     @inline(__always)
     private func relayFromClient(_ buffer: ByteBuffer) {
-        guard let server else {
+        guard let server = self.server ?? attachIdleServer(for: buffer) else {
             // A lone Terminate needs no server.
             if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X {
                 terminating = true
@@ -568,6 +568,16 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                 releaseToPool(s, rollback: false)
             }
         }
+    }
+
+    /// Checkout hot path: an idle server attached synchronously (nothing queued, not a lone Terminate).
+    @inline(__always)
+    private func attachIdleServer(for buffer: ByteBuffer) -> ServerConnection? {
+        guard !waitingForServer, pending == nil, let pool else { return nil }
+        if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X { return nil }
+        guard let s = pool.tryAcquireIdle(on: loop, now: .now()) else { return nil }
+        attach(s)
+        return s
     }
 
     private func acquireServer() {
@@ -766,6 +776,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             clientAcc?.clear()
             serverAcc?.clear()
             if uncertain { return discardServer(s) }
+        }
+        if !rollback && txStatus == I && !dirty && s.loop === loop {
+            // Common case: clean server on our loop, no cleanup, no closures.
+            expectedReady = 0
+            if s.detachClean() { pool.release(s) } else { pool.discard(s) }
+            return
         }
         var queries: [String] = []
         if rollback || txStatus != I { queries.append("ROLLBACK") }

@@ -204,6 +204,15 @@ public final class ServerConnection: ChannelInboundHandler {
         state = .active
     }
 
+    /// Detaches from the client with nothing to clean; false if the server is no longer usable.
+    @inline(__always)
+    func detachClean() -> Bool {
+        owner = nil
+        guard case .active = state else { return false }
+        state = .idle
+        return true
+    }
+
     /// Detaches from the client. If `queries` is non-empty they are run first (ROLLBACK, DISCARD ALL),
     /// and `done(clean)` is called when the server is back at an idle ReadyForQuery.
     func detach(runningCleanup queries: [String], done: @escaping (Bool) -> Void) {

@@ -97,6 +97,23 @@ public final class ServerPool {
 
     // MARK: - Checkout
 
+    /// The hot path of checkout: an idle, reusable server right now, or nil (then call `acquire`).
+    /// No closure, no allocation.
+    @inline(__always)
+    public func tryAcquireIdle(on loop: EventLoop, now: NIODeadline) -> ServerConnection? {
+        while true {
+            var epochNow = 0
+            let server: ServerConnection? = lock.withLock {
+                epochNow = _epoch
+                guard !_closed, !_paused else { return nil }
+                return popIdleLocked(preferring: loop)
+            }
+            guard let server else { return nil }
+            if server.isReusable(epoch: epochNow, now: now) { return server }
+            discard(server)
+        }
+    }
+
     /// Gets a server for a client living on `loop`; `callback` runs on `loop`.
     public func acquire(on loop: EventLoop, _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
         enum Step { case use(ServerConnection), create, wait, closed }

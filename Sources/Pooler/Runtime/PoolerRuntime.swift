@@ -43,8 +43,10 @@ public final class PoolerRuntime {
 
     public init(config: Config, configPath: String, logger: Logger, logLevels: LogLevels, eventLoops: Int? = nil) {
         self.logLevels = logLevels
+        // PostgreSQL and the clients usually share the machine: half the cores at most (one loop on
+        // two cores measured faster than two — no cross-thread handoffs, more events per wakeup).
         let cores = System.coreCount
-        let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), cores))
+        let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), max(1, cores / 2)))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         self.logger = logger
         self.configPath = configPath
