@@ -100,7 +100,7 @@ struct AdminViews {
         for (p, srv) in servers.sorted(by: { $0.1.id < $1.1.id }) {
             rs.rows.append([
                 String(format: "0x%08X", srv.id), String(srv.processID), p.settings.database, p.settings.serverUser,
-                p.settings.applicationName, "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
+                p.settings.applicationName, srv.tls ? "true" : "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
                 s(srv.bytesSent), s(srv.bytesReceived), s(Int((now - srv.createdAt).nanoseconds / 1_000_000_000)),
                 s(0), s(0), s(0),
             ])

@@ -46,6 +46,8 @@ public struct PoolSettings: Equatable, Sendable {
     public var serverLifetimeMs: UInt64
     public var cleanupServerConnections: Bool
     public var serverRoundRobin: Bool
+    /// server_tls_mode and its files (pool override ?? general).
+    public var serverTLS = ServerTLSSettings()
 
     public init(
         database: String, user: String, clientPassword: String,

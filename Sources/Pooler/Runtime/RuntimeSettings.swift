@@ -50,6 +50,7 @@ extension PoolSettings {
             serverLifetimeMs: user.serverLifetime ?? pool.effectiveServerLifetime(general),
             cleanupServerConnections: pool.cleanupServerConnections, serverRoundRobin: general.serverRoundRobin)
         s.startupParameters = pool.effectiveStartupParameters(general).map { ($0.key, $0.value) }
+        s.serverTLS = ServerTLSSettings.resolve(pool: pool, general: general)
         return s
     }
 }
