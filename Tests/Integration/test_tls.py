@@ -60,6 +60,7 @@ def certs():
         _make_ca(d, "otherca")
         _make_leaf(d, "server", "localhost", "ca", "DNS:localhost,IP:127.0.0.1", "serverAuth")
         _make_leaf(d, "client", MD5_USER, "ca", None, "clientAuth")
+        _make_leaf(d, "wronghost", "wrong.example", "ca", "DNS:wrong.example", "serverAuth")
         (d / "garbage.crt").write_text("this is not a certificate\n")
         yield d
     finally:
@@ -200,6 +201,15 @@ def test_tls_mode_require_refuses_plain(doorman, pg, certs, tmp_dir):
         assert s.recv(1) == b"N"
 
 
+def test_show_connections_counts_tls(doorman, pg, certs):
+    dm = doorman(config(pg, general=client_tls(certs)))
+    ok(dm, "SELECT 1", sslmode="require")
+    ok(dm, "SELECT 1", sslmode="disable")
+    row = admin_rows(dm, "SHOW CONNECTIONS")[0]
+    # plain: the psql above, this admin session, and the harness readiness probe.
+    assert int(row["tls"]) == 1 and int(row["plain"]) >= 2, row
+
+
 def test_plain_startup_error_code_28000(doorman, pg, certs):
     dm = doorman(config(pg, general=client_tls(certs, tls_mode="require")))
     params = f"user\0{MD5_USER}\0database\0example_db\0\0".encode()
@@ -301,6 +311,22 @@ def test_server_verify_full(doorman, pg_ssl, certs):
     cfg["pools"]["example_db"]["server_host"] = "localhost"
     dm2 = doorman(cfg)
     assert ok(dm2, BACKEND_SSL) == "t"
+
+
+def test_server_verify_full_checks_the_host_name(doorman, pg, certs):
+    # A pooler whose certificate names another host stands in for PostgreSQL (same CA).
+    front = doorman(config(pg, general={"tls_certificate": str(certs / "wronghost.crt"),
+                                        "tls_private_key": str(certs / "wronghost.key")}))
+
+    class Upstream:
+        host, port, hashes = "127.0.0.1", front.port, pg.hashes
+
+    dm_ca = doorman(config(Upstream, general=server_tls("verify-ca", certs, ca="ca.crt")))
+    assert ok(dm_ca, "SELECT 1") == "1"
+    assert servers_tls_column(dm_ca) == {"true"}
+    dm_full = doorman(config(Upstream, general=server_tls("verify-full", certs, ca="ca.crt")))
+    rc, _, err = q(dm_full, "SELECT 1")
+    assert rc != 0 and "TLS handshake with the server failed" in err, err
 
 
 def test_server_mtls(doorman, pg_ssl, certs):

@@ -178,9 +178,10 @@ struct AdminViews {
     func connections() -> ResultSet {
         let total = runtime.totalConnections.load(ordering: .relaxed)
         let cancel = runtime.cancelRequests.load(ordering: .relaxed)
+        let tls = runtime.tls.clientTLSConnections.load(ordering: .relaxed)
         return ResultSet(
             columns: [("total", .numeric), ("errors", .numeric), ("tls", .numeric), ("plain", .numeric), ("cancel", .numeric)],
-            rows: [[s(total), s(0), s(0), s(total - cancel), s(cancel)]])
+            rows: [[s(total), s(0), s(tls), s(max(0, total - cancel - tls)), s(cancel)]])
     }
 }
 

@@ -254,6 +254,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             return true
         }
         usesTLS = true
+        runtime.tls.clientTLSConnections.wrappingIncrement(ordering: .relaxed)
         return true
     }
 

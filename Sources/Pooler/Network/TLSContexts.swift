@@ -1,3 +1,4 @@
+import Atomics
 import ConfigKit
 import NIOConcurrencyHelpers
 import NIOCore
@@ -95,6 +96,8 @@ public final class TLSContexts {
     private var _clientContext: NIOSSLContext?
     private var _clientMode: ClientTLSMode = .allow
     private var serverContexts: [ServerTLSSettings: NIOSSLContext] = [:]
+    /// Client connections that switched to TLS (SHOW CONNECTIONS `tls`).
+    public let clientTLSConnections = ManagedAtomic<Int>(0)
 
     public init() {}
 
