@@ -324,6 +324,10 @@ struct ServerTLSError: Error, CustomStringConvertible {
 
     static func wrap(_ error: Error) -> Error {
         if error is ServerError || error is ServerTLSError { return error }
+        if let e = error as? NIOSSLExtraError, e == .failedToValidateHostname {
+            return ServerTLSError(message: "TLS handshake with the server failed: the server certificate does not "
+                                  + "match the server host (server_tls_mode verify-full): \(error)")
+        }
         if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
             return ServerTLSError(message: "TLS handshake with the server failed: \(error)")
         }
