@@ -127,6 +127,8 @@ public enum ConfigValidator {
                              ("tls_ca_cert", g.tlsCaCert)] {
             if let f = value, !FileManager.default.isReadableFile(atPath: f) {
                 err("general.\(key)", "tls is incorrectly configured: cannot read \(key) file '\(f)'")
+            } else if let f = value, let p = PEMCheck.problem(path: f, kind: key == "tls_private_key" ? .privateKey : .certificates) {
+                err("general.\(key)", "tls is incorrectly configured: \(p)")
             }
         }
 
@@ -152,6 +154,9 @@ public enum ConfigValidator {
                                      ("server_tls_private_key", g.serverTlsPrivateKey)] {
                     if let f = value, !FileManager.default.isReadableFile(atPath: f) {
                         err("general.\(key)", "Failed to read certificate file \(f): no such file or not readable")
+                    } else if let f = value, let p = PEMCheck.problem(
+                        path: f, kind: key == "server_tls_private_key" ? .privateKey : .certificates) {
+                        err("general.\(key)", p)
                     }
                 }
             }
@@ -188,6 +193,9 @@ public enum ConfigValidator {
                                      ("server_tls_private_key", pool.serverTlsPrivateKey)] {
                     if let f = value, !FileManager.default.isReadableFile(atPath: f) {
                         err("\(path).\(key)", "Failed to read certificate file \(f): no such file or not readable")
+                    } else if let f = value, let p = PEMCheck.problem(
+                        path: f, kind: key == "server_tls_private_key" ? .privateKey : .certificates) {
+                        err("\(path).\(key)", "pool '\(name)': \(p)")
                     }
                 }
             }

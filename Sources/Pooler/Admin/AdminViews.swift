@@ -100,7 +100,7 @@ struct AdminViews {
         for (p, srv) in servers.sorted(by: { $0.1.id < $1.1.id }) {
             rs.rows.append([
                 String(format: "0x%08X", srv.id), String(srv.processID), p.settings.database, p.settings.serverUser,
-                p.settings.applicationName, "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
+                p.settings.applicationName, srv.tls ? "true" : "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
                 s(srv.bytesSent), s(srv.bytesReceived), s(Int((now - srv.createdAt).nanoseconds / 1_000_000_000)),
                 s(0), s(0), s(0),
             ])
@@ -178,9 +178,10 @@ struct AdminViews {
     func connections() -> ResultSet {
         let total = runtime.totalConnections.load(ordering: .relaxed)
         let cancel = runtime.cancelRequests.load(ordering: .relaxed)
+        let tls = runtime.tls.clientTLSConnections.load(ordering: .relaxed)
         return ResultSet(
             columns: [("total", .numeric), ("errors", .numeric), ("tls", .numeric), ("plain", .numeric), ("cancel", .numeric)],
-            rows: [[s(total), s(0), s(0), s(total - cancel), s(cancel)]])
+            rows: [[s(total), s(0), s(tls), s(max(0, total - cancel - tls)), s(cancel)]])
     }
 }
 

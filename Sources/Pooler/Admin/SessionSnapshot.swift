@@ -27,12 +27,14 @@ struct ServerSnapshot {
     var bytesSent: Int
     var bytesReceived: Int
     var state: String
+    var tls = false
 }
 
 extension ServerConnection {
     func snapshot(state: String) -> ServerSnapshot {
         ServerSnapshot(id: id, processID: processID, createdAt: createdAt, transactionCount: transactionCount,
-                       queryCount: queryCount, bytesSent: bytesSent, bytesReceived: bytesReceived, state: state)
+                       queryCount: queryCount, bytesSent: bytesSent, bytesReceived: bytesReceived, state: state,
+                       tls: usesTLS)
     }
 }
 

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 private let Z = UInt8(ascii: "Z"), Q = UInt8(ascii: "Q"), S = UInt8(ascii: "S"), P = UInt8(ascii: "P")
 private let B = UInt8(ascii: "B"), D = UInt8(ascii: "D"), E = UInt8(ascii: "E"), C = UInt8(ascii: "C")
@@ -176,7 +177,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                     // Bad length or unknown code: close without a reply (nothing sensible to say).
                     close()
                     return
-                case .success(.sslRequest), .success(.gssEncRequest):
+                case .success(.sslRequest):
+                    if startTLS() { return }
+                    var out = context.channel.allocator.buffer(capacity: 1)
+                    out.writeInteger(UInt8(ascii: "N"))
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .success(.gssEncRequest):
                     var out = context.channel.allocator.buffer(capacity: 1)
                     out.writeInteger(UInt8(ascii: "N"))
                     context.writeAndFlush(NIOAny(out), promise: nil)
@@ -236,6 +242,30 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
     }
 
+    /// SSLRequest on TCP with a client-facing certificate: answers `S` and puts TLS in front of this
+    /// handler; the StartupMessage then arrives encrypted. False when the answer must be `N`.
+    private func startTLS() -> Bool {
+        guard !isUnixSocket, !usesTLS, let tlsContext = runtime.tls.clientContext else { return false }
+        // A client waits for the answer: anything already sent after the SSLRequest was not encrypted.
+        guard inbound.readableBytes == 0 else {
+            close()
+            return true
+        }
+        var out = context.channel.allocator.buffer(capacity: 1)
+        out.writeInteger(UInt8(ascii: "S"))
+        context.writeAndFlush(NIOAny(out), promise: nil)
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext),
+                                                           position: .before(self))
+        } catch {
+            close()
+            return true
+        }
+        usesTLS = true
+        runtime.tls.clientTLSConnections.wrappingIncrement(ordering: .relaxed)
+        return true
+    }
+
     private func nextMessage() -> (UInt8, ByteBuffer)? {
         do {
             return try MessageFramer.next(&inbound, maxLength: 10_000)
@@ -257,6 +287,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         user = params["user"] ?? ""
         database = params["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
         applicationName = params["application_name"] ?? ""
+        if !usesTLS && !isUnixSocket && runtime.tls.clientMode.requiresTLS {
+            return fatal(code: "28000", "Connection without SSL is not allowed by tls_mode.")
+        }
         if runtime.isShuttingDown {
             return fatal(code: "57P03", "pg_doorman is shutting down")
         }
@@ -812,7 +845,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         loop.execute { [self] in
             guard let s = server, let pool else { return }
             runtime.sendCancel(host: pool.settings.serverHost, port: pool.settings.serverPort,
-                               processID: s.processID, secretKey: s.secretKey)
+                               processID: s.processID, secretKey: s.secretKey,
+                               tls: s.usesTLS ? pool.settings.serverTLS : nil)
         }
     }
 

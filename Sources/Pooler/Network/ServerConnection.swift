@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// Something that receives a server's bytes while it is checked out (a client session).
 protocol ServerOwner: AnyObject {
@@ -50,6 +51,10 @@ public final class ServerConnection: ChannelInboundHandler {
     public private(set) var serverAddress: String = ""
     /// DOORMAN_n statements prepared on this backend (transaction-mode statement remapping).
     public let statements: ServerStatements
+    /// True once the connection runs over TLS (SHOW SERVERS, cancel requests).
+    public private(set) var usesTLS = false
+    /// Set while waiting for the one-byte answer to our SSLRequest.
+    private var tlsNegotiation: ServerTLSAttempt?
     private var cleanupDone: ((Bool) -> Void)?
 
     // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
@@ -94,14 +99,27 @@ public final class ServerConnection: ChannelInboundHandler {
 
     // MARK: - Login
 
-    func startLogin(channel: Channel, settings: PoolSettings, clientKey: [UInt8]?) -> EventLoopFuture<ServerConnection> {
+    func startLogin(channel: Channel, settings: PoolSettings, clientKey: [UInt8]?,
+                    tls: ServerTLSAttempt? = nil) -> EventLoopFuture<ServerConnection> {
         self.channel = channel
         self.serverAddress = "\(settings.serverHost):\(settings.serverPort)"
         let promise = loop.makePromise(of: ServerConnection.self)
         loginPromise = promise
         state = .login(BackendLoginStateMachine(user: settings.serverUser, credential: settings.backendCredential,
                                                 clientKey: clientKey))
-        channel.writeAndFlush(BackendLoginStateMachine.startupMessage(settings: settings), promise: nil)
+        let startup = BackendLoginStateMachine.startupMessage(settings: settings)
+        if let tls {
+            // SSLRequest first; the StartupMessage follows once the server said `S` (or `N` when allowed).
+            var attempt = tls
+            attempt.startup = startup
+            tlsNegotiation = attempt
+            var out = channel.allocator.buffer(capacity: 8)
+            out.writeInteger(Int32(8))
+            out.writeInteger(Int32(80_877_103))
+            channel.writeAndFlush(out, promise: nil)
+        } else {
+            channel.writeAndFlush(startup, promise: nil)
+        }
         return promise.futureResult
     }
 
@@ -119,6 +137,7 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
+        if tlsNegotiation != nil { return negotiateTLS(context: context, buffer) }
         switch state {
         case .active:
             bytesReceived &+= buffer.readableBytes
@@ -286,6 +305,85 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
         broken = true
+        // During login (TLS handshake included) the caller wants the reason, not "closed during login".
+        if case .login = state { return failLogin(ServerTLSError.wrap(error)) }
         context.close(promise: nil)
+    }
+}
+
+// MARK: - TLS towards PostgreSQL
+
+/// What a server connection needs to ask for TLS before its StartupMessage.
+struct ServerTLSAttempt {
+    var context: NIOSSLContext
+    /// SNI and certificate host name; nil for IP literals (the peer address is checked instead).
+    var hostname: String?
+    /// `N` ends the attempt (require, verify-ca, verify-full, the TLS retry of allow).
+    var required: Bool
+    var startup: ByteBuffer?
+
+    init(context: NIOSSLContext, serverHost: String, required: Bool) {
+        self.context = context
+        self.hostname = (try? SocketAddress(ipAddress: serverHost, port: 0)) == nil ? serverHost : nil
+        self.required = required
+    }
+}
+
+/// A TLS failure while connecting to PostgreSQL.
+struct ServerTLSError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+
+    static func wrap(_ error: Error) -> Error {
+        if error is ServerError || error is ServerTLSError { return error }
+        if let e = error as? NIOSSLExtraError, e == .failedToValidateHostname {
+            return ServerTLSError(message: "TLS handshake with the server failed: the server certificate does not "
+                                  + "match the server host (server_tls_mode verify-full): \(error)")
+        }
+        if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            return ServerTLSError(message: "TLS handshake with the server failed: \(error)")
+        }
+        return error
+    }
+}
+
+extension ServerConnection {
+    /// Handles the one-byte answer to our SSLRequest.
+    fileprivate func negotiateTLS(context: ChannelHandlerContext, _ buffer: ByteBuffer) {
+        guard var attempt = tlsNegotiation else { return }
+        var b = buffer
+        guard let answer: UInt8 = b.readInteger() else { return }
+        tlsNegotiation = nil
+        let startup = attempt.startup ?? context.channel.allocator.buffer(capacity: 0)
+        attempt.startup = nil
+        switch answer {
+        case UInt8(ascii: "S"):
+            // Bytes after `S` would have been sent in the clear by someone else (CVE-2021-23222).
+            guard b.readableBytes == 0 else {
+                return failLoginTLS("received unencrypted data after SSL response")
+            }
+            do {
+                let handler = try NIOSSLClientHandler(context: attempt.context, serverHostname: attempt.hostname)
+                try context.pipeline.syncOperations.addHandler(handler, position: .before(self))
+            } catch {
+                return failLoginTLS("cannot start TLS: \(error)")
+            }
+            usesTLS = true
+            context.writeAndFlush(NIOAny(startup), promise: nil)
+        case UInt8(ascii: "N"):
+            if attempt.required {
+                return failLoginTLS("server does not support SSL, but SSL was required (server_tls_mode)")
+            }
+            guard b.readableBytes == 0 else { return failLoginTLS("received unexpected data after SSL response") }
+            context.writeAndFlush(NIOAny(startup), promise: nil)
+        case UInt8(ascii: "E"):
+            failLoginTLS("server rejected the SSLRequest with an error")
+        default:
+            failLoginTLS("received invalid response to SSL negotiation: \(answer)")
+        }
+    }
+
+    private func failLoginTLS(_ message: String) {
+        failLogin(ServerTLSError(message: message))
     }
 }

@@ -6,6 +6,8 @@ import NIOPosix
 final class ServerConnector {
     private let nextID = ManagedAtomic<Int>(1)
     let tcpNoDelay: Bool
+    /// TLS contexts (client-facing and per pool server-facing), rebuilt at start and RELOAD.
+    let tls = TLSContexts()
 
     init(tcpNoDelay: Bool = true) {
         self.tcpNoDelay = tcpNoDelay
@@ -13,6 +15,37 @@ final class ServerConnector {
 
     func connect(pool: ServerPool, on loop: EventLoop) -> EventLoopFuture<ServerConnection> {
         let settings = pool.settings
+        let tlsSettings = settings.serverTLS
+        // TLS is never used over Unix sockets (as libpq).
+        let tcp = !settings.serverHost.hasPrefix("/")
+        let first: ServerTLSAttempt?
+        if tcp && tlsSettings.mode.requestsTLSFirst {
+            do {
+                let context = try tls.serverContext(for: tlsSettings)
+                first = ServerTLSAttempt(context: context, serverHost: settings.serverHost,
+                                         required: tlsSettings.mode.requiresTLS)
+            } catch {
+                return loop.makeFailedFuture(PoolError.connectFailed("\(settings.serverHost):\(settings.serverPort): \(error)"))
+            }
+        } else {
+            first = nil
+        }
+        let login = attempt(pool: pool, settings: settings, on: loop, tls: first)
+        guard tcp && tlsSettings.mode == .allow else { return login }
+        // allow: PostgreSQL refused the plain startup (e.g. only hostssl lines): once more over TLS.
+        return login.flatMapError { error in
+            guard error is ServerError, let context = try? self.tls.serverContext(for: tlsSettings) else {
+                return loop.makeFailedFuture(error)
+            }
+            let retry = ServerTLSAttempt(context: context, serverHost: settings.serverHost, required: true)
+            return self.attempt(pool: pool, settings: settings, on: loop, tls: retry).flatMapError { retryError in
+                loop.makeFailedFuture(retryError is ServerError ? retryError : error)
+            }
+        }
+    }
+
+    private func attempt(pool: ServerPool, settings: PoolSettings, on loop: EventLoop,
+                         tls: ServerTLSAttempt?) -> EventLoopFuture<ServerConnection> {
         let server = ServerConnection(
             id: nextID.loadThenWrappingIncrement(ordering: .relaxed), loop: loop, pool: pool,
             epoch: pool.epoch, lifetimeMs: settings.serverLifetimeMs)
@@ -31,7 +64,7 @@ final class ServerConnector {
             connected = bootstrap.connect(host: settings.serverHost, port: settings.serverPort)
         }
         let login = connected.flatMap { channel in
-            server.startLogin(channel: channel, settings: settings, clientKey: pool.scramClientKey)
+            server.startLogin(channel: channel, settings: settings, clientKey: pool.scramClientKey, tls: tls)
         }
         // The whole login, not only the TCP connect, is bounded by connect_timeout.
         let deadline = loop.scheduleTask(in: timeout) {

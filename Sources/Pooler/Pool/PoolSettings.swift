@@ -50,6 +50,8 @@ public struct PoolSettings: Equatable, Sendable {
     public var preparedStatementsCacheSize: Int = 8192
     /// Statements kept prepared on each server connection.
     public var serverPreparedStatementsCacheSize: Int = 8192
+    /// server_tls_mode and its files (pool override ?? general).
+    public var serverTLS = ServerTLSSettings()
 
     public init(
         database: String, user: String, clientPassword: String,

@@ -124,6 +124,8 @@ public final class PoolerRuntime {
             for d in result.diagnostics where d.severity == .error { logger.error("RELOAD rejected: \(d.description)") }
             return (false, result.diagnostics)
         }
+        // Server-facing certificates are re-read on every RELOAD (new connections use them).
+        if let problem = reloadServerTLS(newConfig) { return (false, result.diagnostics + [problem]) }
         let retired: [ServerPool] = lock.withLock {
             if newConfig == _config { return [] }
             let old = _pools
@@ -192,7 +194,11 @@ public final class PoolerRuntime {
         session.cancelCurrentQuery()
     }
 
-    func sendCancel(host: String, port: Int, processID: Int32, secretKey: Int32) {
+    /// `tls`: the pool's server TLS settings when the cancelled server connection uses TLS.
+    func sendCancel(host: String, port: Int, processID: Int32, secretKey: Int32, tls: ServerTLSSettings? = nil) {
+        if let tls, !host.hasPrefix("/") {
+            return sendTLSCancel(host: host, port: port, processID: processID, secretKey: secretKey, tls: tls)
+        }
         let bootstrap = ClientBootstrap(group: group).connectTimeout(.seconds(3))
         let connected = host.hasPrefix("/")
             ? bootstrap.connect(unixDomainSocketPath: "\(host)/.s.PGSQL.\(port)")
@@ -216,6 +222,7 @@ public final class PoolerRuntime {
     public func start(inheritedFD: Int32? = nil) throws {
         raiseFileLimit()
         let general = config.general
+        try loadTLSContexts()
         let backlog = Int32(general.backlog > 0 ? general.backlog : min(general.maxConnections, 4096))
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: backlog)

@@ -52,6 +52,7 @@ extension PoolSettings {
         s.startupParameters = pool.effectiveStartupParameters(general).map { ($0.key, $0.value) }
         s.preparedStatementsCacheSize = pool.effectivePreparedStatementsCacheSize(general)
         s.serverPreparedStatementsCacheSize = max(1, pool.effectiveServerPreparedStatementsCacheSize(general))
+        s.serverTLS = ServerTLSSettings.resolve(pool: pool, general: general)
         return s
     }
 }
