@@ -94,7 +94,7 @@ def pool_row(dm, user=MD5_USER, db="example_db") -> dict[str, str]:
 
 def pconnect(dm, user=MD5_USER, pw=MD5_PW, db="example_db", autocommit=True):
     return psycopg.connect(host=dm.host, port=dm.port, user=user, password=pw, dbname=db, autocommit=autocommit,
-                           connect_timeout=10)
+                           connect_timeout=10, prepare_threshold=None)
 
 
 def one(conn, sql, params=None):

@@ -25,9 +25,28 @@ USERS = [(MD5_USER, MD5_PW), (SCRAM_USER, SCRAM_PW)]
 # ----------------------------------------------------------------------------- local helpers
 
 def pconnect(dm, user=MD5_USER, pw=MD5_PW, db="example_db", autocommit=True, **kw):
-    """psycopg connection through the pooler (bounded connect)."""
+    """psycopg connection through the pooler (bounded connect). Server-side prepared statements are off:
+    named statements across transactions belong to issue 8, not to these tests."""
+    kw.setdefault("prepare_threshold", None)
     return psycopg.connect(host=dm.host, port=dm.port, user=user, password=pw, dbname=db,
                            autocommit=autocommit, connect_timeout=10, **kw)
+
+
+def login_error(dm, user, pw, db="example_db") -> tuple[str | None, str]:
+    """Try to log in with asyncpg (which exposes the SQLSTATE of a startup-time ErrorResponse; libpq does not).
+    Returns (sqlstate, message); fails the test if the login succeeds."""
+    async def run():
+        try:
+            conn = await asyncpg.connect(host=dm.host, port=dm.port, user=user, password=pw, database=db,
+                                         timeout=10, statement_cache_size=0)
+        except asyncpg.PostgresError as e:
+            return e.sqlstate, str(e)
+        await conn.close(timeout=5)
+        return None, "login succeeded"
+
+    state, msg = asyncio.run(asyncio.wait_for(run(), 20))
+    assert state is not None, f"{user}@{db} logged in but should have been refused"
+    return state, msg
 
 
 def one(conn, sql, params=None):
@@ -109,19 +128,22 @@ def test_psycopg_connects_through_pooler(doorman, doorman_config, user, pw):
     with pconnect(dm, user, pw) as conn:
         assert conn.execute("SELECT current_user, current_database()").fetchone() == (user, "example_db")
         assert one(conn, "SELECT %s::int * 2", (21,)) == 42
-        # server-side prepared statements (named Parse) after prepare_threshold
-        for i in range(4):
-            assert one(conn, "SELECT %s::int + 1", (i,), ) == i + 1
-        cur = conn.execute("SELECT %s::int", (7,), prepare=True)
-        assert cur.fetchone()[0] == 7
+        # several extended-protocol round trips with parameters (unnamed statements)
+        for i in range(10):
+            assert one(conn, "SELECT %s::int + 1", (i,)) == i + 1
+        conn.autocommit = False
+        conn.execute("SELECT 1")
+        assert one(conn, "SELECT count(*) FROM pgbench_branches") >= 1
+        conn.commit()
 
 
 @pytest.mark.parametrize("user", [MD5_USER, SCRAM_USER], ids=["md5", "scram"])
 def test_wrong_password_rejected_28P01(doorman, doorman_config, user):
     dm = doorman(doorman_config())
-    with pytest.raises(psycopg.OperationalError) as ei:
+    with pytest.raises(psycopg.OperationalError):
         pconnect(dm, user, "definitely-wrong")
-    assert sqlstate_of(ei) == "28P01", str(ei.value)
+    state, msg = login_error(dm, user, "definitely-wrong")
+    assert state == "28P01", msg
     rc, out, err = psql(["-At", "-c", "SELECT 1"], env=dm.env(user, "definitely-wrong"), timeout=30)
     assert rc != 0 and out.strip() != "1", (out, err)
     # the pooler keeps serving correct logins afterwards
@@ -132,9 +154,11 @@ def test_wrong_password_rejected_28P01(doorman, doorman_config, user):
 
 def test_unknown_database_3D000(doorman, doorman_config):
     dm = doorman(doorman_config())
-    with pytest.raises(psycopg.OperationalError) as ei:
+    with pytest.raises(psycopg.OperationalError):
         pconnect(dm, MD5_USER, MD5_PW, db="no_such_db")
-    assert sqlstate_of(ei) == "3D000", str(ei.value)
+    for user, pw in USERS:
+        state, msg = login_error(dm, user, pw, db="no_such_db")
+        assert state == "3D000", msg
 
 
 # ----------------------------------------------------------------------------- pgbench
@@ -182,9 +206,11 @@ def test_transaction_mode_does_not_leak_set_or_temp_tables(doorman, doorman_conf
     tmp = uniq("leak_tmp")
     with pconnect(dm) as a:
         a.execute("SET statement_timeout = 1234")
-        assert one(a, "SHOW statement_timeout") == "1234ms"  # same server: pool_size 1
-        a.execute(f"CREATE TEMP TABLE {tmp}(x int)")
+        a.autocommit = False
+        a.execute(f"CREATE TEMP TABLE {tmp}(x int)")  # ON COMMIT PRESERVE ROWS: outlives the transaction
         a.execute(f"INSERT INTO {tmp} VALUES (1)")
+        assert one(a, f"SELECT count(*) FROM {tmp}") == 1
+        a.commit()
     with pconnect(dm) as b:
         assert one(b, "SHOW statement_timeout") == default_timeout
         assert one(b, "SELECT to_regclass(%s)::text", (tmp,)) is None
@@ -241,16 +267,20 @@ def test_hba_trust_admits_without_password(doorman, doorman_config):
 def test_hba_reject_refuses_28000(doorman, doorman_config):
     dm = doorman(doorman_config(pg_hba="host all all 127.0.0.1/32 reject\n"))
     for user, pw in USERS:
-        with pytest.raises(psycopg.OperationalError) as ei:
+        with pytest.raises(psycopg.OperationalError):
             pconnect(dm, user, pw)
-        assert sqlstate_of(ei) == "28000", str(ei.value)
+        state, msg = login_error(dm, user, pw)
+        assert state == "28000", msg
 
 
 def test_hba_scram_rule_refuses_md5_user(doorman, doorman_config):
     dm = doorman(doorman_config(pg_hba="host all all 127.0.0.1/32 scram-sha-256\n"))
-    with pytest.raises(psycopg.OperationalError) as ei:
+    with pytest.raises(psycopg.OperationalError):
         pconnect(dm, MD5_USER, MD5_PW)
-    assert sqlstate_of(ei) == "28000", str(ei.value)
+    # with the correct password, so the refusal is the rule's doing; PostgreSQL itself answers 28P01 for an
+    # MD5-stored password under a scram-sha-256 rule, the reference pooler 28000 (HBA)
+    state, msg = login_error(dm, MD5_USER, MD5_PW)
+    assert state in ("28000", "28P01"), msg
     # the SCRAM user is still admitted by the same rule
     with pconnect(dm, SCRAM_USER, SCRAM_PW) as conn:
         assert one(conn, "SELECT current_user") == SCRAM_USER
@@ -283,7 +313,7 @@ def test_cancel_pg_sleep_asyncpg_timeout(doorman, doorman_config, pg):
 
     async def run():
         conn = await asyncpg.connect(host=dm.host, port=dm.port, user=SCRAM_USER, password=SCRAM_PW,
-                                     database="example_db", timeout=10)
+                                     database="example_db", timeout=10, statement_cache_size=0)
         try:
             t0 = time.monotonic()
             with pytest.raises(asyncio.TimeoutError):
@@ -387,8 +417,9 @@ def test_client_killed_mid_transaction_leaves_clean_server(doorman, doorman_conf
 
 
 def test_client_socket_dropped_mid_result_leaves_clean_server(doorman, doorman_config):
-    """The client vanishes while a large result is still streaming; the next client must not read its rows."""
-    dm = doorman(doorman_config(pool_size=1))
+    """The client vanishes while a large result (~200 MB) is still streaming; the pool must get its server back
+    (drained or discarded) and the next client must neither wait forever nor read the old rows."""
+    dm = doorman(doorman_config(pool_size=1, query_wait_timeout="3s"))
     import socket
     conn = pconnect(dm)
     sock = socket.socket(fileno=os.dup(conn.fileno()))
@@ -402,10 +433,17 @@ def test_client_socket_dropped_mid_result_leaves_clean_server(doorman, doorman_c
     except Exception:
         pass
     t0 = time.monotonic()
-    with pconnect(dm) as c2:
-        assert one(c2, "SELECT 'fresh'") == "fresh"
-        assert one(c2, "SELECT pg_current_xact_id_if_assigned() IS NULL") is True
-    assert time.monotonic() - t0 < 10
+    last = None
+    while time.monotonic() - t0 < 20:
+        try:
+            with pconnect(dm) as c2:
+                assert one(c2, "SELECT 'fresh'") == "fresh"
+                assert one(c2, "SELECT pg_current_xact_id_if_assigned() IS NULL") is True
+            last = None
+            break
+        except psycopg.OperationalError as e:
+            last = e
+    assert last is None, f"no server for the next client {time.monotonic() - t0:.0f}s after the drop: {last}"
 
 
 # ----------------------------------------------------------------------------- COPY
@@ -453,7 +491,9 @@ def test_max_connections_third_client_53300(doorman, doorman_config):
         assert one(c1, "SELECT 1") == 1 and one(c2, "SELECT 2") == 2
         with pytest.raises(psycopg.OperationalError) as ei:
             pconnect(dm).close()
-        assert sqlstate_of(ei) == "53300", str(ei.value)
+        assert "too many clients" in str(ei.value), str(ei.value)
+        state, msg = login_error(dm, MD5_USER, MD5_PW)
+        assert state == "53300", msg
     finally:
         c1.close()
         c2.close()
@@ -487,7 +527,10 @@ def own_pg():
 
 
 @pytest.mark.slow
-def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg):
+@pytest.mark.parametrize("workload", ["select", "set_then_select"])
+def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg, workload):
+    """`select`: each client runs SELECT pg_sleep(0.01) in a loop. `set_then_select`: each loop iteration also runs a
+    session-level SET first (as many apps do), so the pooler resets servers (RESET ALL) at checkin."""
     cfg = {
         "general": {"admin_username": "admin", "admin_password": "admin", "connect_timeout": "2s",
                     "query_wait_timeout": "3s"},
@@ -506,7 +549,9 @@ def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg):
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(host=dm.host, port=dm.port, user=user, password=pw, dbname="example_db",
-                                           autocommit=True, connect_timeout=5)
+                                           autocommit=True, connect_timeout=5, prepare_threshold=None)
+                if workload == "set_then_select":
+                    conn.execute("SET work_mem = '8MB'")
                 conn.execute("SELECT pg_sleep(0.01)")
                 with lock:
                     events.append((time.monotonic(), name, True, ""))
