@@ -193,10 +193,23 @@ def test_stats_counters_move_after_pgbench(doorman, doorman_config):
     # 100 pgbench TPC-B transactions, 7 statements each (BEGIN .. END)
     assert xacts >= 100, f"total_xact_count moved by {xacts}"
     assert queries >= 500, f"total_query_count moved by {queries}"
-    assert int(after["total_received"]) > 0 and int(after["total_sent"]) > 0, after
-    assert int(after["total_query_time"]) > 0, after
+    assert int(after["total_received"]) > int(before.get("total_received", 0)), after
+    assert int(after["total_sent"]) > int(before.get("total_sent", 0)), after
+    assert int(after["total_xact_time"]) > 0, after
     conns = admin_rows(dm, "SHOW CONNECTIONS")[0]
     assert int(conns["total"]) >= 4, conns
+
+
+@pytest.mark.xfail(reason="pooler bug: SHOW STATS total_query_time stays 0 after hundreds of queries", strict=True)
+def test_stats_total_query_time_accumulates(doorman, doorman_config):
+    dm = doorman(doorman_config(pool_size=2))
+    with pconnect(dm) as c:
+        for _ in range(20):
+            c.execute("SELECT pg_sleep(0.005)")
+    row = [r for r in admin_rows(dm, "SHOW STATS") if r["database"] == "example_db" and r["user"] == MD5_USER][0]
+    assert int(row["total_query_count"]) >= 20, row
+    # 20 queries of >= 5 ms each: at least 100 000 us spent executing queries
+    assert int(row["total_query_time"]) >= 100_000, f"total_query_time = {row['total_query_time']}: {row}"
 
 
 # ----------------------------------------------------------------------------- access control
@@ -347,6 +360,8 @@ def test_resume_wakes_waiting_client_promptly(doorman, doorman_config):
     assert result["t"] - t_resume < 1.0, f"woke {result['t'] - t_resume:.2f}s after RESUME"
 
 
+@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
+                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_gives_new_backend_pid(doorman, doorman_config, pg):
     dm = doorman(doorman_config(pool_size=1))
     with pconnect(dm) as c:
@@ -369,6 +384,8 @@ def test_reconnect_gives_new_backend_pid(doorman, doorman_config, pg):
         assert p3 not in (p1, p2)
 
 
+@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
+                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_busy_server_finishes_transaction_then_retires(doorman, doorman_config, pg):
     dm = doorman(doorman_config(pool_size=1))
     with pconnect(dm, autocommit=False) as c:
@@ -387,6 +404,8 @@ def test_reconnect_busy_server_finishes_transaction_then_retires(doorman, doorma
     assert not backend_alive(pg, p1)
 
 
+@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
+                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_paused_pool_then_resume_gives_new_backend(doorman, doorman_config):
     dm = doorman(doorman_config(pool_size=1, query_wait_timeout="10s"))
     with pconnect(dm) as c:
