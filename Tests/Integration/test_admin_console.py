@@ -360,6 +360,21 @@ def test_resume_wakes_waiting_client_promptly(doorman, doorman_config):
     assert result["t"] - t_resume < 1.0, f"woke {result['t'] - t_resume:.2f}s after RESUME"
 
 
+def test_reconnect_retires_idle_backend_pool_size_2(doorman, doorman_config, pg):
+    dm = doorman(doorman_config(pool_size=2))
+    with pconnect(dm) as c:
+        p1 = one(c, "SELECT pg_backend_pid()")
+        assert one(c, "SELECT pg_backend_pid()") == p1
+        with admin_conn(dm) as a:
+            a.execute("RECONNECT example_db")
+        p2 = one(c, "SELECT pg_backend_pid()")
+        assert p2 != p1
+        deadline = time.monotonic() + 5
+        while backend_alive(pg, p1) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not backend_alive(pg, p1), f"old backend {p1} still connected after RECONNECT"
+
+
 @pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
                           "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_gives_new_backend_pid(doorman, doorman_config, pg):
