@@ -200,7 +200,6 @@ def test_stats_counters_move_after_pgbench(doorman, doorman_config):
     assert int(conns["total"]) >= 4, conns
 
 
-@pytest.mark.xfail(reason="pooler bug: SHOW STATS total_query_time stays 0 after hundreds of queries", strict=True)
 def test_stats_total_query_time_accumulates(doorman, doorman_config):
     dm = doorman(doorman_config(pool_size=2))
     with pconnect(dm) as c:
@@ -375,8 +374,6 @@ def test_reconnect_retires_idle_backend_pool_size_2(doorman, doorman_config, pg)
         assert not backend_alive(pg, p1), f"old backend {p1} still connected after RECONNECT"
 
 
-@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
-                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_gives_new_backend_pid(doorman, doorman_config, pg):
     dm = doorman(doorman_config(pool_size=1))
     with pconnect(dm) as c:
@@ -399,8 +396,6 @@ def test_reconnect_gives_new_backend_pid(doorman, doorman_config, pg):
         assert p3 not in (p1, p2)
 
 
-@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
-                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_busy_server_finishes_transaction_then_retires(doorman, doorman_config, pg):
     dm = doorman(doorman_config(pool_size=1))
     with pconnect(dm, autocommit=False) as c:
@@ -419,8 +414,6 @@ def test_reconnect_busy_server_finishes_transaction_then_retires(doorman, doorma
     assert not backend_alive(pg, p1)
 
 
-@pytest.mark.xfail(reason="pooler bug: RECONNECT closes the idle server but its pool slot stays counted (SHOW POOLS "
-                          "sv_active=1 with no client); on pool_size 1 the next query hits query_wait_timeout", strict=True)
 def test_reconnect_paused_pool_then_resume_gives_new_backend(doorman, doorman_config):
     dm = doorman(doorman_config(pool_size=1, query_wait_timeout="10s"))
     with pconnect(dm) as c:

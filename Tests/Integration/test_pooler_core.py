@@ -416,8 +416,6 @@ def test_client_killed_mid_transaction_leaves_clean_server(doorman, doorman_conf
         assert one(conn, f"SELECT count(*) FROM {table}") == 1
 
 
-@pytest.mark.xfail(reason="pooler bug: a client that vanishes mid-result leaves its server checked out forever; "
-                          "every later client on the pool gets 53300 query_wait_timeout", strict=True)
 def test_client_socket_dropped_mid_result_leaves_clean_server(doorman, doorman_config):
     """The client vanishes while a large result (~200 MB) is still streaming; the pool must get its server back
     (drained or discarded) and the next client must neither wait forever nor read the old rows."""
@@ -531,9 +529,7 @@ def own_pg():
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", [
     "select",
-    pytest.param("set_then_select", marks=pytest.mark.xfail(
-        reason="pooler bug: servers that die while being reset (RESET ALL after SET) are never released; after the "
-               "restart every client gets 53300 query_wait_timeout forever", strict=True)),
+    "set_then_select",
 ])
 def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg, workload):
     """`select`: each client runs SELECT pg_sleep(0.01) in a loop. `set_then_select`: each loop iteration also runs a

@@ -58,6 +58,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     private var terminating = false
     private var counted = false
     private var attachedAt = NIODeadline.now()
+    /// When the server started working on what the client sent (for total_query_time).
+    private var busySince: NIODeadline?
     private var pendingRelease = false
     /// Graceful shutdown: close at the next transaction boundary.
     private var closeAtBoundary = false
@@ -504,6 +506,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
+        if expectedReady > 0 && busySince == nil { busySince = .now() }
         var toSend = buffer
         if terminateAt >= 0 {
             // Terminate is for the pooler, not for a shared server.
@@ -583,6 +586,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             return fatal(code: "08P01", "invalid message length from client")
         }
         clientAcc!.discardReadBytes()
+        if expectedReady > 0 && busySince == nil { busySince = .now() }
         queryCount &+= queries
         if let pool {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
@@ -688,6 +692,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let n = buffer.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
         context.write(NIOAny(buffer), promise: nil)
+        if expectedReady == 0 { serverWentQuiet() }
         if boundary { transactionBoundary() }
     }
 
@@ -725,7 +730,17 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         serverAcc!.discardReadBytes()
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
         context.write(NIOAny(out), promise: nil)
+        if expectedReady == 0 { serverWentQuiet() }
         if boundary && !rewriter!.needsServerFiltering { transactionBoundary() }
+    }
+
+    /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
+    @inline(__always)
+    private func serverWentQuiet() {
+        guard let since = busySince, let pool else { return }
+        busySince = nil
+        pool.stats.queryTimeMicros.wrappingIncrement(by: Int((NIODeadline.now() - since).nanoseconds / 1000),
+                                                     ordering: .relaxed)
     }
 
     /// ReadyForQuery idle with nothing outstanding: count the transaction and, in transaction mode,
