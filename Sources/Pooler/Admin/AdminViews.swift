@@ -16,6 +16,13 @@ struct AdminViews {
         case "CONFIG": return configView()
         case "LISTS": return lists()
         case "CONNECTIONS": return connections()
+        case "POOLS_EXTENDED": return poolsExtended()
+        case "POOLS_MEMORY", "POOL_MEMORY": return poolsMemory()
+        case "POOL_COORDINATOR": return poolCoordinator()
+        case "POOL_SCALING": return poolScaling()
+        case "PREPARED_STATEMENTS": return preparedStatements()
+        case "AUTH_QUERY": return authQuery()
+        case "SOCKETS": return sockets()
         default: return nil
         }
     }
@@ -102,7 +109,7 @@ struct AdminViews {
                 String(format: "0x%08X", srv.id), String(srv.processID), p.settings.database, p.settings.serverUser,
                 p.settings.applicationName, srv.tls ? "true" : "false", srv.state, "idle", s(srv.transactionCount), s(srv.queryCount),
                 s(srv.bytesSent), s(srv.bytesReceived), s(Int((now - srv.createdAt).nanoseconds / 1_000_000_000)),
-                s(0), s(0), s(0),
+                String(srv.prepareHits), String(srv.prepareMisses), s(srv.prepareSize),
             ])
         }
         return rs
@@ -152,6 +159,129 @@ struct AdminViews {
             rs.rows.append(["pools.\(name).users", pool.users.map { $0.username }.joined(separator: ","), "-", "yes"])
         }
         return rs
+    }
+
+    func poolsExtended() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("database", .text), ("user", .text), ("cl_active", .numeric), ("cl_waiting", .numeric),
+            ("sv_active", .numeric), ("sv_idle", .numeric), ("sv_used", .numeric), ("sv_login", .numeric),
+            ("pool_size", .numeric), ("maxwait", .numeric), ("maxwait_us", .numeric), ("pool_mode", .text),
+            ("bytes_recieved", .numeric), ("bytes_sent", .numeric), ("query_0.99", .numeric),
+            ("transaction_0.99", .numeric), ("query_0.95", .numeric), ("transaction_0.95", .numeric),
+            ("query_0.5", .numeric), ("transaction_0.5", .numeric),
+        ])
+        for p in runtime.pools {
+            let c = p.counts()
+            let t = p.stats.snapshot()
+            let mine = snapshots.filter { $0.pool === p }
+            // Percentiles are not tracked yet: the averages stand in for every quantile.
+            let q = t.queryCount > 0 ? t.queryTime / t.queryCount : 0
+            let x = t.xactCount > 0 ? t.xactTime / t.xactCount : 0
+            rs.rows.append([
+                p.settings.database, p.settings.user, s(mine.filter { $0.state == "active" }.count), s(c.waiting),
+                s(c.active), s(c.idle), s(0), s(c.opening), s(p.settings.poolSize),
+                String(format: "%.6f", Double(c.maxWaitMicros) / 1_000_000), s(Int(c.maxWaitMicros % 1_000_000)),
+                p.settings.mode.rawValue, s(t.received), s(t.sent), s(q), s(x), s(q), s(x), s(q), s(x),
+            ])
+        }
+        return rs
+    }
+
+    func poolsMemory() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("database", .text), ("user", .text), ("pool_prepared_count", .numeric), ("pool_prepared_bytes", .numeric),
+            ("client_prepared_count", .numeric), ("client_prepared_bytes", .numeric),
+            ("client_named_count", .numeric), ("client_anonymous_count", .numeric),
+            ("client_anonymous_evictions_alive", .numeric), ("async_clients", .numeric),
+        ])
+        for p in runtime.pools {
+            let stmts = p.statementCache.statements
+            let bytes = stmts.reduce(0) { $0 + $1.query.count }
+            rs.rows.append([p.settings.database, p.settings.user, s(stmts.count), s(bytes), s(0), s(0), s(0), s(0),
+                            s(0), s(0)])
+        }
+        return rs
+    }
+
+    func poolCoordinator() -> ResultSet {
+        // The per-database coordinator (max_db_connections) is not implemented: columns, no rows.
+        ResultSet(columns: [
+            ("database", .text), ("max_db_conn", .numeric), ("current", .numeric), ("reserve_size", .numeric),
+            ("reserve_used", .numeric), ("evictions", .numeric), ("reserve_acq", .numeric), ("exhaustions", .numeric),
+        ])
+    }
+
+    func poolScaling() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("user", .text), ("database", .text), ("inflight", .numeric), ("creates", .numeric),
+            ("gate_waits", .numeric), ("gate_budget_ex", .numeric), ("antic_notify", .numeric),
+            ("antic_timeout", .numeric), ("create_fallback", .numeric), ("replenish_def", .numeric),
+        ])
+        for p in runtime.pools {
+            let c = p.counts()
+            rs.rows.append([p.settings.user, p.settings.database, s(c.opening), s(0), s(0), s(0), s(0), s(0), s(0), s(0)])
+        }
+        return rs
+    }
+
+    func preparedStatements() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("pool", .text), ("hash", .numeric), ("name", .text), ("query", .text), ("count_used", .numeric),
+            ("kind", .text),
+        ])
+        for p in runtime.pools {
+            for st in p.statementCache.statements {
+                var h = Hasher()
+                h.combine(st.query)
+                rs.rows.append(["\(p.settings.user)@\(p.settings.database)", String(UInt32(truncatingIfNeeded: h.finalize())),
+                                st.name, String(decoding: st.query, as: UTF8.self), s(0), "named"])
+            }
+        }
+        return rs
+    }
+
+    func authQuery() -> ResultSet {
+        // auth_query is not implemented: columns, no rows.
+        ResultSet(columns: [
+            ("database", .text), ("cache_entries", .numeric), ("cache_hits", .numeric), ("cache_misses", .numeric),
+            ("cache_refetches", .numeric), ("cache_rate_limited", .numeric), ("auth_success", .numeric),
+            ("auth_failure", .numeric), ("executor_queries", .numeric), ("executor_errors", .numeric),
+            ("dynamic_pools_current", .numeric), ("dynamic_pools_created", .numeric),
+            ("dynamic_pools_destroyed", .numeric),
+        ])
+    }
+
+    /// Socket counts by state from /proc/net/{tcp,tcp6,unix}.
+    func sockets() -> ResultSet {
+        let tcpStates = ["established", "syn_sent", "syn_recv", "fin_wait1", "fin_wait2", "time_wait", "close",
+                         "close_wait", "last_ack", "listen", "closing", "new_syn_recv", "bound_inactive"]
+        func countTCP(_ path: String) -> [Int] {
+            var counts = [Int](repeating: 0, count: tcpStates.count)
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return counts }
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count > 3, let st = Int(f[3], radix: 16), st >= 1, st <= tcpStates.count else { continue }
+                counts[st - 1] += 1
+            }
+            return counts
+        }
+        let tcp = countTCP("/proc/net/tcp")
+        let tcp6 = countTCP("/proc/net/tcp6")
+        var unix = [Int](repeating: 0, count: 7)
+        if let text = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) {
+            for line in text.split(separator: "\n").dropFirst() {
+                let f = line.split(separator: " ", omittingEmptySubsequences: true)
+                guard f.count > 5, let type = Int(f[4], radix: 16), let st = Int(f[5], radix: 16) else { continue }
+                if type == 2 { unix[5] += 1 } else if type == 5 { unix[6] += 1 } else if st >= 0 && st <= 4 { unix[st] += 1 }
+            }
+        }
+        var cols: [(String, BackendMessage.ColumnType)] = tcpStates.map { ("tcp_\($0)", .numeric) }
+        cols += tcpStates.map { ("tcp6_\($0)", .numeric) }
+        cols += ["free", "unconnected", "connecting", "connected", "disconnecting", "dgram", "seq_packet"]
+            .map { ("unix_\($0)", .numeric) }
+        cols.append(("unknown", .numeric))
+        let row: [String?] = (tcp + tcp6 + unix + [0]).map { String($0) }
+        return ResultSet(columns: cols, rows: [row])
     }
 
     func lists() -> ResultSet {

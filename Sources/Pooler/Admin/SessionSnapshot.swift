@@ -28,13 +28,17 @@ struct ServerSnapshot {
     var bytesReceived: Int
     var state: String
     var tls = false
+    var prepareHits: UInt64 = 0
+    var prepareMisses: UInt64 = 0
+    var prepareSize = 0
 }
 
 extension ServerConnection {
     func snapshot(state: String) -> ServerSnapshot {
         ServerSnapshot(id: id, processID: processID, createdAt: createdAt, transactionCount: transactionCount,
                        queryCount: queryCount, bytesSent: bytesSent, bytesReceived: bytesReceived, state: state,
-                       tls: usesTLS)
+                       tls: usesTLS, prepareHits: statements.hits, prepareMisses: statements.misses,
+                       prepareSize: statements.count)
     }
 }
 

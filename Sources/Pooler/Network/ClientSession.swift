@@ -502,6 +502,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             return fatal(code: "08P01", "invalid message length from client")
         }
         queryCount &+= queries
+        server.queryCount &+= queries
         if let pool {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
@@ -588,6 +589,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         clientAcc!.discardReadBytes()
         if expectedReady > 0 && busySince == nil { busySince = .now() }
         queryCount &+= queries
+        server.queryCount &+= queries
         if let pool {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
@@ -747,6 +749,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// give the server back.
     private func transactionBoundary() {
         transactionCount += 1
+        server?.transactionCount &+= 1
         if let pool {
             pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
             let micros = (NIODeadline.now() - attachedAt).nanoseconds / 1000
