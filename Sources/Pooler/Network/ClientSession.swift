@@ -784,6 +784,25 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     func serverReadComplete() {
         context.flush()
+        // Backpressure: a client that does not read must not make us buffer a whole result set.
+        if !context.channel.isWritable, let s = server, !s.readingPaused {
+            s.readingPaused = true
+            if s.loop === loop { s.setReading(false) } else { s.loop.execute { s.setReading(false) } }
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let s = server, s.readingPaused {
+            s.readingPaused = false
+            if s.loop === loop { s.setReading(true) } else { s.loop.execute { s.setReading(true) } }
+        }
+    }
+
+    /// The server is not taking client bytes fast enough (large COPY FROM): pause reading the client.
+    func serverWritabilityChanged(_ writable: Bool) {
+        guard context != nil, context.channel.isActive else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
+        if writable { context.read() }
     }
 
     func serverClosed(_ s: ServerConnection) {

@@ -8,6 +8,8 @@ protocol ServerOwner: AnyObject {
     func serverRead(_ buffer: ByteBuffer)
     func serverReadComplete()
     func serverClosed(_ server: ServerConnection)
+    /// The server socket's send buffer drained (true) or filled (false): pause/resume client reads.
+    func serverWritabilityChanged(_ writable: Bool)
 }
 
 /// One connection to PostgreSQL, and the NIO handler for it.
@@ -221,7 +223,14 @@ public final class ServerConnection: ChannelInboundHandler {
     func attach(to owner: ServerOwner) {
         self.owner = owner
         state = .active
+        if readingPaused {
+            readingPaused = false
+            setReading(true)
+        }
     }
+
+    /// Set by the owner when it paused reads for backpressure.
+    var readingPaused = false
 
     /// Detaches from the client with nothing to clean; false if the server is no longer usable.
     @inline(__always)
@@ -264,6 +273,22 @@ public final class ServerConnection: ChannelInboundHandler {
     @inline(__always)
     func flush() {
         context?.flush()
+    }
+
+    /// Backpressure: stop (or resume) reading from PostgreSQL while the client cannot keep up.
+    /// Call on `loop`.
+    func setReading(_ on: Bool) {
+        guard let channel = context?.channel else { return }
+        channel.setOption(ChannelOptions.autoRead, value: on).whenComplete { _ in }
+        if on { channel.read() }
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        guard case .active = state, let owner else { return }
+        let writable = context.channel.isWritable
+        if owner.loop === loop { owner.serverWritabilityChanged(writable) } else {
+            owner.loop.execute { owner.serverWritabilityChanged(writable) }
+        }
     }
 
     public func close() {
