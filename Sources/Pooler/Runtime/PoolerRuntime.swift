@@ -250,8 +250,19 @@ public final class PoolerRuntime {
         if let dir = general.unixSocketDir {
             let path = "\(dir)/.s.PGSQL.\(general.port)"
             unlink(path)
-            let unix = try bootstrap.bind(unixDomainSocketPath: path).wait()
-            chmod(path, mode_t(general.unixSocketModeBits ?? 0o600))
+            // Create the socket file with its final mode (no window with the default umask).
+            let mode = mode_t(general.unixSocketModeBits ?? 0o600)
+            let oldMask = umask(~mode & 0o777)
+            let bound = bootstrap.bind(unixDomainSocketPath: path)
+            let unix: Channel
+            do {
+                unix = try bound.wait()
+                umask(oldMask)
+            } catch {
+                umask(oldMask)
+                throw error
+            }
+            chmod(path, mode)
             listeners.append(unix)
             logger.info("listening on unix socket \(path)")
         }

@@ -1,0 +1,120 @@
+"""Backend authentication modes other than passthrough, plaintext client passwords, the Unix socket
+listener, min_pool_size pre-warming, and idle_timeout — against the real PostgreSQL through the real binary."""
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg
+import pytest
+
+from harness import make_tmp_dir, psql, rmtree_quiet
+
+MD5_USER, MD5_PW = "example_user_md5", "md5pass"
+SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
+
+
+def connect(dm, user, pw, host=None, db="example_db"):
+    return psycopg.connect(host=host or dm.host, port=dm.port, user=user, password=pw, dbname=db,
+                           autocommit=True, connect_timeout=10, prepare_threshold=None)
+
+
+def backends(pg, user):
+    return int(pg.su_psql(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{user}'").strip())
+
+
+@pytest.mark.parametrize("backend_user,backend_pw", [(MD5_USER, MD5_PW), (SCRAM_USER, SCRAM_PW)])
+def test_server_username_and_password_with_plaintext_client_password(doorman, pg, backend_user, backend_pw):
+    """A client-facing user `app` with a plaintext password (the pooler derives a SCRAM verifier) mapped to a
+    different PostgreSQL role with explicit credentials: MD5 and full SCRAM towards the server."""
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin"},
+        "pools": {"example_db": {"pool_mode": "transaction", "users": [
+            {"username": "app", "password": "apppass", "pool_size": 2,
+             "server_username": backend_user, "server_password": backend_pw},
+        ]}},
+    }
+    dm = doorman(cfg)
+    with connect(dm, "app", "apppass") as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == backend_user
+    with pytest.raises(psycopg.OperationalError):
+        connect(dm, "app", "wrong")
+
+
+def test_wrong_server_password_is_reported_to_the_client(doorman, pg):
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin"},
+        "pools": {"example_db": {"users": [
+            {"username": "app", "password": "apppass", "pool_size": 2,
+             "server_username": SCRAM_USER, "server_password": "not-the-password"},
+        ]}},
+    }
+    dm = doorman(cfg)
+    with pytest.raises(psycopg.OperationalError) as e:
+        connect(dm, "app", "apppass")
+    assert "password authentication failed" in str(e.value)
+
+
+def test_plaintext_password_in_config_used_for_both_sides(doorman, pg):
+    """users[].password in plaintext: clients authenticate with SCRAM against a derived verifier, and the pooler
+    uses the same password towards PostgreSQL."""
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin"},
+        "pools": {"example_db": {"users": [{"username": SCRAM_USER, "password": SCRAM_PW, "pool_size": 2}]}},
+    }
+    dm = doorman(cfg)
+    with connect(dm, SCRAM_USER, SCRAM_PW) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+
+
+def test_unix_socket_listener(doorman, doorman_config, pg):
+    d = make_tmp_dir("pgdm-sock-")
+    try:
+        cfg = doorman_config(unix_socket_dir=str(d), unix_socket_mode="0777")
+        dm = doorman(cfg)
+        sock = d / f".s.PGSQL.{dm.port}"
+        for _ in range(50):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        assert sock.exists()
+        assert oct(os.stat(sock).st_mode & 0o777) == "0o777"
+        rc, out, err = psql(["-h", str(d), "-p", str(dm.port), "-At", "-c", "SELECT current_user"],
+                            env={"PGUSER": MD5_USER, "PGPASSWORD": MD5_PW, "PGDATABASE": "example_db"})
+        assert rc == 0, err
+        assert out.strip() == MD5_USER
+    finally:
+        rmtree_quiet(d)
+
+
+def test_min_pool_size_prewarms_and_idle_timeout_closes(doorman, pg):
+    """min_pool_size opens servers before any client (MD5 pass-the-hash needs no client login); servers above the
+    minimum are closed after idle_timeout."""
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin", "idle_timeout": "1s"},
+        "pools": {"example_db": {"application_name": "prewarm_test", "users": [
+            {"username": MD5_USER, "password": pg.hashes[MD5_USER], "pool_size": 6, "min_pool_size": 2},
+        ]}},
+    }
+    dm = doorman(cfg)
+
+    def count():
+        return int(pg.su_psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'prewarm_test'").strip())
+
+    deadline = time.time() + 10
+    while time.time() < deadline and count() < 2:
+        time.sleep(0.2)
+    assert count() == 2
+    # Use more servers than the minimum at once, then watch them shrink back.
+    conns = [connect(dm, MD5_USER, MD5_PW) for _ in range(4)]
+    for c in conns:
+        c.execute("BEGIN")
+        c.execute("SELECT 1")
+    assert count() >= 4
+    for c in conns:
+        c.execute("COMMIT")
+        c.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and count() > 2:
+        time.sleep(0.3)
+    assert count() == 2
