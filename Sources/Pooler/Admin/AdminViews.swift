@@ -174,14 +174,13 @@ struct AdminViews {
             let c = p.counts()
             let t = p.stats.snapshot()
             let mine = snapshots.filter { $0.pool === p }
-            // Percentiles are not tracked yet: the averages stand in for every quantile.
-            let q = t.queryCount > 0 ? t.queryTime / t.queryCount : 0
-            let x = t.xactCount > 0 ? t.xactTime / t.xactCount : 0
+            let qh = p.stats.queryHistogram, xh = p.stats.xactHistogram
             rs.rows.append([
                 p.settings.database, p.settings.user, s(mine.filter { $0.state == "active" }.count), s(c.waiting),
                 s(c.active), s(c.idle), s(0), s(c.opening), s(p.settings.poolSize),
                 String(format: "%.6f", Double(c.maxWaitMicros) / 1_000_000), s(Int(c.maxWaitMicros % 1_000_000)),
-                p.settings.mode.rawValue, s(t.received), s(t.sent), s(q), s(x), s(q), s(x), s(q), s(x),
+                p.settings.mode.rawValue, s(t.received), s(t.sent), s(qh.percentile(0.99)), s(xh.percentile(0.99)),
+                s(qh.percentile(0.95)), s(xh.percentile(0.95)), s(qh.percentile(0.5)), s(xh.percentile(0.5)),
             ])
         }
         return rs

@@ -475,27 +475,13 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         do {
             try clientScanner.scan(buffer, wantPrefix: { $0 == P ? 1 : 0 }) { type, _, prefix, start in
                 switch type {
-                case Q:
-                    expectedReady += 1
-                    queries += 1
-                case S:
-                    expectedReady += 1
-                    extendedOpen = false
-                case F:
-                    expectedReady += 1
-                    queries += 1
-                case P:
-                    extendedOpen = true
-                    if rewriter == nil && prefix.count > 0 && prefix[0] != 0 { dirty = true }
-                case E:
-                    extendedOpen = true
-                    queries += 1
-                case B, D, C, H:
-                    extendedOpen = true
                 case X:
                     terminateAt = start
+                case P:
+                    if rewriter == nil && prefix.count > 0 && prefix[0] != 0 { dirty = true }
+                    queries += account(type)
                 default:
-                    break
+                    queries += account(type)
                 }
             }
         } catch {
@@ -519,6 +505,29 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
         if terminating && expectedReady <= 0 && !extendedOpen {
             close()
+        }
+    }
+
+    /// Bookkeeping for one frontend message on its way to the server: how many ReadyForQuery replies
+    /// are due, whether an extended-protocol batch is open (until Sync). Returns 1 for a query.
+    @inline(__always)
+    private func account(_ type: UInt8) -> Int {
+        switch type {
+        case Q, F:
+            expectedReady += 1
+            return 1
+        case S:
+            expectedReady += 1
+            extendedOpen = false
+            return 0
+        case E:
+            extendedOpen = true
+            return 1
+        case P, B, D, C, H:
+            extendedOpen = true
+            return 0
+        default:
+            return 0
         }
     }
 
@@ -560,21 +569,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                     case .discardAll, .none:
                         break
                     }
-                    expectedReady += 1
-                    queries += 1
-                case S:
-                    expectedReady += 1
-                    extendedOpen = false
-                case F:
-                    expectedReady += 1
-                    queries += 1
-                case E:
-                    extendedOpen = true
-                    queries += 1
-                case P, B, D, C, H:
-                    extendedOpen = true
+                    queries += account(type)
                 default:
-                    break
+                    queries += account(type)
                 }
                 if terminating { break }
                 if case .malformed(let why) = rewriter!.clientMessage(
@@ -741,8 +738,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     private func serverWentQuiet() {
         guard let since = busySince, let pool else { return }
         busySince = nil
-        pool.stats.queryTimeMicros.wrappingIncrement(by: Int((NIODeadline.now() - since).nanoseconds / 1000),
-                                                     ordering: .relaxed)
+        let micros = Int((NIODeadline.now() - since).nanoseconds / 1000)
+        pool.stats.queryTimeMicros.wrappingIncrement(by: micros, ordering: .relaxed)
+        pool.stats.queryHistogram.record(micros: micros)
     }
 
     /// ReadyForQuery idle with nothing outstanding: count the transaction and, in transaction mode,
@@ -752,8 +750,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         server?.transactionCount &+= 1
         if let pool {
             pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
-            let micros = (NIODeadline.now() - attachedAt).nanoseconds / 1000
-            pool.stats.xactTimeMicros.wrappingIncrement(by: Int(micros), ordering: .relaxed)
+            let micros = Int((NIODeadline.now() - attachedAt).nanoseconds / 1000)
+            pool.stats.xactTimeMicros.wrappingIncrement(by: micros, ordering: .relaxed)
+            pool.stats.xactHistogram.record(micros: micros)
         }
         let clientQuiet = messageMode ? (clientAcc?.readableBytes ?? 0) == 0 : clientScanner.atBoundary
         if !extendedOpen && clientQuiet && (!sessionMode || terminating) {

@@ -11,6 +11,8 @@ public final class PoolStats {
     public let waitTimeMicros = ManagedAtomic<Int>(0)
     public let errors = ManagedAtomic<Int>(0)
     public let waitTimeouts = ManagedAtomic<Int>(0)
+    public let xactHistogram = LatencyHistogram()
+    public let queryHistogram = LatencyHistogram()
 
     public init() {}
 

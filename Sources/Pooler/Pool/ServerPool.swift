@@ -241,29 +241,23 @@ public final class ServerPool {
 
     /// Closes a server that must not be reused and frees its slot.
     public func discard(_ server: ServerConnection) {
-        let counted: Bool = lock.withLock {
-            if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
-            if server.countedInPool {
-                server.countedInPool = false
-                open -= 1
-                return true
-            }
-            return false
-        }
+        forget(server)
         server.close()
-        if counted { serveWaitersWithNewConnections() }
     }
 
     /// Called by a server that closed by itself (network error, backend terminated).
     func serverDidClose(_ server: ServerConnection) {
+        forget(server)
+    }
+
+    /// Removes a server from the idle list and frees its slot (once), then lets waiters open new ones.
+    private func forget(_ server: ServerConnection) {
         let counted: Bool = lock.withLock {
             if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
-            if server.countedInPool {
-                server.countedInPool = false
-                open -= 1
-                return true
-            }
-            return false
+            guard server.countedInPool else { return false }
+            server.countedInPool = false
+            open -= 1
+            return true
         }
         if counted { serveWaitersWithNewConnections() }
     }

@@ -1,0 +1,48 @@
+import Atomics
+
+/// A lock-free latency histogram with logarithmic buckets (four per power of two, so a reported
+/// percentile is within about 19% of the true value), for SHOW POOLS_EXTENDED.
+public final class LatencyHistogram {
+    static let bucketsPerOctave = 4
+    static let bucketCount = 40 * bucketsPerOctave  // up to 2^40 µs
+    private let buckets: [ManagedAtomic<Int>]
+
+    public init() {
+        buckets = (0..<Self.bucketCount).map { _ in ManagedAtomic<Int>(0) }
+    }
+
+    static func bucket(for micros: Int) -> Int {
+        guard micros > 1 else { return 0 }
+        let v = Double(micros)
+        let b = Int(log2(v) * Double(bucketsPerOctave))
+        return min(max(b, 0), bucketCount - 1)
+    }
+
+    /// The upper edge (µs) of a bucket.
+    static func upperBound(of bucket: Int) -> Int {
+        Int(pow2(Double(bucket + 1) / Double(bucketsPerOctave)).rounded(.up))
+    }
+
+    private static func pow2(_ x: Double) -> Double { exp2(x) }
+
+    @inline(__always)
+    public func record(micros: Int) {
+        buckets[Self.bucket(for: micros)].wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// The value below which `fraction` of the recorded samples fall (0 when empty).
+    public func percentile(_ fraction: Double) -> Int {
+        let counts = buckets.map { $0.load(ordering: .relaxed) }
+        let total = counts.reduce(0, +)
+        guard total > 0 else { return 0 }
+        let target = Int((Double(total) * fraction).rounded(.up))
+        var seen = 0
+        for (i, c) in counts.enumerated() {
+            seen += c
+            if seen >= max(1, target) { return Self.upperBound(of: i) }
+        }
+        return Self.upperBound(of: Self.bucketCount - 1)
+    }
+}
+
+import Foundation
