@@ -508,6 +508,17 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
     }
 
+    /// The bytes to frame: the read itself when no partial message is pending (no copy), else the
+    /// pending partial message with the read appended. Leaves `partial` empty.
+    @inline(__always)
+    static func joinPartial(_ partial: inout ByteBuffer?, _ buffer: ByteBuffer) -> ByteBuffer {
+        guard var pending = partial else { return buffer }
+        partial = nil
+        var b = buffer
+        pending.writeBuffer(&b)
+        return pending
+    }
+
     /// Bookkeeping for one frontend message on its way to the server: how many ReadyForQuery replies
     /// are due, whether an extended-protocol batch is open (until Sync). Returns 1 for a query.
     @inline(__always)
@@ -546,14 +557,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Message mode (extended protocol in transaction mode): every client message goes through the
     /// prepared statement rewriter.
     private func relayMessagesFromClient(_ buffer: ByteBuffer, server: ServerConnection) {
-        var b = buffer
-        if clientAcc == nil { clientAcc = context.channel.allocator.buffer(capacity: b.readableBytes) }
-        clientAcc!.writeBuffer(&b)
+        var input = Self.joinPartial(&clientAcc, buffer)
         var toServer = context.channel.allocator.buffer(capacity: buffer.readableBytes + 64)
         var toClient = context.channel.allocator.buffer(capacity: 0)
         var queries = 0
         do {
-            while let (type, body) = try MessageFramer.next(&clientAcc!, maxLength: clientScanner.maxMessageLength) {
+            while let (type, body) = try MessageFramer.next(&input, maxLength: clientScanner.maxMessageLength) {
                 switch type {
                 case X:
                     terminating = true
@@ -583,7 +592,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         } catch {
             return fatal(code: "08P01", "invalid message length from client")
         }
-        clientAcc!.discardReadBytes()
+        if input.readableBytes > 0 { clientAcc = input }
         if expectedReady > 0 && busySince == nil { busySince = .now() }
         queryCount &+= queries
         server.queryCount &+= queries
@@ -698,13 +707,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Message mode: whole backend messages go through the rewriter (synthetic ParseComplete,
     /// dropped replies to injected messages).
     private func serverMessages(_ buffer: ByteBuffer) {
-        var b = buffer
-        if serverAcc == nil { serverAcc = context.channel.allocator.buffer(capacity: b.readableBytes) }
-        serverAcc!.writeBuffer(&b)
+        var input = Self.joinPartial(&serverAcc, buffer)
         var out = context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
         var boundary = false
         do {
-            while let (type, body) = try MessageFramer.next(&serverAcc!, maxLength: serverScanner.maxMessageLength) {
+            while let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) {
                 switch type {
                 case Z:
                     if expectedReady > 0 { expectedReady -= 1 }
@@ -726,7 +733,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             close()
             return
         }
-        serverAcc!.discardReadBytes()
+        if input.readableBytes > 0 { serverAcc = input }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
         context.write(NIOAny(out), promise: nil)
         if expectedReady == 0 { serverWentQuiet() }
@@ -842,8 +849,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         if rewriter != nil {
             let uncertain = rewriter!.serverReleased()
             messageMode = false
-            clientAcc?.clear()
-            serverAcc?.clear()
+            clientAcc = nil
+            serverAcc = nil
             if uncertain { return discardServer(s) }
         }
         if !rollback && txStatus == I && !dirty && s.loop === loop {
