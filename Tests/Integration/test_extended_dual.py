@@ -88,7 +88,11 @@ class Dual:
                     except Exception:
                         pass
                 shuffler.close()
-        assert _fmt(got) == _fmt(expected)
+        g, e = _fmt(got), _fmt(expected)
+        if g != e:
+            import difflib
+            diff = "\n".join(difflib.unified_diff(e, g, "postgres", "pooler", lineterm="", n=4))
+            raise AssertionError(f"pooler transcript differs from PostgreSQL ({self.mode}):\n{diff}")
         return got
 
     def pooled(self) -> Wire:

@@ -213,3 +213,33 @@ def test_extended_copy_releases_server(dm1):
     a.send(P("", "SELECT 2") + B() + E() + S())
     assert w.rows(a.read_until_ready()) == [[b"2"]]
     a.close()
+
+
+@pytest.mark.parametrize("sql", ["DISCARD ALL", "DEALLOCATE ALL"])
+def test_simple_client_clearing_backend_statements(dm1, sql):
+    """A client that only uses the simple protocol runs DISCARD ALL / DEALLOCATE ALL on the shared
+    backend (pool_size 1): the DOORMAN_n statements there are gone, and an extended client whose
+    statement the pooler believes is still prepared on that backend must not get
+    'prepared statement "DOORMAN_n" does not exist'."""
+    a = _connect(dm1)
+    a.send(P("s", "SELECT 'a' || $1::text") + B("", "s", [b"1"]) + E() + S())
+    assert w.rows(a.read_until_ready()) == [[b"a1"]]
+    b = _connect(dm1)
+    msgs = b.query(sql)
+    assert w.types(msgs).endswith("CZ"), w.normalise(msgs)
+    b.close()
+    a.send(B("", "s", [b"2"]) + E() + S())
+    msgs = a.read_until_ready()
+    assert w.rows(msgs) == [[b"a2"]], w.normalise(msgs)
+    a.close()
+
+
+def test_query_and_parse_in_one_packet(pg, dual):
+    """The first extended message arrives in the same write as a simple Query (no quiet point
+    between them): the named statement must still be tracked and work on other backends."""
+    dual.run([
+        (Q("SELECT 1") + P("qp", "SELECT $1::int + 1 AS r") + S(), 2),
+        (B("", "qp", [b"1"]) + E() + S(), 1),
+        (B("", "qp", [b"2"]) + E() + S(), 1),
+        (B("", "qp", [b"3"]) + E() + S(), 1),
+    ])

@@ -197,6 +197,23 @@ struct PreparedStatementRewriterTests {
         #expect(r.pooled == r.direct)
     }
 
+    @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
+    func parseOfExistingNameFailsLikePostgres(_ delivery: PooledClient.Delivery) {
+        let world = PooledWorld(servers: 2)
+        let c = world.client()
+        c.run([FE.parse("s", "SELECT 1"), FE.sync], on: 0, delivery)
+        // On the same backend and on one that lacks the statement: 42P05 naming "s", batch skipped.
+        for server in [0, 1] {
+            let r = c.run([FE.parse("s", "SELECT 2"), FE.bind("", "s"), FE.execute(), FE.sync], on: server, delivery)
+            #expect(r.pooled == r.direct)
+            #expect(r.pooled.types == "EZ")
+            #expect(c.rewriter.statement(named: "s")?.query == Array("SELECT 1".utf8))
+        }
+        let r = c.run([FE.bind("", "s"), FE.execute(), FE.sync], on: 1, delivery)
+        #expect(r.pooled == r.direct)
+        #expect(r.pooled.types == "2DCZ")
+    }
+
     @Test func closeOfUnnamedStatementIsForwarded() {
         let world = PooledWorld(servers: 1)
         let c = world.client()
