@@ -87,6 +87,25 @@ public struct PreparedStatementRewriter {
     /// and never change the state, so a caller may relay those raw even while this is true.
     public var needsServerFiltering: Bool { !expected.isEmpty }
 
+    /// True between a CopyInResponse to an extended Execute and the client's CopyDone/CopyFail:
+    /// PostgreSQL ignores Sync (and Flush) meanwhile, so a caller counting ReadyForQuery replies
+    /// must not count a Sync sent now.
+    public var isInCopyIn: Bool { copyInActive }
+
+    /// Syncs already sent that PostgreSQL ignored because an extended Execute started
+    /// COPY FROM STDIN (they get no ReadyForQuery). Returns the count since the last call.
+    public mutating func takeIgnoredSyncs() -> Int {
+        defer { ignoredSyncs = 0 }
+        return ignoredSyncs
+    }
+    private var ignoredSyncs = 0
+
+    /// The caller relayed `count` Query/FunctionCall/Sync messages raw (before switching to this
+    /// rewriter mid-stream) whose replies up to ReadyForQuery are still to come: pass them through.
+    public mutating func expectRawReplies(readyForQuery count: Int) {
+        for _ in 0..<max(0, count) { expected.append(Expectation(.relay(.simpleQuery))) }
+    }
+
     /// Number of named statements the client has.
     public var namedStatementCount: Int { named.count }
 
@@ -380,9 +399,11 @@ public struct PreparedStatementRewriter {
             if type == Msg.copyInResponse, case .relay(.execute) = head.reply {
                 // The backend now ignores Sync and Flush until CopyDone/CopyFail.
                 copyInActive = true
+                let before = expected.count
                 expected = CircularBuffer(expected.enumerated().filter { i, e in
                     i == 0 || !(e.isSync)
                 }.map(\.element))
+                ignoredSyncs += before - expected.count
             }
             if head.isCompleted(by: type) {
                 expected.removeFirst()
