@@ -87,6 +87,25 @@ public struct PreparedStatementRewriter {
     /// and never change the state, so a caller may relay those raw even while this is true.
     public var needsServerFiltering: Bool { !expected.isEmpty }
 
+    /// True between a CopyInResponse to an extended Execute and the client's CopyDone/CopyFail:
+    /// PostgreSQL ignores Sync (and Flush) meanwhile, so a caller counting ReadyForQuery replies
+    /// must not count a Sync sent now.
+    public var isInCopyIn: Bool { copyInActive }
+
+    /// Syncs already sent that PostgreSQL ignored because an extended Execute started
+    /// COPY FROM STDIN (they get no ReadyForQuery). Returns the count since the last call.
+    public mutating func takeIgnoredSyncs() -> Int {
+        defer { ignoredSyncs = 0 }
+        return ignoredSyncs
+    }
+    private var ignoredSyncs = 0
+
+    /// The caller relayed `count` Query/FunctionCall/Sync messages raw (before switching to this
+    /// rewriter mid-stream) whose replies up to ReadyForQuery are still to come: pass them through.
+    public mutating func expectRawReplies(readyForQuery count: Int) {
+        for _ in 0..<max(0, count) { expected.append(Expectation(.relay(.simpleQuery))) }
+    }
+
     /// Number of named statements the client has.
     public var namedStatementCount: Int { named.count }
 
@@ -206,18 +225,40 @@ public struct PreparedStatementRewriter {
         oids.reserveCapacity(Int(count))
         for _ in 0..<count { oids.append(b.readInteger()!) }
         let name = String(decoding: nameBytes, as: UTF8.self)
+        if let existing = named[name], !expected.contains(where: { $0.defines == name }) {
+            // PostgreSQL refuses to redefine a name (42P05 "prepared statement \"name\" already
+            // exists") and skips to Sync. Let the backend raise exactly that: make sure it holds the
+            // existing `DOORMAN_<n>`, then Parse it again; the error's name is put back to the client's.
+            if !server.lookup(existing.name) {
+                server.insert(existing.name)
+                out.writeImmutableBuffer(existing.parseMessage)
+                expected.append(Expectation(.dropParseComplete,
+                                            onFailure: [.forgetOnServer(existing.name)],
+                                            onSkip: [.forgetOnServer(existing.name)]))
+            }
+            out.writeImmutableBuffer(existing.parseMessage)
+            // (When the Parse that defined the name is still in flight, its outcome is unknown: the
+            // new definition is sent instead and wins if that Parse fails.)
+            var duplicate = Expectation(.relay(.parse))
+            duplicate.errorRename = (from: existing.name, to: name)
+            expected.append(duplicate)
+            return .ok
+        }
         let stmt = cache.statement(query: query, parameterTypes: oids, context: keyContext)
-        let restore = Effect.restoreNamed(name, named[name])
+        let restore = Effect.restoreNamed(name, named[name], ifCurrent: stmt)
         named[name] = stmt
+        var e: Expectation
         if server.lookup(stmt.name) {
-            expected.append(Expectation(.emit(Msg.parseComplete), onSkip: [restore]))
+            e = Expectation(.emit(Msg.parseComplete), onSkip: [restore])
         } else {
             server.insert(stmt.name)
             out.writeImmutableBuffer(stmt.parseMessage)
-            expected.append(Expectation(.relay(.parse),
-                                        onFailure: [.forgetOnServer(stmt.name), restore],
-                                        onSkip: [.forgetOnServer(stmt.name), restore]))
+            e = Expectation(.relay(.parse),
+                            onFailure: [.forgetOnServer(stmt.name), restore],
+                            onSkip: [.forgetOnServer(stmt.name), restore])
         }
+        e.defines = name
+        expected.append(e)
         return .ok
     }
 
@@ -310,7 +351,7 @@ public struct PreparedStatementRewriter {
         if kind == UInt8(ascii: "S"), !nameBytes.isEmpty {
             let name = String(decoding: nameBytes, as: UTF8.self)
             let previous = named.removeValue(forKey: name)
-            expected.append(Expectation(.emit(Msg.closeComplete), onSkip: [.restoreNamed(name, previous)]))
+            expected.append(Expectation(.emit(Msg.closeComplete), onSkip: [.restoreNamed(name, previous, ifCurrent: nil)]))
             return .ok
         }
         Self.writeMessage(Msg.close, body, into: &out)
@@ -336,7 +377,11 @@ public struct PreparedStatementRewriter {
         }
         switch type {
         case Msg.errorResponse:
-            Self.writeMessage(type, body, into: &toClient)
+            if let rename = head.errorRename {
+                Self.writeMessage(type, Self.renamingStatement(in: body, from: rename.from, to: rename.to), into: &toClient)
+            } else {
+                Self.writeMessage(type, body, into: &toClient)
+            }
             if head.endsOnlyAtReadyForQuery { break }
             expected.removeFirst()
             skipUntilSync(after: head)
@@ -354,9 +399,11 @@ public struct PreparedStatementRewriter {
             if type == Msg.copyInResponse, case .relay(.execute) = head.reply {
                 // The backend now ignores Sync and Flush until CopyDone/CopyFail.
                 copyInActive = true
+                let before = expected.count
                 expected = CircularBuffer(expected.enumerated().filter { i, e in
                     i == 0 || !(e.isSync)
                 }.map(\.element))
+                ignoredSyncs += before - expected.count
             }
             if head.isCompleted(by: type) {
                 expected.removeFirst()
@@ -409,7 +456,9 @@ public struct PreparedStatementRewriter {
         for effect in effects {
             switch effect {
             case .forgetOnServer(let name): server?.remove(name)
-            case .restoreNamed(let name, let stmt): named[name] = stmt
+            case .restoreNamed(let name, let stmt, let current):
+                // Only if no later message redefined the name meanwhile.
+                if named[name] === current { named[name] = stmt }
             case .restoreUnnamed(let parse, let onServer):
                 unnamed = parse
                 unnamedOnServer = onServer
@@ -519,6 +568,25 @@ public struct PreparedStatementRewriter {
         out.writeImmutableBuffer(body)
     }
 
+    /// An ErrorResponse body whose message (`M`) field has `"from"` replaced by `"to"`.
+    static func renamingStatement(in body: ByteBuffer, from: String, to: String) -> ByteBuffer {
+        var out = ByteBufferAllocator().buffer(capacity: body.readableBytes + to.utf8.count)
+        var b = body
+        while let code: UInt8 = b.readInteger(), code != 0, let value = b.readCStringBytes() {
+            out.writeInteger(code)
+            if code == UInt8(ascii: "M") {
+                let text = String(decoding: value, as: UTF8.self)
+                    .replacingOccurrences(of: "\"\(from)\"", with: "\"\(to)\"")
+                out.writeString(text)
+            } else {
+                out.writeBytes(value)
+            }
+            out.writeInteger(UInt8(0))
+        }
+        out.writeInteger(UInt8(0))
+        return out
+    }
+
     static func writeCloseStatement(_ name: [UInt8], into out: inout ByteBuffer) {
         out.writeInteger(Msg.close)
         out.writeInteger(Int32(4 + 1 + name.count + 1))
@@ -561,7 +629,8 @@ fileprivate enum Msg {
 /// A state change made when a message was sent, to be undone if the backend did not execute it.
 private enum Effect {
     case forgetOnServer(String)
-    case restoreNamed(String, PreparedStatement?)
+    /// Set `named[name]` back to the statement, unless something other than `ifCurrent` is there now.
+    case restoreNamed(String, PreparedStatement?, ifCurrent: PreparedStatement?)
     case restoreUnnamed(ByteBuffer?, onServer: Bool)
     case setUnnamedOnServer(Bool)
     case requeueClose(String)
@@ -585,6 +654,10 @@ private struct Expectation {
     var onFailure: [Effect]
     /// Undo when the backend discarded this message (an earlier error in the batch).
     var onSkip: [Effect]
+    /// An ErrorResponse to this message names statement `from`; the client knows it as `to`.
+    var errorRename: (from: String, to: String)?
+    /// A named Parse (sent or answered synthetically): the client name it defines.
+    var defines: String?
 
     init(_ reply: Reply, onFailure: [Effect] = [], onSkip: [Effect] = []) {
         self.reply = reply

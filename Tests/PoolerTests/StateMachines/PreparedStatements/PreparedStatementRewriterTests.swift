@@ -197,6 +197,45 @@ struct PreparedStatementRewriterTests {
         #expect(r.pooled == r.direct)
     }
 
+    @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
+    func parseOfExistingNameFailsLikePostgres(_ delivery: PooledClient.Delivery) {
+        let world = PooledWorld(servers: 2)
+        let c = world.client()
+        c.run([FE.parse("s", "SELECT 1"), FE.sync], on: 0, delivery)
+        // On the same backend and on one that lacks the statement: 42P05 naming "s", batch skipped.
+        for server in [0, 1] {
+            let r = c.run([FE.parse("s", "SELECT 2"), FE.bind("", "s"), FE.execute(), FE.sync], on: server, delivery)
+            #expect(r.pooled == r.direct)
+            #expect(r.pooled.types == "EZ")
+            #expect(c.rewriter.statement(named: "s")?.query == Array("SELECT 1".utf8))
+        }
+        let r = c.run([FE.bind("", "s"), FE.execute(), FE.sync], on: 1, delivery)
+        #expect(r.pooled == r.direct)
+        #expect(r.pooled.types == "2DCZ")
+    }
+
+    @Test func syncsIgnoredDuringExtendedCopyInAreReported() {
+        let cache = PreparedStatementCache(capacity: 10)
+        var r = PreparedStatementRewriter(cache: cache)
+        let server = ServerStatements(capacity: 10)
+        var toServer = ByteBufferAllocator().buffer(capacity: 64), now = ByteBufferAllocator().buffer(capacity: 0)
+        for (t, b) in [FE.parse("", "COPY t FROM STDIN"), FE.bind("", ""), FE.execute(), FE.sync] {
+            _ = r.clientMessage(type: t, body: b, server: server, toServer: &toServer, toClientNow: &now)
+        }
+        var toClient = ByteBufferAllocator().buffer(capacity: 64)
+        let empty = ByteBufferAllocator().buffer(capacity: 0)
+        r.serverMessage(type: UInt8(ascii: "1"), body: empty, toClient: &toClient)
+        r.serverMessage(type: UInt8(ascii: "2"), body: empty, toClient: &toClient)
+        var g = ByteBufferAllocator().buffer(capacity: 3)
+        g.writeInteger(UInt8(0)); g.writeInteger(UInt16(0))
+        r.serverMessage(type: UInt8(ascii: "G"), body: g, toClient: &toClient)
+        #expect(r.isInCopyIn)
+        #expect(r.takeIgnoredSyncs() == 1)
+        #expect(r.takeIgnoredSyncs() == 0)
+        _ = r.clientMessage(type: UInt8(ascii: "c"), body: empty, server: server, toServer: &toServer, toClientNow: &now)
+        #expect(!r.isInCopyIn)
+    }
+
     @Test func closeOfUnnamedStatementIsForwarded() {
         let world = PooledWorld(servers: 1)
         let c = world.client()
