@@ -53,6 +53,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     private var extendedOpen = false
     private var txStatus: UInt8 = I
     private var dirty = false
+    /// The server is in COPY IN/OUT (CopyInResponse/CopyOutResponse seen, no CommandComplete yet):
+    /// such a server can only be closed if its client goes away.
+    private var serverInCopy = false
     private var releaseAfterRead = false
     private var sessionMode = false
     private var terminating = false
@@ -154,7 +157,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         runtime.sessionEnded(self, admin: wasAdmin)
         if let server {
             self.server = nil
-            let clean = expectedReady <= 0 && !extendedOpen && clientScanner.atBoundary && serverScanner.atBoundary
+            let clientQuiet = messageMode ? (clientAcc?.readableBytes ?? 0) == 0 : clientScanner.atBoundary
+            let serverQuiet = messageMode ? (serverAcc?.readableBytes ?? 0) == 0 && !(rewriter?.needsServerFiltering ?? false)
+                : serverScanner.atBoundary
+            let clean = expectedReady <= 0 && !extendedOpen && !serverInCopy && clientQuiet && serverQuiet
             if clean {
                 releaseToPool(server, rollback: txStatus != I)
             } else {
@@ -472,8 +478,17 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
         var terminateAt = -1
         var queries = 0
+        // An extended-protocol message later in this read (e.g. Query then Parse in one packet): the
+        // bytes before it go raw, the rest through the rewriter — possible when the server was quiet.
+        let canSwitch = rewriter != nil && expectedReady == 0 && serverScanner.atBoundary && clientScanner.atBoundary
+        var switchAt = -1
         do {
             try clientScanner.scan(buffer, wantPrefix: { $0 == P ? 1 : 0 }) { type, _, prefix, start in
+                if switchAt >= 0 { return }
+                if canSwitch && (type == P || type == B || type == D || type == C) {
+                    switchAt = start
+                    return
+                }
                 switch type {
                 case X:
                     terminateAt = start
@@ -494,6 +509,17 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
         if expectedReady > 0 && busySince == nil { busySince = .now() }
+        if switchAt >= 0 {
+            if switchAt > 0, let head = buffer.getSlice(at: buffer.readerIndex, length: switchAt) {
+                queueForServer(server, head)
+            }
+            clientScanner = MessageScanner()
+            rewriter!.expectRawReplies(readyForQuery: expectedReady)
+            extendedClient = true
+            messageMode = true
+            let tail = buffer.getSlice(at: buffer.readerIndex + switchAt, length: buffer.readableBytes - switchAt)!
+            return relayMessagesFromClient(tail, server: server)
+        }
         var toSend = buffer
         if terminateAt >= 0 {
             // Terminate is for the pooler, not for a shared server.
@@ -579,6 +605,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                         break
                     }
                     queries += account(type)
+                case S where rewriter!.isInCopyIn:
+                    // PostgreSQL ignores a Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
+                    break
                 default:
                     queries += account(type)
                 }
@@ -662,6 +691,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         serverScanner = MessageScanner()
         attachedAt = .now()
         messageMode = rewriter != nil && extendedClient
+        serverInCopy = false
         if serverSameLoop {
             s.attach(to: self)
         } else {
@@ -676,16 +706,21 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         if messageMode { return serverMessages(buffer) }
         var boundary = false
         do {
-            try serverScanner.scan(buffer, wantPrefix: { t in t == Z ? 1 : (t == C ? 8 : 0) }) { type, _, prefix, _ in
+            try serverScanner.scan(buffer, wantPrefix: { t in t == Z ? 1 : (t == C ? 15 : 0) }) { type, _, prefix, _ in
                 switch type {
                 case Z:
                     if expectedReady > 0 { expectedReady -= 1 }
                     txStatus = prefix.count > 0 ? prefix[0] : I
                     if expectedReady == 0 && txStatus == I { boundary = true }
                 case C:
+                    serverInCopy = false
                     if Self.tagMakesSessionState(prefix) { dirty = true }
+                    if Self.tagDropsAllStatements(prefix) { self.server?.statements.removeAll() }
+                case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "W"):
+                    serverInCopy = true
                 case E:
                     errorCount += 1
+                    serverInCopy = false
                 default:
                     break
                 }
@@ -710,6 +745,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         var input = Self.joinPartial(&serverAcc, buffer)
         var out = context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
         var boundary = false
+        var sawReady = false
         do {
             while let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) {
                 switch type {
@@ -717,15 +753,22 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                     if expectedReady > 0 { expectedReady -= 1 }
                     txStatus = body.getInteger(at: body.readerIndex, as: UInt8.self) ?? I
                     boundary = expectedReady == 0 && txStatus == I
+                    sawReady = true
                 case C:
+                    serverInCopy = false
                     let tag = body.getBytes(at: body.readerIndex, length: min(8, body.readableBytes)) ?? []
                     if tag.withUnsafeBytes({ Self.tagMakesSessionState($0) }) { dirty = true }
+                case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "W"):
+                    serverInCopy = true
                 case E:
                     errorCount += 1
+                    serverInCopy = false
                 default:
                     break
                 }
                 rewriter!.serverMessage(type: type, body: body, toClient: &out)
+                let ignored = rewriter!.takeIgnoredSyncs()
+                if ignored > 0 { expectedReady = max(0, expectedReady - ignored) }
             }
         } catch {
             if let s = server { discardServer(s) }
@@ -737,7 +780,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
         context.write(NIOAny(out), promise: nil)
         if expectedReady == 0 { serverWentQuiet() }
-        if boundary && !rewriter!.needsServerFiltering { transactionBoundary() }
+        if (boundary || (expectedReady == 0 && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering {
+            transactionBoundary()
+        }
     }
 
     /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
@@ -819,6 +864,16 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         } else {
             close()
         }
+    }
+
+    /// `DISCARD ALL` / `DEALLOCATE ALL` completed: the backend holds no prepared statements any more.
+    static func tagDropsAllStatements(_ p: UnsafeRawBufferPointer) -> Bool {
+        func starts(_ text: StaticString) -> Bool {
+            let n = text.utf8CodeUnitCount
+            guard p.count >= n else { return false }
+            return text.withUTF8Buffer { t in (0..<n).allSatisfy { p[$0] == t[$0] } }
+        }
+        return starts("DISCARD ALL") || starts("DEALLOCATE ALL")
     }
 
     /// CommandComplete tags that leave state in the server session (SET, DECLARE, PREPARE, LISTEN,
