@@ -229,6 +229,10 @@ public final class PoolerRuntime {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: general.tcpNoDelay ? 1 : 0)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
+            .childChannelOption(Self.tcpOption(TCP_KEEPIDLE), value: SocketOptionValue(max(1, general.tcpKeepalivesIdle)))
+            .childChannelOption(Self.tcpOption(TCP_KEEPINTVL), value: SocketOptionValue(max(1, general.tcpKeepalivesInterval)))
+            .childChannelOption(Self.tcpOption(TCP_KEEPCNT), value: SocketOptionValue(max(1, general.tcpKeepalivesCount)))
+            .childChannelOption(Self.tcpOption(TCP_USER_TIMEOUT), value: SocketOptionValue(general.tcpUserTimeout * 1000))
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [unowned self] channel in
                 self.totalConnections.wrappingIncrement(ordering: .relaxed)
@@ -284,6 +288,10 @@ public final class PoolerRuntime {
             guard let self else { return }
             self.averager.tick(pools: self.pools, seconds: 15)
         }
+    }
+
+    static func tcpOption(_ name: Int32) -> ChannelOptions.Types.SocketOption {
+        ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(name))
     }
 
     /// The port actually bound (useful when the config says 0).
