@@ -504,3 +504,86 @@ def test_reload_broken_file_errors_and_old_config_serves(doorman, doorman_config
     for user, pw in ((MD5_USER, MD5_PW), (SCRAM_USER, SCRAM_PW)):
         with pconnect(dm, user, pw) as c:
             assert one(c, "SELECT current_user") == user
+
+
+# ----------------------------------------------------------------------------- views beyond the seed's tables
+
+EXTRA_COLUMNS = {
+    "POOLS_EXTENDED": ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_login",
+                       "pool_size", "maxwait", "maxwait_us", "pool_mode", "bytes_recieved", "bytes_sent",
+                       "query_0.99", "transaction_0.99", "query_0.95", "transaction_0.95", "query_0.5",
+                       "transaction_0.5"],
+    "POOLS_MEMORY": ["database", "user", "pool_prepared_count", "pool_prepared_bytes", "client_prepared_count",
+                     "client_prepared_bytes", "client_named_count", "client_anonymous_count",
+                     "client_anonymous_evictions_alive", "async_clients"],
+    "POOL_COORDINATOR": ["database", "max_db_conn", "current", "reserve_size", "reserve_used", "evictions",
+                         "reserve_acq", "exhaustions"],
+    "POOL_SCALING": ["user", "database", "inflight", "creates", "gate_waits", "gate_budget_ex", "antic_notify",
+                     "antic_timeout", "create_fallback", "replenish_def"],
+    "PREPARED_STATEMENTS": ["pool", "hash", "name", "query", "count_used", "kind"],
+    "AUTH_QUERY": ["database", "cache_entries", "cache_hits", "cache_misses", "cache_refetches",
+                   "cache_rate_limited", "auth_success", "auth_failure", "executor_queries", "executor_errors",
+                   "dynamic_pools_current", "dynamic_pools_created", "dynamic_pools_destroyed"],
+}
+
+
+@pytest.mark.parametrize("what", sorted(EXTRA_COLUMNS))
+def test_extra_show_views_columns(doorman, doorman_config, what):
+    dm = doorman(doorman_config())
+    with admin_conn(dm) as c:
+        cols, _ = admin_q(c, f"SHOW {what}")
+    assert cols == EXTRA_COLUMNS[what]
+
+
+def test_show_sockets_counts_from_proc(doorman, doorman_config):
+    dm = doorman(doorman_config())
+    with admin_conn(dm) as c:
+        cols, rows = admin_q(c, "SHOW SOCKETS")
+    assert cols[0] == "tcp_established" and cols[-1] == "unknown" and len(cols) == 34
+    assert len(rows) == 1
+    assert int(rows[0][cols.index("tcp_listen")]) >= 1
+
+
+def test_prepared_statements_and_percentiles_are_live(doorman, doorman_config, pg):
+    dm = doorman(doorman_config(pool_size=4))
+    r = pgbench(["-n", "-t", "50", "-c", "4", "-M", "prepared", "-b", "select-only"], env=dm.env(MD5_USER, MD5_PW))
+    assert r.ok, r.stderr
+    with admin_conn(dm) as c:
+        cols, rows = admin_q(c, "SHOW PREPARED_STATEMENTS")
+        assert any(r[cols.index("name")].startswith("DOORMAN_") for r in rows), rows
+        cols, rows = admin_q(c, "SHOW POOLS_EXTENDED")
+        row = [r for r in rows if r[cols.index("user")] == MD5_USER][0]
+        assert int(row[cols.index("transaction_0.5")]) > 0
+        assert int(row[cols.index("transaction_0.99")]) >= int(row[cols.index("transaction_0.5")])
+        cols, rows = admin_q(c, "SHOW SERVERS")
+        hits = sum(int(r[cols.index("prepare_cache_hit")]) for r in rows)
+        assert hits > 0, rows
+
+
+def test_min_pool_size_not_replenished_while_paused(doorman, pg):
+    """Edge-case table: RECONNECT on a paused pool drains it; replenishing to min_pool_size waits for RESUME."""
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin"},
+        "pools": {"example_db": {"application_name": "paused_min", "users": [
+            {"username": MD5_USER, "password": pg.hashes[MD5_USER], "pool_size": 4, "min_pool_size": 2}]}},
+    }
+    dm = doorman(cfg)
+
+    def count():
+        return int(pg.su_psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paused_min'").strip())
+
+    def wait_for(n, timeout=10):
+        deadline = time.time() + timeout
+        while time.time() < deadline and count() != n:
+            time.sleep(0.2)
+        return count()
+
+    assert wait_for(2) == 2
+    with admin_conn(dm) as c:
+        admin_q(c, "PAUSE example_db")
+        admin_q(c, "RECONNECT example_db")
+        assert wait_for(0) == 0
+        time.sleep(2.5)  # several maintenance ticks
+        assert count() == 0
+        admin_q(c, "RESUME example_db")
+    assert wait_for(2) == 2
