@@ -100,12 +100,17 @@ public enum ProcessRunner {
         }
         let signals = SignalHandlers(runtime: runtime, logger: logger, options: options,
                                      daemon: isDaemonChild, pidFile: config.general.daemonPidFile)
+        if let dir = config.general.unixSocketDir {
+            signals.unixSocketPath = "\(dir)/.s.PGSQL.\(config.general.port)"
+            signals.unixSocketID = SocketFile.identity(signals.unixSocketPath!)
+        }
         runtime.onShutdownRequest = { signals.gracefulShutdown(reason: "admin SHUTDOWN") }
         runtime.onUpgradeRequest = { signals.binaryUpgrade(reason: "admin UPGRADE") }
         signals.install()
         logger.info("pg_doorman \(PoolerVersion.semver) started, \(runtime.pools.count) pool(s), pid \(getpid())")
-        Spawn.signalReady(envKey: readyFDEnv)
+        // systemd first: after an upgrade the old process sends MAINPID=<us> as soon as it reads our byte.
         SystemdNotify.send("READY=1\nMAINPID=\(getpid())")
+        Spawn.signalReady(envKey: readyFDEnv)
         // Park the main thread; signal handlers end the process.
         while true { sleep(3600) }
     }
@@ -128,6 +133,11 @@ final class SignalHandlers {
     private let lock = NIOLock()
     private var shuttingDown = false
     private var upgrading = false
+    /// Set once a new process serves our port: from then on nothing shared may be removed.
+    private var handedOver = false
+    /// Our Unix socket file and its (dev, inode) right after we bound it.
+    var unixSocketPath: String?
+    var unixSocketID: SocketFile.ID?
 
     /// How long the new process may take to report that it serves.
     static let upgradeReadyTimeoutMs: Int32 = 10_000
@@ -147,13 +157,17 @@ final class SignalHandlers {
         }
         add(SIGTERM) { [self] in
             logger.info("Got SIGTERM, closing with \(runtime.currentClients) clients")
-            runtime.stop()
-            if daemon { Daemon.removePidFileIfOurs(pidFile) }
+            if lock.withLock({ handedOver }) {
+                // The new process owns the socket file and the pid file.
+                for p in runtime.pools { p.shutdown() }
+            } else {
+                runtime.stop()
+                if daemon { Daemon.removePidFileIfOurs(pidFile) }
+            }
             exit(0)
         }
         add(SIGINT) { [self] in
-            let foregroundTTY = !daemon && isatty(STDIN_FILENO) == 1
-            if foregroundTTY || ProcessInfo.processInfo.environment["PG_DOORMAN_CI_SHUTDOWN_ONLY"] == "1" {
+            if sigintIsShutdown {
                 gracefulShutdown(reason: "SIGINT")
             } else {
                 binaryUpgrade(reason: "SIGINT (no terminal)")
@@ -162,7 +176,12 @@ final class SignalHandlers {
         add(SIGUSR2) { [self] in
             binaryUpgrade(reason: "SIGUSR2")
         }
-        logger.debug("signal handlers installed: SIGHUP reload, SIGTERM exit, SIGINT \(!daemon && isatty(STDIN_FILENO) == 1 ? "graceful shutdown" : "binary upgrade"), SIGUSR2 binary upgrade")
+        logger.debug("signal handlers installed: SIGHUP reload, SIGTERM exit, SIGINT \(sigintIsShutdown ? "graceful shutdown" : "upgrade"), SIGUSR2 upgrade")
+    }
+
+    /// SIGINT on a foreground terminal (Ctrl+C) is a graceful shutdown; otherwise the legacy upgrade.
+    var sigintIsShutdown: Bool {
+        (!daemon && isatty(STDIN_FILENO) == 1) || ProcessInfo.processInfo.environment["PG_DOORMAN_CI_SHUTDOWN_ONLY"] == "1"
     }
 
     private func add(_ sig: Int32, _ handler: @escaping () -> Void) {
@@ -317,7 +336,20 @@ final class SignalHandlers {
         }
         SystemdNotify.send("MAINPID=\(child)")
         logger.info("binary upgrade: new process pid \(child) is serving; this process (pid \(getpid())) stops accepting and lets its \(runtime.currentClients) clients finish (up to shutdown_timeout \(runtime.config.general.shutdownTimeout) ms)")
+        lock.withLock { handedOver = true }
+        // Closing our Unix listener makes NIO unlink the path, which now names the new process's
+        // socket: keep a hard link to it and put it back right after.
+        var aside: String?
+        if let path = unixSocketPath, let id = SocketFile.identity(path), id != unixSocketID {
+            let tmp = path + ".upgrade.\(getpid())"
+            unlink(tmp)
+            if link(path, tmp) == 0 { aside = tmp }
+        }
         runtime.stopAccepting()
+        if let tmp = aside, let path = unixSocketPath, rename(tmp, path) != 0 {
+            logger.warning("could not restore \(path) for the new process: \(String(cString: strerror(errno)))")
+            unlink(tmp)
+        }
         return true
     }
 }
@@ -398,6 +430,20 @@ enum Daemon {
            pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) == getpid() {
             unlink(path)
         }
+    }
+}
+
+/// Identity of a socket file, to tell ours from the one a new process bound at the same path.
+enum SocketFile {
+    struct ID: Equatable {
+        var dev: UInt64
+        var ino: UInt64
+    }
+
+    static func identity(_ path: String) -> ID? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return ID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
     }
 }
 
