@@ -655,3 +655,28 @@ def test_upgrade_aborts_when_new_process_does_not_start(doorman_config, tmp_dir)
         assert query(port)[0] == 0
     finally:
         dm.stop()
+
+
+@pytest.mark.xfail(strict=False, reason="race in PoolerRuntime.stopAccepting(): it sets the shutting-down flag "
+                   "before closing the listener, so a connection the old process accepted just before gets "
+                   "FATAL 57P03 'pg_doorman is shutting down' at startup instead of being served")
+def test_sigusr2_under_pgbench_reconnecting_clients(doorman, doorman_config, reap):
+    """pgbench -C opens a connection per transaction: connections keep arriving during the hand-over."""
+    dm = doorman(doorman_config(pool_size=5, shutdown_timeout=30000), args=("-l", "info"))
+    result = {}
+
+    def bench():
+        result["r"] = pgbench(["-n", "-C", "-c", "10", "-j", "2", "-T", "6", "-S", "example_db"],
+                              env=dm.env(MD5_USER, MD5_PW), timeout=120)
+
+    t = threading.Thread(target=bench)
+    t.start()
+    time.sleep(2)
+    dm.signal(signal.SIGUSR2)
+    assert dm.wait_for_log(r"new process pid \d+ is serving", 15), dm.log()
+    reap.append(new_pid_from_log(dm.log(), dm.pid))
+    t.join(60)
+    r = result["r"]
+    assert r.rc == 0, r.stdout + r.stderr
+    assert (r.failed or 0) == 0 and (r.processed or 0) > 0, r.stdout
+    dm.proc.wait(15)

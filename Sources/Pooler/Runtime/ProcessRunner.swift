@@ -234,8 +234,11 @@ final class SignalHandlers {
     private func drainAndExit(upgraded: Bool) {
         let timeoutMs = runtime.config.general.shutdownTimeout
         let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+        // A connection accepted just before the listener closed is not counted until its startup
+        // packet is processed: linger a moment so it is served instead of cut off by exit().
+        let linger = Date().addingTimeInterval(min(1.0, Double(timeoutMs) / 1000))
         var lastReport = Date()
-        while runtime.currentClients > 0 && Date() < deadline {
+        while (runtime.currentClients > 0 || Date() < linger) && Date() < deadline {
             usleep(50_000)
             if Date().timeIntervalSince(lastReport) >= 5 {
                 lastReport = Date()
