@@ -510,7 +510,7 @@ def test_sigusr2_under_pgbench_zero_failures(doorman, doorman_config, reap):
     result = {}
 
     def bench():
-        result["r"] = pgbench(["-n", "-c", "20", "-j", "4", "-T", "8", "-S", "example_db"],
+        result["r"] = pgbench(["-n", "-c", "20", "-j", "4", "-T", "8", "example_db"],
                               env=dm.env(MD5_USER, MD5_PW), timeout=120)
 
     t = threading.Thread(target=bench)
@@ -521,6 +521,8 @@ def test_sigusr2_under_pgbench_zero_failures(doorman, doorman_config, reap):
     new = new_pid_from_log(dm.log(), old)
     assert new and new != old
     reap.append(new)
+    handed = int(re.search(r"lets its (\d+) clients finish", dm.log()).group(1))
+    assert handed >= 20, dm.log()  # the upgrade really happened under load
     # while pgbench still runs on the old process, new connections already reach the new one
     rc, out, err = query(dm)
     assert rc == 0, err
@@ -680,3 +682,35 @@ def test_sigusr2_under_pgbench_reconnecting_clients(doorman, doorman_config, rea
     assert r.rc == 0, r.stdout + r.stderr
     assert (r.failed or 0) == 0 and (r.processed or 0) > 0, r.stdout
     dm.proc.wait(15)
+
+
+def test_daemon_start_failure_is_reported(doorman_config, tmp_dir):
+    import socket as pysocket
+
+    with pysocket.socket() as busy:
+        busy.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        pid_file = tmp_dir / "pid"
+        cfg = write_config(tmp_dir, doorman_config(port=port, daemon_pid_file=str(pid_file)))
+        rc, out, err = run_doorman_cli([str(cfg), "-d"], timeout=30)
+    assert rc != 0, (rc, out, err)
+    assert "could not start" in err and "cannot start" in err, err  # the daemon's own reason
+    assert not pid_file.exists()
+
+
+def test_sigterm_during_graceful_drain_exits_at_once(doorman, doorman_config):
+    dm = doorman(doorman_config(shutdown_timeout=30000))
+    busy = psycopg.connect(dm.dsn(MD5_USER, MD5_PW), autocommit=True)
+    busy.execute("BEGIN")
+    rows = admin_rows(dm.port, "SHUTDOWN")
+    assert rows
+    assert dm.wait_for_log("graceful shutdown", 5)
+    time.sleep(0.3)
+    assert dm.alive()  # the transaction holds it
+    t0 = time.monotonic()
+    dm.signal(signal.SIGTERM)
+    dm.proc.wait(5)
+    assert time.monotonic() - t0 < 3
+    busy.close()
