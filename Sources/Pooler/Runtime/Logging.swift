@@ -125,16 +125,21 @@ public struct PoolerLogHandler: LogHandler {
     public func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
                     file: String, function: String, line: UInt) {
         guard levels.allows(level, label: label) else { return }
+        let fileName = (file as NSString).lastPathComponent
+        if sink.useSyslog {
+            // syslog adds its own timestamp, host and pid.
+            sink.write("\(LogLevels.name(level).uppercased()) \(message)\n", level: level)
+            return
+        }
         let ts = Self.timestamp()
         let name = LogLevels.name(level).uppercased()
-        let fileName = (file as NSString).lastPathComponent
         switch format {
         case .structured:
             let obj: [String: Any] = ["timestamp": ts, "level": name, "file": fileName, "line": line,
                                       "target": label, "message": message.description]
             if let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]),
                let s = String(data: data, encoding: .utf8) {
-                sink.write(s + "\n")
+                sink.write(s + "\n", level: level)
             }
         case .text, .debug:
             var lvl = name.count < 5 ? String(repeating: " ", count: 5 - name.count) + name : name
@@ -149,7 +154,7 @@ public struct PoolerLogHandler: LogHandler {
                 lvl = "\u{1B}[\(code)m\(lvl)\u{1B}[0m"
             }
             let where_ = format == .debug ? " \(fileName):\(line)" : ""
-            sink.write("\(ts) \(lvl)\(where_) \(message)\n")
+            sink.write("\(ts) \(lvl)\(where_) \(message)\n", level: level)
         }
     }
 
@@ -164,24 +169,44 @@ public struct PoolerLogHandler: LogHandler {
     }
 }
 
-/// Where log lines go: stderr, or syslog in daemon mode.
+/// Where log lines go: stderr, or syslog (daemon mode, `syslog_prog_name`).
 public final class LogSink: @unchecked Sendable {
     private let lock = NIOLock()
-    public var useSyslog = false
+    private var _useSyslog = false
 
     public init() {}
 
-    public func write(_ line: String) {
+    /// Switched once at startup, after the config is read.
+    public var useSyslog: Bool {
+        get { lock.withLock { _useSyslog } }
+        set { lock.withLock { _useSyslog = newValue } }
+    }
+
+    /// The local syslog socket; without it syslog(3) silently drops everything.
+    public static var syslogAvailable: Bool { access("/dev/log", F_OK) == 0 }
+
+    public func write(_ line: String, level: Logger.Level = .info) {
         lock.withLock {
-            if useSyslog {
-                line.withCString { syslogWrite($0) }
+            if _useSyslog {
+                line.withCString { syslogWrite($0, priority: Self.priority(level)) }
             } else {
                 FileHandle.standardError.write(line.data(using: .utf8)!)
             }
         }
     }
 
-    private func syslogWrite(_ s: UnsafePointer<CChar>) {
-        withVaList([s]) { vsyslog(LOG_INFO, "%s", $0) }
+    static func priority(_ level: Logger.Level) -> Int32 {
+        switch level {
+        case .trace, .debug: return LOG_DEBUG
+        case .info: return LOG_INFO
+        case .notice: return LOG_NOTICE
+        case .warning: return LOG_WARNING
+        case .error: return LOG_ERR
+        case .critical: return LOG_CRIT
+        }
+    }
+
+    private func syslogWrite(_ s: UnsafePointer<CChar>, priority: Int32) {
+        withVaList([s]) { vsyslog(priority, "%s", $0) }
     }
 }

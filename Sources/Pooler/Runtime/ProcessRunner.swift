@@ -1,6 +1,7 @@
 import ConfigKit
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -41,53 +42,75 @@ public enum ProcessRunner {
 
     public static func main(_ options: ProcessOptions) -> Int32 {
         let env = ProcessInfo.processInfo.environment
-        let loaded = ConfigLoader.load(path: options.configPath)
-        for d in loaded.diagnostics where d.severity == .warning { stderr(d.description) }
-        guard let config = loaded.config, !loaded.hasErrors else {
-            for d in loaded.diagnostics where d.severity == .error { stderr("Config parse error: \(d.description)") }
-            return exConfig
-        }
         let isDaemonChild = env[daemonChildEnv] == "1"
         let isUpgradeChild = env[upgradeEnv] == "1"
-        if options.daemon && !isDaemonChild {
-            return Daemon.detach(config: config)
-        }
 
+        // Logging first, so that config diagnostics are log records too (JSON with -F structured).
         let levels = LogLevels(startup: options.logLevel)
         let sink = LogSink()
-        if isDaemonChild || config.general.syslogProgName != nil {
-            let ident = config.general.syslogProgName ?? "pg_doorman"
-            openlog(strdup(ident), LOG_PID, LOG_USER)
-            sink.useSyslog = true
-        }
         LoggingSystem.bootstrap { label in
-            PoolerLogHandler(label: label, format: sink.useSyslog ? .text : options.logFormat,
-                             color: options.color && !sink.useSyslog, levels: levels, sink: sink)
+            PoolerLogHandler(label: label, format: options.logFormat, color: options.color, levels: levels, sink: sink)
         }
         let logger = Logger(label: "pg_doorman")
+
+        let loaded = ConfigLoader.load(path: options.configPath)
+        if isDaemonChild || loaded.config?.general.syslogProgName != nil {
+            let ident = loaded.config?.general.syslogProgName ?? "pg_doorman"
+            if LogSink.syslogAvailable {
+                openlog(strdup(ident), LOG_PID, LOG_USER)
+                sink.useSyslog = true
+            } else if !isDaemonChild {
+                logger.warning("syslog_prog_name is set but there is no syslog socket (/dev/log): logging to stderr")
+            }
+        }
+        for d in loaded.diagnostics where d.severity == .warning { logger.warning("\(d.description)") }
+        guard let config = loaded.config, !loaded.hasErrors else {
+            let errors = loaded.diagnostics.filter { $0.severity == .error }
+            for d in errors { logger.error("Config parse error: \(d.description)") }
+            Spawn.signalFailure(envKey: readyFDEnv, message: "configuration \(options.configPath) has \(errors.count) error(s): "
+                + errors.map(\.description).joined(separator: "; "))
+            return exConfig
+        }
+        if options.daemon && !isDaemonChild {
+            return Daemon.detach(config: config, logger: logger)
+        }
+        logger.debug("config \(options.configPath): \(config.pools.count) pool(s), listen \(config.general.host):\(config.general.port), shutdown_timeout \(config.general.shutdownTimeout) ms, log format \(options.logFormat.rawValue)\(sink.useSyslog ? " (syslog)" : "")")
+        if isUpgradeChild, let fd = options.inheritFd {
+            logger.debug("started by a binary upgrade of pid \(getppid()); listening socket inherited as fd \(fd)")
+        }
+
         let runtime = PoolerRuntime(config: config, configPath: options.configPath, logger: logger, logLevels: levels)
         do {
             try runtime.start(inheritedFD: options.inheritFd)
         } catch {
             logger.error("cannot start: \(error)")
-            stderr("pg_doorman: cannot start: \(error)")
+            Spawn.signalFailure(envKey: readyFDEnv, message: "cannot start: \(error)")
             return exConfig
+        }
+        for p in runtime.pools {
+            logger.debug("pool \(p.settings.database)/\(p.settings.user): \(p.settings.mode == .session ? "session" : "transaction") mode, pool_size \(p.settings.poolSize)")
         }
         if isDaemonChild {
             if let problem = Daemon.writePidFile(config.general.daemonPidFile, force: isUpgradeChild) {
                 logger.error("\(problem)")
+                Spawn.signalFailure(envKey: readyFDEnv, message: problem)
                 return exOSErr
             }
+            logger.debug("pid file \(config.general.daemonPidFile) names pid \(getpid())")
         }
-        logger.info("pg_doorman \(PoolerVersion.semver) started, \(runtime.pools.count) pool(s), pid \(getpid())")
-        Spawn.signalReady(envKey: readyFDEnv)
-        SystemdNotify.send("READY=1\nMAINPID=\(getpid())")
-
         let signals = SignalHandlers(runtime: runtime, logger: logger, options: options,
                                      daemon: isDaemonChild, pidFile: config.general.daemonPidFile)
+        if let dir = config.general.unixSocketDir {
+            signals.unixSocketPath = "\(dir)/.s.PGSQL.\(config.general.port)"
+            signals.unixSocketID = SocketFile.identity(signals.unixSocketPath!)
+        }
         runtime.onShutdownRequest = { signals.gracefulShutdown(reason: "admin SHUTDOWN") }
         runtime.onUpgradeRequest = { signals.binaryUpgrade(reason: "admin UPGRADE") }
         signals.install()
+        logger.info("pg_doorman \(PoolerVersion.semver) started, \(runtime.pools.count) pool(s), pid \(getpid())")
+        // systemd first: after an upgrade the old process sends MAINPID=<us> as soon as it reads our byte.
+        SystemdNotify.send("READY=1\nMAINPID=\(getpid())")
+        Spawn.signalReady(envKey: readyFDEnv)
         // Park the main thread; signal handlers end the process.
         while true { sleep(3600) }
     }
@@ -95,6 +118,9 @@ public enum ProcessRunner {
 
 /// SIGHUP reloads, SIGTERM exits at once, SIGINT shuts down gracefully on a terminal (else upgrades),
 /// SIGUSR2 upgrades the binary.
+///
+/// Signal sources run on `queue` and never block it: the upgrade (which waits up to 10 s for the new
+/// process) and the drain (up to shutdown_timeout) run on `work`, so SIGTERM is always handled at once.
 final class SignalHandlers {
     let runtime: PoolerRuntime
     let logger: Logger
@@ -103,8 +129,18 @@ final class SignalHandlers {
     let pidFile: String
     private var sources: [DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "pg_doorman.signals")
+    private let work = DispatchQueue(label: "pg_doorman.lifecycle")
+    private let lock = NIOLock()
     private var shuttingDown = false
     private var upgrading = false
+    /// Set once a new process serves our port: from then on nothing shared may be removed.
+    private var handedOver = false
+    /// Our Unix socket file and its (dev, inode) right after we bound it.
+    var unixSocketPath: String?
+    var unixSocketID: SocketFile.ID?
+
+    /// How long the new process may take to report that it serves.
+    static let upgradeReadyTimeoutMs: Int32 = 10_000
 
     init(runtime: PoolerRuntime, logger: Logger, options: ProcessOptions, daemon: Bool, pidFile: String) {
         self.runtime = runtime
@@ -117,19 +153,21 @@ final class SignalHandlers {
     func install() {
         for sig in [SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGPIPE] { signal(sig, SIG_IGN) }
         add(SIGHUP) { [self] in
-            logger.info("Got SIGHUP, reloading configuration")
-            let (changed, diagnostics) = runtime.reload()
-            if !changed && !diagnostics.contains(where: { $0.severity == .error }) { logger.info("config unchanged") }
+            work.async { self.reload(reason: "SIGHUP") }
         }
         add(SIGTERM) { [self] in
             logger.info("Got SIGTERM, closing with \(runtime.currentClients) clients")
-            runtime.stop()
-            if daemon { Daemon.removePidFileIfOurs(pidFile) }
+            if lock.withLock({ handedOver }) {
+                // The new process owns the socket file and the pid file.
+                for p in runtime.pools { p.shutdown() }
+            } else {
+                runtime.stop()
+                if daemon { Daemon.removePidFileIfOurs(pidFile) }
+            }
             exit(0)
         }
         add(SIGINT) { [self] in
-            let foregroundTTY = !daemon && isatty(STDIN_FILENO) == 1
-            if foregroundTTY || ProcessInfo.processInfo.environment["PG_DOORMAN_CI_SHUTDOWN_ONLY"] == "1" {
+            if sigintIsShutdown {
                 gracefulShutdown(reason: "SIGINT")
             } else {
                 binaryUpgrade(reason: "SIGINT (no terminal)")
@@ -138,6 +176,12 @@ final class SignalHandlers {
         add(SIGUSR2) { [self] in
             binaryUpgrade(reason: "SIGUSR2")
         }
+        logger.debug("signal handlers installed: SIGHUP reload, SIGTERM exit, SIGINT \(sigintIsShutdown ? "graceful shutdown" : "upgrade"), SIGUSR2 upgrade")
+    }
+
+    /// SIGINT on a foreground terminal (Ctrl+C) is a graceful shutdown; otherwise the legacy upgrade.
+    var sigintIsShutdown: Bool {
+        (!daemon && isatty(STDIN_FILENO) == 1) || ProcessInfo.processInfo.environment["PG_DOORMAN_CI_SHUTDOWN_ONLY"] == "1"
     }
 
     private func add(_ sig: Int32, _ handler: @escaping () -> Void) {
@@ -147,119 +191,218 @@ final class SignalHandlers {
         sources.append(src)
     }
 
-    /// Stops accepting, lets connected clients finish within shutdown_timeout, then exits.
-    func gracefulShutdown(reason: String) {
-        queue.async { [self] in
-            if shuttingDown { return }
-            shuttingDown = true
-            logger.info("\(reason): graceful shutdown, \(runtime.currentClients) clients connected")
-            runtime.stopAccepting()
-            runtime.closeClientsGracefully()
-            drainAndExit(removePidFile: daemon)
+    /// Re-reads the config: logs every diagnostic and keeps the old config when the file is bad,
+    /// else logs each changed setting (or "config unchanged").
+    func reload(reason: String) {
+        logger.info("\(reason): reloading configuration from \(options.configPath)")
+        let before = runtime.config
+        let (_, diagnostics) = runtime.reload()
+        let errors = diagnostics.filter { $0.severity == .error }
+        if !errors.isEmpty {
+            logger.error("\(reason): \(options.configPath) has \(errors.count) error(s); the old configuration stays in effect")
+            return
+        }
+        let changes = ConfigDiff.lines(old: before, new: runtime.config)
+        if changes.isEmpty {
+            logger.info("config unchanged")
+        } else {
+            for c in changes { logger.info("config changed: \(c)") }
         }
     }
 
-    private func drainAndExit(removePidFile: Bool) {
+    /// Stops accepting, lets connected clients finish within shutdown_timeout, then exits.
+    func gracefulShutdown(reason: String) {
+        let proceed: Bool = lock.withLock {
+            if shuttingDown { return false }
+            shuttingDown = true
+            return true
+        }
+        guard proceed else {
+            logger.warning("\(reason): a shutdown is already in progress")
+            return
+        }
+        work.async { [self] in
+            logger.info("\(reason): graceful shutdown, \(runtime.currentClients) clients connected; waiting up to \(runtime.config.general.shutdownTimeout) ms")
+            runtime.stopAccepting()
+            runtime.closeClientsGracefully()
+            drainAndExit(upgraded: false)
+        }
+    }
+
+    /// Waits for our clients (at most shutdown_timeout), then exits. After an upgrade the new process
+    /// owns the pid file and the Unix socket path, so neither is removed.
+    private func drainAndExit(upgraded: Bool) {
         let timeoutMs = runtime.config.general.shutdownTimeout
         let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
-        while runtime.currentClients > 0 && Date() < deadline { usleep(50_000) }
-        if runtime.currentClients > 0 {
-            logger.warning("shutdown_timeout (\(timeoutMs) ms) reached with \(runtime.currentClients) clients; closing forcibly")
+        // A connection accepted just before the listener closed is not counted until its startup
+        // packet is processed: linger a moment so it is served instead of cut off by exit().
+        let linger = Date().addingTimeInterval(min(1.0, Double(timeoutMs) / 1000))
+        var lastReport = Date()
+        while (runtime.currentClients > 0 || Date() < linger) && Date() < deadline {
+            usleep(50_000)
+            if Date().timeIntervalSince(lastReport) >= 5 {
+                lastReport = Date()
+                logger.info("waiting for \(runtime.currentClients) clients to finish")
+            }
         }
-        runtime.stop()
-        if removePidFile { Daemon.removePidFileIfOurs(pidFile) }
-        logger.info("pg_doorman exits")
+        if runtime.currentClients > 0 {
+            logger.warning("Graceful shutdown timed out (shutdown_timeout \(timeoutMs) ms) with \(runtime.currentClients) clients; closing forcibly")
+        }
+        if upgraded {
+            // runtime.stop() would unlink the Unix socket the new process has bound at the same path.
+            runtime.stopAccepting()
+            for p in runtime.pools { p.shutdown() }
+        } else {
+            runtime.stop()
+            if daemon { Daemon.removePidFileIfOurs(pidFile) }
+        }
+        logger.info("pg_doorman (pid \(getpid())) exits")
         exit(0)
     }
 
     /// Validates the binary on disk with `-t`, starts it with our listening socket, waits until it
     /// serves, then stops accepting and lets our clients finish.
     func binaryUpgrade(reason: String) {
-        queue.async { [self] in
-            if upgrading || shuttingDown {
-                logger.warning("\(reason): an upgrade or shutdown is already in progress")
-                return
-            }
+        let proceed: Bool = lock.withLock {
+            if upgrading || shuttingDown { return false }
             upgrading = true
-            defer { upgrading = false }
-            let exe = Spawn.executablePath
-            logger.info("\(reason): binary upgrade: validating \(exe) -t \(options.configPath)")
-            let (rc, output) = Spawn.run(path: exe, args: ["-t", options.configPath])
-            guard rc == 0 else {
-                logger.error("BINARY UPGRADE ABORTED: `\(exe) -t \(options.configPath)` failed (exit \(rc)); still serving with the old process. \(output.replacingOccurrences(of: "\n", with: " | "))")
-                return
-            }
-            var pipeFDs: [Int32] = [0, 0]
-            guard pipe(&pipeFDs) == 0 else {
-                logger.error("BINARY UPGRADE ABORTED: pipe() failed: \(String(cString: strerror(errno)))")
-                return
-            }
-            let listenFD = runtime.listenerFD
-            var args = Array(CommandLine.arguments.dropFirst())
-            if let i = args.firstIndex(of: "--inherit-fd"), i + 1 < args.count { args.removeSubrange(i...(i + 1)) }
-            args.removeAll { $0.hasPrefix("--inherit-fd=") }
-            args += ["--inherit-fd", "3"]
-            var extraEnv = [ProcessRunner.readyFDEnv: "4", ProcessRunner.upgradeEnv: "1"]
-            if daemon { extraEnv[ProcessRunner.daemonChildEnv] = "1" }
-            let child: pid_t
-            do {
-                child = try Spawn.spawn(path: exe, args: args, extraEnv: extraEnv,
-                                        fds: [(listenFD, 3), (pipeFDs[1], 4)], newSession: daemon, nullStdio: daemon)
-            } catch {
-                close(pipeFDs[0]); close(pipeFDs[1])
-                logger.error("BINARY UPGRADE ABORTED: \(error)")
-                return
-            }
-            close(pipeFDs[1])
-            let ready = Spawn.waitForByte(fd: pipeFDs[0], timeoutMs: 10_000)
-            close(pipeFDs[0])
-            guard ready else {
-                kill(child, SIGKILL)
-                var status: Int32 = 0
-                waitpid(child, &status, 0)
-                logger.error("BINARY UPGRADE ABORTED: the new process (pid \(child)) did not become ready in 10 s; still serving")
-                return
-            }
-            shuttingDown = true
-            SystemdNotify.send("MAINPID=\(child)")
-            logger.info("binary upgrade: new process pid \(child) is serving; this process stops accepting and drains \(runtime.currentClients) clients")
-            runtime.stopAccepting()
-            // The new process owns the pid file now.
-            drainAndExit(removePidFile: false)
+            return true
         }
+        guard proceed else {
+            logger.warning("\(reason): an upgrade or shutdown is already in progress; ignored")
+            return
+        }
+        work.async { [self] in
+            let done = upgrade(reason: reason)
+            lock.withLock {
+                upgrading = false
+                if done { shuttingDown = true }
+            }
+            if done { drainAndExit(upgraded: true) }
+        }
+    }
+
+    private func aborted(_ why: String) {
+        logger.error("!!! BINARY UPGRADE ABORTED !!! \(why); this process (pid \(getpid())) keeps serving")
+    }
+
+    /// The upgrade up to the hand-over; true when the new process serves and we must drain and exit.
+    private func upgrade(reason: String) -> Bool {
+        let exe = Spawn.executablePath
+        logger.info("\(reason): binary upgrade: validating `\(exe) -t \(options.configPath)`")
+        let (rc, output) = Spawn.run(path: exe, args: ["-t", options.configPath])
+        guard rc == 0 else {
+            for line in output.split(separator: "\n") where !line.isEmpty { logger.error("  \(line)") }
+            aborted("`\(exe) -t \(options.configPath)` failed (exit \(rc))")
+            return false
+        }
+        guard runtime.listenerFD >= 0 else {
+            aborted("no listening socket to hand over")
+            return false
+        }
+        guard let ready = Spawn.cloexecPipe() else {
+            aborted("pipe() failed: \(String(cString: strerror(errno)))")
+            return false
+        }
+        var args = Array(CommandLine.arguments.dropFirst())
+        if let i = args.firstIndex(of: "--inherit-fd"), i + 1 < args.count { args.removeSubrange(i...(i + 1)) }
+        args.removeAll { $0.hasPrefix("--inherit-fd=") }
+        args += ["--inherit-fd", "3"]
+        var extraEnv = [ProcessRunner.readyFDEnv: "4", ProcessRunner.upgradeEnv: "1"]
+        if daemon { extraEnv[ProcessRunner.daemonChildEnv] = "1" }
+        let child: pid_t
+        do {
+            // Foreground: the new process shares our stdio (same terminal, file or journal) and
+            // process group. Daemon: its own session, stdio on /dev/null, logs to syslog.
+            child = try Spawn.spawn(path: exe, args: args, extraEnv: extraEnv, removeEnv: ["INHERIT_FD"],
+                                    fds: [(runtime.listenerFD, 3), (ready.write, 4)],
+                                    newSession: daemon, nullStdio: daemon)
+        } catch {
+            close(ready.read); close(ready.write)
+            aborted("\(error)")
+            return false
+        }
+        close(ready.write)
+        logger.info("binary upgrade: started \(exe) as pid \(child); waiting until it serves")
+        let result = Spawn.waitForReady(fd: ready.read, timeoutMs: Self.upgradeReadyTimeoutMs)
+        close(ready.read)
+        guard result == .ready else {
+            kill(child, SIGKILL)
+            var status: Int32 = 0
+            waitpid(child, &status, 0)
+            switch result {
+            case .failed(let why): aborted("the new process (pid \(child)) failed to start: \(why)")
+            case .timedOut: aborted("the new process (pid \(child)) did not become ready in \(Self.upgradeReadyTimeoutMs / 1000) s")
+            default: aborted("the new process (pid \(child)) exited before it was ready")
+            }
+            return false
+        }
+        SystemdNotify.send("MAINPID=\(child)")
+        logger.info("binary upgrade: new process pid \(child) is serving; this process (pid \(getpid())) stops accepting and lets its \(runtime.currentClients) clients finish (up to shutdown_timeout \(runtime.config.general.shutdownTimeout) ms)")
+        lock.withLock { handedOver = true }
+        // Closing our Unix listener makes NIO unlink the path, which now names the new process's
+        // socket: keep a hard link to it and put it back right after.
+        var aside: String?
+        if let path = unixSocketPath, let id = SocketFile.identity(path), id != unixSocketID {
+            let tmp = path + ".upgrade.\(getpid())"
+            unlink(tmp)
+            if link(path, tmp) == 0 { aside = tmp }
+        }
+        runtime.stopAccepting()
+        if let tmp = aside, let path = unixSocketPath, rename(tmp, path) != 0 {
+            logger.warning("could not restore \(path) for the new process: \(String(cString: strerror(errno)))")
+            unlink(tmp)
+        }
+        return true
     }
 }
 
 /// Daemon mode: the foreground process starts a detached copy of itself and exits once it serves.
 enum Daemon {
-    static func detach(config: Config) -> Int32 {
+    static func detach(config: Config, logger: Logger) -> Int32 {
         let pidFile = config.general.daemonPidFile
         if let pid = livePid(in: pidFile) {
-            ProcessRunner.stderr("pg_doorman: another pg_doorman (pid \(pid)) is running with pid file \(pidFile); not starting")
+            logger.error("another pg_doorman (pid \(pid)) is running with pid file \(pidFile); not starting")
             return ProcessRunner.exOSErr
         }
-        var pipeFDs: [Int32] = [0, 0]
-        guard pipe(&pipeFDs) == 0 else { return ProcessRunner.exOSErr }
+        if let notify = ProcessInfo.processInfo.environment["NOTIFY_SOCKET"], !notify.isEmpty {
+            logger.warning("-d/--daemon under systemd (NOTIFY_SOCKET is set): use Type=notify without -d, or Type=forking with PIDFile=\(pidFile)")
+        }
+        guard let ready = Spawn.cloexecPipe() else { return ProcessRunner.exOSErr }
         umask(0o027)
         let child: pid_t
         do {
             child = try Spawn.spawn(
                 path: Spawn.executablePath, args: Array(CommandLine.arguments.dropFirst()),
                 extraEnv: [ProcessRunner.daemonChildEnv: "1", ProcessRunner.readyFDEnv: "3"],
-                fds: [(pipeFDs[1], 3)], newSession: true, nullStdio: true)
+                removeEnv: [ProcessRunner.upgradeEnv],
+                fds: [(ready.write, 3)], newSession: true, nullStdio: true)
         } catch {
-            ProcessRunner.stderr("pg_doorman: cannot daemonize: \(error)")
+            close(ready.read); close(ready.write)
+            logger.error("cannot daemonize: \(error)")
             return ProcessRunner.exOSErr
         }
-        close(pipeFDs[1])
-        let ready = Spawn.waitForByte(fd: pipeFDs[0], timeoutMs: 15_000)
-        close(pipeFDs[0])
+        close(ready.write)
+        let result = Spawn.waitForReady(fd: ready.read, timeoutMs: 15_000)
+        close(ready.read)
         let ident = config.general.syslogProgName ?? "pg_doorman"
-        if ready {
-            print("pg_doorman: running as daemon, pid \(child), pid file \(pidFile); logs go to syslog as '\(ident)'")
+        let logs = LogSink.syslogAvailable
+            ? "logs go to syslog as '\(ident)'"
+            : "no syslog socket (/dev/log) on this host, so the daemon's log is discarded; run without -d to see it"
+        switch result {
+        case .ready:
+            print("pg_doorman: running as daemon, pid \(child), pid file \(pidFile); \(logs)")
             return 0
+        case .failed(let why):
+            logger.error("the daemon (pid \(child)) could not start: \(why)")
+        case .timedOut:
+            kill(child, SIGKILL)
+            logger.error("the daemon (pid \(child)) did not report ready within 15 s; killed; \(logs)")
+        case .died:
+            logger.error("the daemon (pid \(child)) exited during startup; \(logs)")
         }
-        ProcessRunner.stderr("pg_doorman: the daemon (pid \(child)) did not start; see syslog ('\(ident)') for why")
+        var status: Int32 = 0
+        waitpid(child, &status, WNOHANG)
         return 1
     }
 
@@ -290,6 +433,20 @@ enum Daemon {
            pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) == getpid() {
             unlink(path)
         }
+    }
+}
+
+/// Identity of a socket file, to tell ours from the one a new process bound at the same path.
+enum SocketFile {
+    struct ID: Equatable {
+        var dev: UInt64
+        var ino: UInt64
+    }
+
+    static func identity(_ path: String) -> ID? {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return nil }
+        return ID(dev: UInt64(st.st_dev), ino: UInt64(st.st_ino))
     }
 }
 

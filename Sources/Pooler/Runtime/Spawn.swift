@@ -19,10 +19,30 @@ enum Spawn {
         return arg0
     }()
 
+    /// A pipe whose ends are close-on-exec (a spawned child gets only the copies it is handed, so the
+    /// reader sees EOF as soon as the child dies).
+    static func cloexecPipe() -> (read: Int32, write: Int32)? {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return nil }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return (fds[0], fds[1])
+    }
+
     /// posix_spawn `path` with `args`; `fds` maps (source descriptor → descriptor in the child).
     /// stdio: when `nullStdio`, stdin/stdout/stderr go to /dev/null.
-    static func spawn(path: String, args: [String], extraEnv: [String: String], fds: [(Int32, Int32)] = [],
-                      newSession: Bool = false, nullStdio: Bool = false) throws -> pid_t {
+    static func spawn(path: String, args: [String], extraEnv: [String: String], removeEnv: [String] = [],
+                      fds: [(Int32, Int32)] = [], newSession: Bool = false, nullStdio: Bool = false) throws -> pid_t {
+        // Sources are first copied above every target so that no dup2 clobbers another source and no
+        // source already sits on its target (dup2(fd, fd) would keep FD_CLOEXEC set).
+        var copies: [(Int32, Int32)] = []
+        defer { for (c, _) in copies { close(c) } }
+        for (src, dst) in fds {
+            let c = fcntl(src, F_DUPFD_CLOEXEC, 64)
+            guard c >= 0 else {
+                throw ListenSocket.Failure(description: "cannot duplicate descriptor \(src): \(String(cString: strerror(errno)))")
+            }
+            copies.append((c, dst))
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -31,16 +51,28 @@ enum Spawn {
             posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
             posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
         }
-        for (src, dst) in fds {
+        for (src, dst) in copies {
             // dup2 onto a different number clears FD_CLOEXEC in the child.
             posix_spawn_file_actions_adddup2(&actions, src, dst)
         }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
+        // The child starts with default signal handling and nothing blocked, whatever this thread had
+        // (we ignore SIGHUP/SIGTERM/SIGINT/SIGUSR2/SIGPIPE and the dispatch threads block signals).
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
         // 0x80 = POSIX_SPAWN_SETSID (glibc 2.26+), not imported into Swift.
-        if newSession { posix_spawnattr_setflags(&attr, Int16(0x80)) }
+        var flags = Int32(POSIX_SPAWN_SETSIGDEF) | Int32(POSIX_SPAWN_SETSIGMASK)
+        if newSession { flags |= 0x80 }
+        posix_spawnattr_setflags(&attr, Int16(flags))
         var env = ProcessInfo.processInfo.environment
+        for k in removeEnv { env.removeValue(forKey: k) }
         for (k, v) in extraEnv { env[k] = v }
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -68,21 +100,64 @@ enum Spawn {
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
     }
 
-    /// Waits up to `timeoutMs` for one byte on `fd`.
-    static func waitForByte(fd: Int32, timeoutMs: Int32) -> Bool {
+    enum Readiness: Equatable {
+        case ready
+        /// The child reported why it could not start.
+        case failed(String)
+        /// EOF without a word (the child died) or nothing within the timeout.
+        case died
+        case timedOut
+    }
+
+    /// Waits up to `timeoutMs` for the child's report on `fd`: one byte 1 (serving), or 0 followed by
+    /// the reason it failed.
+    static func waitForReady(fd: Int32, timeoutMs: Int32) -> Readiness {
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeoutMs) * 1_000_000
         var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        let rc = poll(&pfd, 1, timeoutMs)
-        guard rc > 0 else { return false }
+        while true {
+            let now = DispatchTime.now().uptimeNanoseconds
+            if now >= deadline { return .timedOut }
+            let rc = poll(&pfd, 1, Int32((deadline - now) / 1_000_000) + 1)
+            if rc < 0 && errno == EINTR { continue }
+            if rc == 0 { return .timedOut }
+            if rc < 0 { return .died }
+            break
+        }
         var b: UInt8 = 0
-        return read(fd, &b, 1) == 1
+        let n = read(fd, &b, 1)
+        if n == 1 && b == 1 { return .ready }
+        if n == 1 && b == 0 {
+            var text: [UInt8] = []
+            var buf = [UInt8](repeating: 0, count: 4096)
+            while text.count < 65536 {
+                let m = read(fd, &buf, buf.count)
+                if m <= 0 { break }
+                text += buf[0..<m]
+            }
+            return .failed(String(decoding: text, as: UTF8.self))
+        }
+        return .died
     }
 
     /// Tells the process that started us (binary upgrade or daemon parent) that we are serving.
     static func signalReady(envKey: String) {
-        guard let s = ProcessInfo.processInfo.environment[envKey], let fd = Int32(s) else { return }
+        guard let fd = takeFD(envKey) else { return }
         var b: UInt8 = 1
         _ = write(fd, &b, 1)
         close(fd)
+    }
+
+    /// Tells the process that started us why we could not start.
+    static func signalFailure(envKey: String, message: String) {
+        guard let fd = takeFD(envKey) else { return }
+        let bytes: [UInt8] = [0] + Array(message.utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+    }
+
+    private static func takeFD(_ envKey: String) -> Int32? {
+        guard let s = getenv(envKey).map({ String(cString: $0) }), let fd = Int32(s), fd > 2 else { return nil }
         unsetenv(envKey)
+        return fd
     }
 }
