@@ -393,8 +393,6 @@ def test_sighup_applies_pool_size(doorman, doorman_config):
     assert dm.alive()
 
 
-@pytest.mark.xfail(strict=True, reason="PoolerRuntime.reload() shuts the replaced ServerPool down and a connected "
-                   "client keeps using it ('Pool has been closed'); needs a successor pool in Pool/ServerPool.swift")
 def test_sighup_pool_change_keeps_connected_clients(doorman, doorman_config):
     cfg = doorman_config(pool_size=3)
     dm = doorman(cfg)
@@ -659,9 +657,6 @@ def test_upgrade_aborts_when_new_process_does_not_start(doorman_config, tmp_dir)
         dm.stop()
 
 
-@pytest.mark.xfail(strict=False, reason="race in PoolerRuntime.stopAccepting(): it sets the shutting-down flag "
-                   "before closing the listener, so a connection the old process accepted just before gets "
-                   "FATAL 57P03 'pg_doorman is shutting down' at startup instead of being served")
 def test_sigusr2_under_pgbench_reconnecting_clients(doorman, doorman_config, reap):
     """pgbench -C opens a connection per transaction: connections keep arriving during the hand-over."""
     dm = doorman(doorman_config(pool_size=5, shutdown_timeout=30000), args=("-l", "info"))

@@ -647,7 +647,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Checkout hot path: an idle server attached synchronously (nothing queued, not a lone Terminate).
     @inline(__always)
     private func attachIdleServer(for buffer: ByteBuffer) -> ServerConnection? {
-        guard !waitingForServer, pending == nil, let pool else { return nil }
+        guard !waitingForServer, pending == nil, var pool else { return nil }
+        if pool.isClosed, let next = pool.successor {
+            // RELOAD replaced our pool: move to the new one at this transaction boundary.
+            self.pool = next
+            pool = next
+        }
         if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X { return nil }
         guard let s = pool.tryAcquireIdle(on: loop, now: .now()) else { return nil }
         attach(s)

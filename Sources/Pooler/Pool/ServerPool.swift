@@ -40,6 +40,8 @@ public final class ServerPool {
     private var _closed = false
     private var _scramClientKey: [UInt8]?
     private var _serverParameters: [(String, String)]?
+    /// Set when RELOAD replaced this pool: checkouts go there instead.
+    private var _successor: ServerPool?
     public let stats = PoolStats()
     /// Prepared statements shared by the pool's clients (transaction mode).
     public let statementCache: PreparedStatementCache
@@ -53,7 +55,8 @@ public final class ServerPool {
     init(settings: PoolSettings, connector: ServerConnector) {
         self.settings = settings
         self.connector = connector
-        self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize)
+        self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize,
+                                                     counter: .shared)
     }
 
     // MARK: - Shared state accessors
@@ -116,6 +119,9 @@ public final class ServerPool {
 
     /// Gets a server for a client living on `loop`; `callback` runs on `loop`.
     public func acquire(on loop: EventLoop, _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
+        if let next = successor {
+            return next.acquire(on: loop, callback)
+        }
         enum Step { case use(ServerConnection), create, wait, closed }
         let now = NIODeadline.now()
         var step: Step = .wait
@@ -309,6 +315,30 @@ public final class ServerPool {
         }
         for s in drained { s.close() }
         serveWaitersWithNewConnections()
+    }
+
+    /// The pool that replaced this one at RELOAD (followed to the newest), if any.
+    public var successor: ServerPool? {
+        guard let next = lock.withLock({ _successor }) else { return nil }
+        return next.successor ?? next
+    }
+
+    /// RELOAD replaced this pool: idle servers close, waiters and future checkouts move to `successor`;
+    /// servers still in use are closed when they come back.
+    public func retire(successor: ServerPool) {
+        let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
+            _closed = true
+            _successor = successor
+            let d = idle
+            idle.removeAll()
+            for s in d where s.countedInPool {
+                s.countedInPool = false
+                open -= 1
+            }
+            return (d, waiters.removeAll())
+        }
+        for s in drained { s.close() }
+        for w in pending { successor.acquire(on: w.loop, w.callback) }
     }
 
     /// Closes idle servers and refuses new checkouts (used when the pool is replaced or at shutdown).

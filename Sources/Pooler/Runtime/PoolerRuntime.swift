@@ -126,19 +126,28 @@ public final class PoolerRuntime {
         }
         // Server-facing certificates are re-read on every RELOAD (new connections use them).
         if let problem = reloadServerTLS(newConfig) { return (false, result.diagnostics + [problem]) }
-        let retired: [ServerPool] = lock.withLock {
-            if newConfig == _config { return [] }
+        let (before, replaced): (Config, [(ServerPool, ServerPool?)]) = lock.withLock {
+            let before = _config
+            if newConfig == _config { return (before, []) }
             let old = _pools
             _pools = Self.buildPools(config: newConfig, previous: old, connector: connector)
             _config = newConfig
-            return old.values.filter { p in !_pools.values.contains { $0 === p } }
+            return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
+                .map { ($0.value, _pools[$0.key]) })
         }
-        if retired.isEmpty && newConfig == config && lock.withLock({ _pools.count }) > 0 {
-            // Either unchanged, or changed only in ways that kept every pool.
+        // Replaced pools hand their waiters and future checkouts to the new pool of the same
+        // (database, user); connected clients keep working. Removed pools close.
+        for (old, successor) in replaced {
+            if let successor { old.retire(successor: successor) } else { old.shutdown() }
         }
-        for p in retired { p.shutdown() }
-        logger.info("RELOAD: configuration \(retired.isEmpty ? "applied (pools kept)" : "applied, \(retired.count) pool(s) replaced")")
-        return (true, result.diagnostics)
+        let changes = ConfigDiff.lines(old: before, new: newConfig)
+        if changes.isEmpty {
+            logger.info("config unchanged")
+        } else {
+            for c in changes { logger.info("config changed: \(c)") }
+            if !replaced.isEmpty { logger.info("RELOAD: \(replaced.count) pool(s) replaced; new connections use the new settings") }
+        }
+        return (!changes.isEmpty, result.diagnostics)
     }
 
     func statsAverages(for pool: ServerPool) -> PoolStats.Snapshot { averager.averages(for: pool) }
@@ -229,14 +238,12 @@ public final class PoolerRuntime {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: general.tcpNoDelay ? 1 : 0)
             .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .childChannelOption(Self.tcpOption(TCP_KEEPIDLE), value: SocketOptionValue(max(1, general.tcpKeepalivesIdle)))
-            .childChannelOption(Self.tcpOption(TCP_KEEPINTVL), value: SocketOptionValue(max(1, general.tcpKeepalivesInterval)))
-            .childChannelOption(Self.tcpOption(TCP_KEEPCNT), value: SocketOptionValue(max(1, general.tcpKeepalivesCount)))
-            .childChannelOption(Self.tcpOption(TCP_USER_TIMEOUT), value: SocketOptionValue(general.tcpUserTimeout * 1000))
             .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [unowned self] channel in
                 self.totalConnections.wrappingIncrement(ordering: .relaxed)
                 let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
+                // TCP-only socket options (Unix-socket clients share this bootstrap).
+                if case .unixDomainSocket = channel.remoteAddress {} else { Self.configureTCP(channel, general) }
                 return channel.pipeline.addHandler(session)
             }
         let fd: Int32
@@ -290,6 +297,17 @@ public final class PoolerRuntime {
         }
     }
 
+    /// Keepalive timing and TCP_USER_TIMEOUT from `general` (failures are ignored: best effort).
+    static func configureTCP(_ channel: Channel, _ general: General) {
+        let opts: [(Int32, UInt64)] = [
+            (TCP_KEEPIDLE, max(1, general.tcpKeepalivesIdle)), (TCP_KEEPINTVL, max(1, general.tcpKeepalivesInterval)),
+            (TCP_KEEPCNT, UInt64(max(1, general.tcpKeepalivesCount))), (TCP_USER_TIMEOUT, general.tcpUserTimeout * 1000),
+        ]
+        for (name, value) in opts {
+            channel.setOption(tcpOption(name), value: SocketOptionValue(value)).whenComplete { _ in }
+        }
+    }
+
     static func tcpOption(_ name: Int32) -> ChannelOptions.Types.SocketOption {
         ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(name))
     }
@@ -299,12 +317,12 @@ public final class PoolerRuntime {
 
     /// Asks every non-admin client to leave: idle ones now, busy ones after their transaction.
     public func closeClientsGracefully() {
+        shuttingDown.store(true, ordering: .relaxed)
         for c in clients where !isAdminDatabase(c.database) { c.shutdownRequested() }
     }
 
     /// Closes the listeners only; connected clients keep being served.
     public func stopAccepting() {
-        shuttingDown.store(true, ordering: .relaxed)
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
     }

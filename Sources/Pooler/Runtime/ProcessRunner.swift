@@ -195,18 +195,11 @@ final class SignalHandlers {
     /// else logs each changed setting (or "config unchanged").
     func reload(reason: String) {
         logger.info("\(reason): reloading configuration from \(options.configPath)")
-        let before = runtime.config
+        // The runtime logs each changed setting (or "config unchanged"), the same as admin RELOAD.
         let (_, diagnostics) = runtime.reload()
         let errors = diagnostics.filter { $0.severity == .error }
         if !errors.isEmpty {
             logger.error("\(reason): \(options.configPath) has \(errors.count) error(s); the old configuration stays in effect")
-            return
-        }
-        let changes = ConfigDiff.lines(old: before, new: runtime.config)
-        if changes.isEmpty {
-            logger.info("config unchanged")
-        } else {
-            for c in changes { logger.info("config changed: \(c)") }
         }
     }
 

@@ -49,10 +49,21 @@ struct StatementKey: Hashable {
 /// <= 0 means unbounded) with least-recently-used eviction. Eviction only forgets the mapping:
 /// clients keep their `PreparedStatement` references and servers keep the statements they hold,
 /// so a later Parse of the same content simply gets a fresh `DOORMAN_<n>`.
+/// Numbers for `DOORMAN_<n>` names. The pooler shares one across all pools so that a name never
+/// means two different statements anywhere in the process (a client that moves to a new pool after
+/// RELOAD keeps its old names).
+public final class StatementNameCounter: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var value: UInt64 = 0
+    public static let shared = StatementNameCounter()
+    public init() {}
+    func next() -> UInt64 { lock.withLock { value &+= 1; return value } }
+}
+
 public final class PreparedStatementCache: @unchecked Sendable {
     private let lock = NIOLock()
     private var map: LRUMap<StatementKey, PreparedStatement>
-    private var counter: UInt64 = 0
+    private let counter: StatementNameCounter
     private var _hits: UInt64 = 0
     private var _misses: UInt64 = 0
     private let namePrefix: String
@@ -60,9 +71,10 @@ public final class PreparedStatementCache: @unchecked Sendable {
     /// - Parameters:
     ///   - capacity: maximum number of entries; <= 0 means unbounded.
     ///   - namePrefix: prefix of server-side names (`DOORMAN_`).
-    public init(capacity: Int, namePrefix: String = "DOORMAN_") {
+    public init(capacity: Int, namePrefix: String = "DOORMAN_", counter: StatementNameCounter = StatementNameCounter()) {
         self.map = LRUMap(capacity: capacity)
         self.namePrefix = namePrefix
+        self.counter = counter
     }
 
     /// The statement for this content, created (with the next `DOORMAN_<n>`) when absent.
@@ -74,8 +86,8 @@ public final class PreparedStatementCache: @unchecked Sendable {
                 return hit
             }
             _misses &+= 1
-            counter &+= 1
-            let stmt = PreparedStatement(name: "\(namePrefix)\(counter)", query: query, parameterTypes: parameterTypes)
+            let stmt = PreparedStatement(name: "\(namePrefix)\(counter.next())", query: query,
+                                         parameterTypes: parameterTypes)
             map.set(key, stmt)
             return stmt
         }
