@@ -71,6 +71,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     // relays whole messages through it (set at attach once the client has used the extended protocol).
     private var rewriter: PreparedStatementRewriter?
     private var extendedClient = false
+    /// The client sent Parse of the unnamed statement on the current server (raw path).
+    private var unnamedParsed = false
     private var messageMode = false
     private var clientAcc: ByteBuffer?
     private var serverAcc: ByteBuffer?
@@ -459,45 +461,65 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                 terminating = true
                 return close()
             }
-            var b = buffer
-            if pending == nil { pending = context.channel.allocator.buffer(capacity: b.readableBytes) }
-            pending!.writeBuffer(&b)
+            if pending == nil {
+                pending = buffer  // no copy: usually the whole query arrives in one read
+            } else {
+                var b = buffer
+                pending!.writeBuffer(&b)
+            }
             if !waitingForServer { acquireServer() }
             return
-        }
-        if !messageMode, rewriter != nil, clientScanner.atBoundary, serverScanner.atBoundary, expectedReady == 0,
-           let first = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
-           first == P || first == B || first == D || first == C
-        {
-            // The extended protocol starts at a quiet point: from now on relay whole messages.
-            extendedClient = true
-            messageMode = true
         }
         if messageMode {
             return relayMessagesFromClient(buffer, server: server)
         }
         var terminateAt = -1
         var queries = 0
-        // An extended-protocol message later in this read (e.g. Query then Parse in one packet): the
-        // bytes before it go raw, the rest through the rewriter — possible when the server was quiet.
-        let canSwitch = rewriter != nil && expectedReady == 0 && serverScanner.atBoundary && clientScanner.atBoundary
+        // The extended protocol goes through the rewriter (message mode). The switch happens at the
+        // first Parse/Bind/Describe/Close when nothing sent earlier is still unanswered, so the bytes
+        // before it go raw and the rest through the rewriter. When the switch is impossible (deep
+        // pipelining), named statements go raw but mark the server for cleanup, and a Bind of an
+        // unnamed statement this client never parsed on this server is refused rather than run.
+        let quietAtStart = rewriter != nil && expectedReady == 0 && serverScanner.atBoundary && clientScanner.atBoundary
         var switchAt = -1
+        var refuse = false
         do {
-            try clientScanner.scan(buffer, wantPrefix: { $0 == P ? 1 : 0 }) { type, _, prefix, start in
-                if switchAt >= 0 { return }
-                if canSwitch && (type == P || type == B || type == D || type == C) {
-                    switchAt = start
-                    return
+            try clientScanner.scan(buffer, wantPrefix: { t in t == P ? 1 : (t == B || t == D || t == C ? 2 : 0) }) {
+                type, _, prefix, start in
+                if switchAt >= 0 || refuse { return }
+                if rewriter != nil && (type == P || type == B || type == D || type == C) {
+                    if quietAtStart && !extendedOpen {
+                        switchAt = start
+                        return
+                    }
+                }
+                if rewriter != nil && (type == P || type == B || type == D || type == C) && needsRewriter(type, prefix) {
+                    if type != P && prefix.count >= 2 && prefix[1] == 0 && (type == B ? prefix[0] == 0 : true) {
+                        // Bind/Describe of an unnamed statement this client did not Parse on this server.
+                        refuse = true
+                        return
+                    }
+                    dirty = true  // a client-named statement reached the server: clean it before reuse
                 }
                 switch type {
                 case X:
                     terminateAt = start
                 case P:
+                    if prefix.count > 0 && prefix[0] == 0 { unnamedParsed = true }
                     if rewriter == nil && prefix.count > 0 && prefix[0] != 0 { dirty = true }
+                    queries += account(type)
+                case Q:
+                    unnamedParsed = false
+                    queries += account(type)
+                case C:
+                    if prefix.count >= 2 && prefix[0] == UInt8(ascii: "S") && prefix[1] == 0 { unnamedParsed = false }
                     queries += account(type)
                 default:
                     queries += account(type)
                 }
+            }
+            if refuse {
+                return fatal(code: "26000", "unnamed prepared statement does not exist")
             }
         } catch {
             return fatal(code: "08P01", "invalid message length from client")
@@ -543,6 +565,27 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         var b = buffer
         pending.writeBuffer(&b)
         return pending
+    }
+
+    /// Whether a Parse/Bind/Describe/Close (with the first body bytes in `p`) needs the prepared
+    /// statement rewriter: anything naming a statement, or an unnamed statement this client has not
+    /// parsed on the current server.
+    @inline(__always)
+    private func needsRewriter(_ type: UInt8, _ p: UnsafeRawBufferPointer) -> Bool {
+        switch type {
+        case P:
+            return p.count < 1 || p[0] != 0
+        case B:  // portal\0 statement\0 ...: only an unnamed portal lets us see the statement name
+            guard p.count >= 2, p[0] == 0 else { return true }
+            return p[1] != 0 || !unnamedParsed
+        case D, C:  // 'S'|'P', name\0
+            guard p.count >= 2 else { return true }
+            if p[0] == UInt8(ascii: "P") { return false }
+            if p[1] == 0 { return type == D ? !unnamedParsed : false }
+            return true
+        default:
+            return false
+        }
     }
 
     /// Bookkeeping for one frontend message on its way to the server: how many ReadyForQuery replies
@@ -697,6 +740,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         attachedAt = .now()
         messageMode = rewriter != nil && extendedClient
         serverInCopy = false
+        unnamedParsed = false
         if serverSameLoop {
             s.attach(to: self)
         } else {

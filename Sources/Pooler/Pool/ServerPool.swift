@@ -241,7 +241,12 @@ public final class ServerPool {
         }
         if let waiter {
             stats.recordWait(micros: UInt64(max(0, (now - waiter.enqueuedAt).nanoseconds / 1000)))
-            Self.run(on: waiter.loop) { waiter.callback(.success(server)) }
+            // Direct handoff; on the same loop without a closure allocation.
+            if waiter.loop.inEventLoop {
+                waiter.callback(.success(server))
+            } else {
+                waiter.loop.execute { waiter.callback(.success(server)) }
+            }
         }
     }
 
