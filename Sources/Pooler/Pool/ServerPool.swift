@@ -331,6 +331,20 @@ public final class ServerPool {
     /// RELOAD replaced this pool: idle servers close, waiters and future checkouts move to `successor`;
     /// servers still in use are closed when they come back.
     public func retire(successor: ServerPool) {
+        let pending = close(handingOverTo: successor)
+        for w in pending { successor.acquire(on: w.loop, w.callback) }
+    }
+
+    /// Closes idle servers and refuses new checkouts (used when the pool is replaced or at shutdown).
+    public func shutdown() {
+        let pending = close(handingOverTo: nil)
+        for w in pending {
+            Self.run(on: w.loop) { w.callback(.failure(.closed)) }
+        }
+    }
+
+    /// Marks the pool closed, closes its idle servers, and returns the waiters for the caller to settle.
+    private func close(handingOverTo successor: ServerPool?) -> [Waiter] {
         let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
             _closed = true
             _successor = successor
@@ -343,25 +357,7 @@ public final class ServerPool {
             return (d, waiters.removeAll())
         }
         for s in drained { s.close() }
-        for w in pending { successor.acquire(on: w.loop, w.callback) }
-    }
-
-    /// Closes idle servers and refuses new checkouts (used when the pool is replaced or at shutdown).
-    public func shutdown() {
-        let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
-            _closed = true
-            let d = idle
-            idle.removeAll()
-            for s in d where s.countedInPool {
-                s.countedInPool = false
-                open -= 1
-            }
-            return (d, waiters.removeAll())
-        }
-        for s in drained { s.close() }
-        for w in pending {
-            Self.run(on: w.loop) { w.callback(.failure(.closed)) }
-        }
+        return pending
     }
 
     public var isClosed: Bool { lock.withLock { _closed } }

@@ -1,0 +1,287 @@
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+private let Z = UInt8(ascii: "Z"), Q = UInt8(ascii: "Q"), S = UInt8(ascii: "S"), P = UInt8(ascii: "P")
+private let B = UInt8(ascii: "B"), D = UInt8(ascii: "D"), E = UInt8(ascii: "E"), C = UInt8(ascii: "C")
+private let H = UInt8(ascii: "H"), X = UInt8(ascii: "X"), F = UInt8(ascii: "F"), I = UInt8(ascii: "I")
+
+/// Front door: startup packet, pg_hba, client authentication, and the login reply.
+extension ClientSession {
+    // MARK: - Startup and authentication
+
+    func processLoginInput() {
+        while true {
+            switch phase {
+            case .startup:
+                guard let result = StartupPacket.decode(&inbound) else { return }
+                switch result {
+                case .failure:
+                    // Bad length or unknown code: close without a reply (nothing sensible to say).
+                    close()
+                    return
+                case .success(.sslRequest):
+                    if startTLS() { return }
+                    var out = context.channel.allocator.buffer(capacity: 1)
+                    out.writeInteger(UInt8(ascii: "N"))
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .success(.gssEncRequest):
+                    var out = context.channel.allocator.buffer(capacity: 1)
+                    out.writeInteger(UInt8(ascii: "N"))
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .success(.cancel(let pid, let secret)):
+                    runtime.cancel(processID: pid, secretKey: secret)
+                    close()
+                    return
+                case .success(.startup(let params, _)):
+                    startup(params)
+                }
+            case .authMD5(let salt, let hash):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                var body = msg.1
+                let response = Array(body.readableBytesView.prefix { $0 != 0 })
+                _ = body
+                if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
+                    authenticated(clientKey: nil)
+                } else {
+                    authFailed()
+                }
+                return
+            case .authSCRAMFirst(var scram):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                var body = msg.1
+                guard body.readCString() == "SCRAM-SHA-256", let n: Int32 = body.readInteger(), n >= 0,
+                      let data = body.readBytes(length: Int(n))
+                else {
+                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                }
+                switch scram.receiveClientFirst(data) {
+                case .success(let serverFirst):
+                    phase = .authSCRAMFinal(scram)
+                    var out = context.channel.allocator.buffer(capacity: 64 + serverFirst.count)
+                    BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
+                    context.writeAndFlush(NIOAny(out), promise: nil)
+                case .failure:
+                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                }
+            case .authSCRAMFinal(var scram):
+                guard let msg = nextMessage() else { return }
+                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
+                switch scram.receiveClientFinal(Array(msg.1.readableBytesView)) {
+                case .success(let (serverFinal, clientKey)):
+                    var out = context.channel.allocator.buffer(capacity: 64 + serverFinal.count)
+                    BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
+                    context.write(NIOAny(out), promise: nil)
+                    authenticated(clientKey: clientKey)
+                case .failure:
+                    authFailed()
+                }
+                return
+            default:
+                return
+            }
+        }
+    }
+
+    /// SSLRequest on TCP with a client-facing certificate: answers `S` and puts TLS in front of this
+    /// handler; the StartupMessage then arrives encrypted. False when the answer must be `N`.
+    func startTLS() -> Bool {
+        guard !isUnixSocket, !usesTLS, let tlsContext = runtime.tls.clientContext else { return false }
+        // A client waits for the answer: anything already sent after the SSLRequest was not encrypted.
+        guard inbound.readableBytes == 0 else {
+            close()
+            return true
+        }
+        var out = context.channel.allocator.buffer(capacity: 1)
+        out.writeInteger(UInt8(ascii: "S"))
+        context.writeAndFlush(NIOAny(out), promise: nil)
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext),
+                                                           position: .before(self))
+        } catch {
+            close()
+            return true
+        }
+        usesTLS = true
+        runtime.tls.clientTLSConnections.wrappingIncrement(ordering: .relaxed)
+        return true
+    }
+
+    func nextMessage() -> (UInt8, ByteBuffer)? {
+        do {
+            return try MessageFramer.next(&inbound, maxLength: 10_000)
+        } catch {
+            protocolViolation()
+            return nil
+        }
+    }
+
+    func protocolViolation() {
+        fatal(code: "08P01", "invalid message during authentication")
+    }
+
+    func authFailed() {
+        fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+    }
+
+    func startup(_ params: [String: String]) {
+        user = params["user"] ?? ""
+        database = params["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
+        applicationName = params["application_name"] ?? ""
+        if !usesTLS && !isUnixSocket && runtime.tls.clientMode.requiresTLS {
+            return fatal(code: "28000", "Connection without SSL is not allowed by tls_mode.")
+        }
+        if runtime.isShuttingDown {
+            return fatal(code: "57P03", "pg_doorman is shutting down")
+        }
+        if !runtime.admitClient() {
+            return fatal(code: "53300", "sorry, too many clients already")
+        }
+        counted = true
+        runtime.sessionStarted(self)
+
+        let isAdmin = runtime.isAdminDatabase(database)
+        let decision = runtime.hbaDecision(
+            address: isUnixSocket ? nil : context.channel.remoteAddress, tls: usesTLS, database: database, user: user)
+        let method: ClientAuthMethod
+        switch decision {
+        case .method(let m): method = m
+        case .denied(let message): return fatal(code: "28000", message)
+        }
+
+        if isAdmin {
+            guard user == runtime.adminUsername else {
+                return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+            }
+            if method == .trust { return authenticated(clientKey: nil) }
+            let hash = MD5Password.hash(password: runtime.adminPassword, user: user)
+            return beginMD5(hash: hash)
+        }
+
+        guard let pool = runtime.pool(database: database, user: user) else {
+            if !runtime.hasDatabase(database) {
+                return fatal(code: "3D000", "database \"\(database)\" does not exist")
+            }
+            return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+        }
+        self.pool = pool
+        let stored = pool.settings.clientPassword
+        if method == .trust { return authenticated(clientKey: nil) }
+        if stored.hasPrefix("SCRAM-SHA-256$") {
+            guard let verifier = try? ScramVerifier(parsing: stored) else {
+                return fatal(code: "28P01", "Server authentication configuration error. Please contact your database administrator.")
+            }
+            return beginSCRAM(verifier)
+        }
+        if stored.hasPrefix("md5") && stored.count == 35 {
+            if method == .scram {
+                // PostgreSQL cannot run SCRAM against an MD5 hash either.
+                return authFailed()
+            }
+            return beginMD5(hash: stored)
+        }
+        if stored.isEmpty {
+            return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
+        }
+        // Plaintext password in the config: SCRAM with a verifier derived once per pool.
+        return beginSCRAM(runtime.derivedVerifier(for: pool))
+    }
+
+    func beginMD5(hash: String) {
+        var salt = [UInt8](repeating: 0, count: 4)
+        for i in 0..<4 { salt[i] = UInt8.random(in: 0...255) }
+        phase = .authMD5(salt: salt, hash: hash)
+        var out = context.channel.allocator.buffer(capacity: 13)
+        BackendMessage.authenticationMD5(salt: salt, into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+    }
+
+    func beginSCRAM(_ verifier: ScramVerifier) {
+        phase = .authSCRAMFirst(ScramServer(verifier: verifier))
+        var out = context.channel.allocator.buffer(capacity: 32)
+        BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+    }
+
+    func authenticated(clientKey: [UInt8]?) {
+        if runtime.isAdminDatabase(database) {
+            let admin = AdminSession(runtime: runtime, session: self)
+            phase = .admin(admin)
+            var out = context.channel.allocator.buffer(capacity: 256)
+            BackendMessage.authenticationOk(into: &out)
+            for (k, v) in AdminSession.parameters(runtime: runtime) { BackendMessage.parameterStatus(k, v, into: &out) }
+            BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
+            BackendMessage.readyForQuery(into: &out)
+            context.writeAndFlush(NIOAny(out), promise: nil)
+            runtime.logClientConnection(self)
+            if inbound.readableBytes > 0 { admin.receive(&inbound) }
+            return
+        }
+        guard let pool else { return close() }
+        if let clientKey, case .scramPassthrough = pool.settings.backendCredential {
+            pool.scramClientKey = clientKey
+        }
+        phase = .loggingIn
+        sessionMode = pool.settings.mode == .session
+        if !sessionMode && pool.settings.preparedStatementsCacheSize > 0 {
+            rewriter = PreparedStatementRewriter(cache: pool.statementCache)
+        }
+        if let params = pool.serverParameters, !sessionMode {
+            finishLogin(params)
+            return
+        }
+        // The first client of a pool (or any session-mode client) needs a server now.
+        pool.acquire(on: loop) { [self] result in
+            guard case .loggingIn = phase else {
+                if case .success(let s) = result { pool.release(s) }
+                return
+            }
+            switch result {
+            case .success(let s):
+                pool.serverParameters = s.parameters
+                if sessionMode {
+                    attach(s)
+                } else {
+                    pool.release(s)
+                }
+                finishLogin(pool.serverParameters ?? s.parameters)
+            case .failure(let error):
+                loginFailed(error)
+            }
+        }
+    }
+
+    func loginFailed(_ error: PoolError) {
+        switch error {
+        case .serverRejected(let e):
+            fatal(code: e.code, e.message)
+        default:
+            fatal(code: "08006", "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
+        }
+    }
+
+    func finishLogin(_ params: [(String, String)]) {
+        var out = context.channel.allocator.buffer(capacity: 512)
+        BackendMessage.authenticationOk(into: &out)
+        for (k, v) in params {
+            if k == "application_name" && !applicationName.isEmpty { continue }
+            BackendMessage.parameterStatus(k, v, into: &out)
+        }
+        if !applicationName.isEmpty { BackendMessage.parameterStatus("application_name", applicationName, into: &out) }
+        BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
+        BackendMessage.readyForQuery(into: &out)
+        context.writeAndFlush(NIOAny(out), promise: nil)
+        runtime.cancels.register(processID: id, secret: secretKey, session: self)
+        phase = .ready
+        runtime.logClientConnection(self)
+        if inbound.readableBytes > 0 {
+            let rest = inbound
+            inbound = context.channel.allocator.buffer(capacity: 0)
+            relayFromClient(rest)
+            channelReadComplete(context: context)
+        }
+    }
+
+}
