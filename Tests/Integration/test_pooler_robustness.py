@@ -1,0 +1,110 @@
+"""Malformed and hostile input: the pooler answers or closes the offending connection, never crashes,
+and keeps serving everyone else."""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import struct
+import time
+
+import psycopg
+
+MD5_USER, MD5_PW = "example_user_md5", "md5pass"
+
+
+def raw(dm, data: bytes, read: float = 0.5) -> bytes:
+    s = socket.create_connection((dm.host, dm.port), timeout=5)
+    try:
+        s.sendall(data)
+        s.settimeout(read)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return out
+    finally:
+        s.close()
+
+
+def startup(user=MD5_USER, db="example_db") -> bytes:
+    body = struct.pack("!i", 196608) + b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                                                for k, v in (("user", user), ("database", db))) + b"\0"
+    return struct.pack("!i", len(body) + 4) + body
+
+
+def still_serves(dm):
+    with psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True, connect_timeout=5, prepare_threshold=None) as c:
+        assert c.execute("SELECT 7").fetchone()[0] == 7
+
+
+def test_bad_first_packets_are_dropped(doorman, doorman_config):
+    dm = doorman(doorman_config())
+    cases = [
+        b"\x00\x00\x00\x04\x00\x00\x00\x00",          # length below the minimum
+        b"\x7f\xff\xff\xff\x00\x03\x00\x00",          # absurd length
+        b"\x00\x00\x00\x08\x00\x02\x00\x00",          # unknown protocol version
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",          # not PostgreSQL at all
+        b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00",  # parameters without terminator
+    ]
+    for c in cases:
+        raw(dm, c)
+    assert raw(dm, b"\x00\x00\x00\x08\x04\xd2\x16\x2f") == b"N"  # SSLRequest without TLS configured
+    still_serves(dm)
+
+
+def test_garbage_after_login_closes_only_that_client(doorman, doorman_config):
+    dm = doorman(doorman_config(pool_size=2))
+    rng = random.Random(1234)
+    for _ in range(30):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        with psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                             autocommit=True, connect_timeout=5) as c:
+            sock = socket.socket(fileno=os.dup(c.pgconn.socket))
+            try:
+                sock.sendall(junk)
+                time.sleep(0.01)
+            finally:
+                sock.close()
+    still_serves(dm)
+
+
+def test_oversized_message_length_is_refused(doorman, doorman_config):
+    dm = doorman(doorman_config())
+    with psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True, connect_timeout=5) as c:
+        sock = socket.socket(fileno=os.dup(c.pgconn.socket))
+        try:
+            sock.sendall(b"Q\x7f\xff\xff\xff")  # a 2 GiB Query: refused, not buffered
+            sock.settimeout(3)
+            data = sock.recv(4096)
+            assert data == b"" or b"08P01" in data
+        finally:
+            sock.close()
+    still_serves(dm)
+
+
+def test_silent_client_is_cut_off_after_startup_timeout(doorman, doorman_config):
+    dm = doorman(doorman_config())
+    s = socket.create_connection((dm.host, dm.port), timeout=30)
+    try:
+        s.sendall(startup())  # then never answers the password request
+        s.settimeout(25)
+        data = b""
+        t0 = time.time()
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert time.time() - t0 < 25
+        assert data[:1] == b"R"  # the authentication request came first; then the pooler hung up
+    finally:
+        s.close()
+    still_serves(dm)
