@@ -119,8 +119,6 @@ def dual_small_cache(pg, doorman, doorman_config):
     return Dual(pg, doorman(cfg), "transaction")
 
 
-@pytest.mark.xfail(strict=True, reason="known rewriter bug (issue 8 open): a statement whose injected Parse is skipped "
-                   "by an error in an earlier pipelined batch is forgotten after a later batch already relied on it")
 def test_cache_eviction_mid_batch(dual_small_cache):
     parses = b"".join(P(f"e{i}", f"SELECT {i} AS n, $1::int AS p") for i in range(6))
     binds = b"".join(B("", f"e{i}", [str(i).encode()]) + E() for i in range(6))

@@ -71,6 +71,8 @@ public struct PreparedStatementRewriter {
     /// Nothing but Sync/Query/FunctionCall sent since the last Sync: the backend is not skipping,
     /// so queued Closes can be sent.
     private var atBatchStart = true
+    /// Number of Syncs sent so far: tells whether a pending Parse belongs to an earlier batch.
+    private var batch = 0
 
     /// - Parameters:
     ///   - cache: the pool's statement cache.
@@ -136,6 +138,7 @@ public struct PreparedStatementRewriter {
             if type == Msg.sync {
                 serverSkipping = false
                 expected.append(Expectation(.relay(.sync)))
+            batch += 1
                 atBatchStart = true
             }
             return .ok
@@ -169,6 +172,7 @@ public struct PreparedStatementRewriter {
         case Msg.sync:
             Self.writeMessage(type, body, into: &toServer)
             expected.append(Expectation(.relay(.sync)))
+            batch += 1
             result = .ok
         case Msg.query:
             // A simple Query drops the unnamed statement (exec_simple_query).
@@ -249,13 +253,14 @@ public struct PreparedStatementRewriter {
         named[name] = stmt
         var e: Expectation
         if server.lookup(stmt.name) {
-            e = Expectation(.emit(Msg.parseComplete), onSkip: [restore])
+            if let pending = pendingParseBatch(stmt.name), pending < batch {
+                e = reparse(stmt, reply: .relay(.parse), extraUndo: [restore], into: &out)
+            } else {
+                e = Expectation(.emit(Msg.parseComplete), onSkip: [restore])
+            }
         } else {
             server.insert(stmt.name)
-            out.writeImmutableBuffer(stmt.parseMessage)
-            e = Expectation(.relay(.parse),
-                            onFailure: [.forgetOnServer(stmt.name), restore],
-                            onSkip: [.forgetOnServer(stmt.name), restore])
+            e = sendParse(stmt, reply: .relay(.parse), extraUndo: [restore], into: &out)
         }
         e.defines = name
         expected.append(e)
@@ -289,10 +294,9 @@ public struct PreparedStatementRewriter {
         guard let stmt = named[String(decoding: nameBytes, as: UTF8.self)] else { return .unchanged }
         if !server.lookup(stmt.name) {
             server.insert(stmt.name)
-            out.writeImmutableBuffer(stmt.parseMessage)
-            expected.append(Expectation(.dropParseComplete,
-                                        onFailure: [.forgetOnServer(stmt.name)],
-                                        onSkip: [.forgetOnServer(stmt.name)]))
+            expected.append(sendParse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
+        } else if let pending = pendingParseBatch(stmt.name), pending < batch {
+            expected.append(reparse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
         }
         return .rewritten(Array(stmt.name.utf8))
     }
@@ -452,10 +456,37 @@ public struct PreparedStatementRewriter {
         }
     }
 
+    /// The batch of the oldest Parse of `name` still awaiting its reply, if any.
+    private func pendingParseBatch(_ name: String) -> Int? {
+        expected.first(where: { $0.parsesName == name })?.batch
+    }
+
+    /// Appends a Parse of `stmt` (its reply relayed or dropped) and records it as pending.
+    private mutating func sendParse(_ stmt: PreparedStatement, reply: Expectation.Reply, extraUndo: [Effect],
+                                    into out: inout ByteBuffer) -> Expectation {
+        out.writeImmutableBuffer(stmt.parseMessage)
+        var e = Expectation(reply, onFailure: [.forgetOnServer(stmt.name)] + extraUndo,
+                            onSkip: [.forgetOnServer(stmt.name)] + extraUndo)
+        e.parsesName = stmt.name
+        e.batch = batch
+        return e
+    }
+
+    /// The backend may or may not end up with `stmt` (its Parse from an earlier batch is unanswered
+    /// and could still be skipped by an error): close and parse it again within this batch.
+    private mutating func reparse(_ stmt: PreparedStatement, reply: Expectation.Reply, extraUndo: [Effect],
+                                  into out: inout ByteBuffer) -> Expectation {
+        Self.writeCloseStatement(Array(stmt.name.utf8), into: &out)
+        expected.append(Expectation(.dropCloseComplete))
+        return sendParse(stmt, reply: reply, extraUndo: extraUndo, into: &out)
+    }
+
     private mutating func apply(_ effects: [Effect]) {
         for effect in effects {
             switch effect {
-            case .forgetOnServer(let name): server?.remove(name)
+            case .forgetOnServer(let name):
+                // A later Parse of the same name still in flight decides instead.
+                if !expected.contains(where: { $0.parsesName == name }) { server?.remove(name) }
             case .restoreNamed(let name, let stmt, let current):
                 // Only if no later message redefined the name meanwhile.
                 if named[name] === current { named[name] = stmt }
@@ -658,6 +689,9 @@ private struct Expectation {
     var errorRename: (from: String, to: String)?
     /// A named Parse (sent or answered synthetically): the client name it defines.
     var defines: String?
+    /// A Parse of `DOORMAN_<n>` sent to the backend, and the batch (Sync count) it was sent in.
+    var parsesName: String?
+    var batch = 0
 
     init(_ reply: Reply, onFailure: [Effect] = [], onSkip: [Effect] = []) {
         self.reply = reply
