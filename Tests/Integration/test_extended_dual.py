@@ -304,3 +304,17 @@ def test_function_call(dual, pg):
         (B("", "fc", [b"3"]) + E() + S(), 1),
         (w.function_call(oid, [b"x"], [0], 0), 1),
     ])
+
+
+def test_deallocate_unknown_inside_transaction_fails_it(dual):
+    """An unknown DEALLOCATE inside a transaction aborts it, as in PostgreSQL (also once the session
+    relays through the statement rewriter, which answers DEALLOCATE itself outside transactions)."""
+    dual.run([
+        (P("s1", "SELECT 1") + S(), 1),
+        (Q("DEALLOCATE s1"), 1),
+        (Q("BEGIN"), 1),
+        (Q("DEALLOCATE nosuch"), 1),
+        (Q("SELECT 1"), 1),
+        (Q("ROLLBACK"), 1),
+        (Q("DEALLOCATE nosuch"), 1),
+    ])

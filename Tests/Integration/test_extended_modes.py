@@ -83,3 +83,21 @@ def test_session_mode_forwards_untouched(doorman, doorman_config):
     msgs = c.read_until_ready()
     assert w.rows(msgs) == [[b"42"]], w.normalise(msgs)
     c.close()
+
+
+def test_extended_copy_without_statement_remapping_releases_server(doorman, doorman_config):
+    """prepared_statements: false keeps the raw relay: COPY FROM STDIN through the extended protocol
+    (libpq sends Sync before the data; PostgreSQL ignores it) must still give the server back."""
+    import wire as w
+    dm = doorman(doorman_config(pool_mode="transaction", pool_size=1, prepared_statements=False,
+                                query_wait_timeout=3000))
+    a = w.Wire.connect(dm.host, dm.port, "example_user_md5", "md5pass")
+    a.send(w.parse("", "COPY pgbench_history (tid, bid, aid, delta) FROM STDIN") + w.bind() + w.execute() + w.sync())
+    a.read_until(b"G")
+    a.send(w.copy_data(b"1\t1\t1\t0\n") + w.copy_done() + w.sync())
+    msgs = a.read_until_ready()
+    assert "CZ" in w.types(msgs), w.normalise(msgs)
+    b = w.Wire.connect(dm.host, dm.port, "example_user_md5", "md5pass")
+    assert b.scalar("SELECT 1") == "1"
+    b.close()
+    a.close()

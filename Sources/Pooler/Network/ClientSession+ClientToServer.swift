@@ -67,7 +67,18 @@ extension ClientSession {
                     queries += account(type)
                 case Q:
                     unnamedParsed = false
+                    syncsSinceStatement = 0
                     queries += account(type)
+                case E:
+                    syncsSinceStatement = 0
+                    queries += account(type)
+                case S where clientInCopy:
+                    break  // PostgreSQL ignores Sync during COPY FROM STDIN
+                case S:
+                    syncsSinceStatement += 1
+                    queries += account(type)
+                case UInt8(ascii: "c"), UInt8(ascii: "f"):
+                    clientInCopy = false
                 case C:
                     if prefix.count >= 2 && prefix[0] == UInt8(ascii: "S") && prefix[1] == 0 { unnamedParsed = false }
                     queries += account(type)
@@ -197,6 +208,10 @@ extension ClientSession {
                     let sql = q.readCString() ?? ""
                     let action = rewriter!.simpleQuery(sql)
                     switch action {
+                    case .deallocate(_, false) where txStatus != I:
+                        // Inside a transaction the error must also fail the backend's transaction:
+                        // let PostgreSQL raise it (it does not know the name either).
+                        break
                     case .deallocate, .deallocateAll:
                         // The client's names never reached any server: answer here.
                         PreparedStatementRewriter.writeLocalReply(action, transactionStatus: txStatus, into: &toClient)
@@ -298,6 +313,8 @@ extension ClientSession {
         messageMode = rewriter != nil && extendedClient
         serverInCopy = false
         unnamedParsed = false
+        syncsSinceStatement = 0
+        clientInCopy = false
         if serverSameLoop {
             s.attach(to: self)
         } else {

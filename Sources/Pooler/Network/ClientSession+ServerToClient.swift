@@ -24,7 +24,15 @@ extension ClientSession {
                     serverInCopy = false
                     if Self.tagMakesSessionState(prefix) { dirty = true }
                     if Self.tagDropsAllStatements(prefix) { self.server?.statements.removeAll() }
-                case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "W"):
+                case UInt8(ascii: "G"):
+                    serverInCopy = true
+                    // COPY FROM STDIN started: Syncs the client sent after the statement are ignored
+                    // by PostgreSQL (no ReadyForQuery will answer them), and so are later ones until
+                    // CopyDone/CopyFail.
+                    expectedReady = max(0, expectedReady - syncsSinceStatement)
+                    syncsSinceStatement = 0
+                    clientInCopy = true
+                case UInt8(ascii: "H"), UInt8(ascii: "W"):
                     serverInCopy = true
                 case E:
                     errorCount += 1

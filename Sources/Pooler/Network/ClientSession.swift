@@ -56,6 +56,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// The server is in COPY IN/OUT (CopyInResponse/CopyOutResponse seen, no CommandComplete yet):
     /// such a server can only be closed if its client goes away.
     var serverInCopy = false
+    /// Raw path: Syncs sent since the last Query/Execute, and whether the client is streaming COPY data.
+    var syncsSinceStatement = 0
+    var clientInCopy = false
     var sessionMode = false
     var terminating = false
     var counted = false
