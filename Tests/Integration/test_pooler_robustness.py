@@ -108,3 +108,28 @@ def test_silent_client_is_cut_off_after_startup_timeout(doorman, doorman_config)
     finally:
         s.close()
     still_serves(dm)
+
+
+def test_cancel_with_wrong_secret_is_ignored(doorman, doorman_config):
+    """A CancelRequest with the right process id but a wrong secret must not cancel anything."""
+    import threading
+    dm = doorman(doorman_config(pool_size=2))
+    with psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True, connect_timeout=5, prepare_threshold=None) as c:
+        pid = c.pgconn.backend_pid  # the pooler's BackendKeyData process id for this client
+        result = {}
+
+        def run():
+            try:
+                result["v"] = c.execute("SELECT pg_sleep(1.5), 42").fetchone()[1]
+            except Exception as e:  # noqa: BLE001
+                result["e"] = e
+
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.4)
+        for secret in (0, 1, -1, 123456789):
+            raw(dm, struct.pack("!iiii", 16, 80877102, pid, secret), read=0.1)
+        raw(dm, struct.pack("!iiii", 16, 80877102, pid + 100000, 0), read=0.1)  # unknown pid
+        t.join(10)
+        assert result.get("v") == 42, result
