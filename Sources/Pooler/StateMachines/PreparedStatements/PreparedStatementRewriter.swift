@@ -63,7 +63,7 @@ public struct PreparedStatementRewriter {
     private var unnamedOnServer = false
     private var server: ServerStatements?
     /// One entry per message sent to the backend whose replies must be seen, plus synthetic replies, in order.
-    private var expected = CircularBuffer<Expectation>(initialCapacity: 8)
+    private var expected = CircularBuffer<Expectation>(initialCapacity: 16)
     /// The backend reported an error and is discarding messages until the Sync we have not sent yet.
     private var serverSkipping = false
     /// An Execute started COPY FROM STDIN: the backend ignores Sync/Flush until CopyDone/CopyFail.
@@ -513,7 +513,7 @@ public struct PreparedStatementRewriter {
             default: return false
             }
         }
-        expected.removeAll()
+        expected.removeAll(keepingCapacity: true)
         serverSkipping = false
         copyInActive = false
         atBatchStart = true
