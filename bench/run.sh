@@ -7,7 +7,7 @@
 #   BENCH_RECONNECT_CLIENTS="1 40"  BENCH_RECONNECT_MODES=simple  BENCH_RECONNECT=0 to skip -C runs
 #   BENCH_ONLY=direct,pgbouncer,doorman   targets to run (others are reported as n/a)
 #   BENCH_SKIP_BUILD=1           do not run `swift build -c release`
-#   BENCH_TLS=1                  TLS variant (TODO: not implemented yet, reported as n/a)
+#   BENCH_TLS=1                  TLS variant: sslmode=require to PostgreSQL, PgBouncer and pg_doorman
 #   BENCH_WARMUP=2               seconds of unrecorded warm-up per target
 #   BENCH_DOORMAN_WORKERS=N      general.worker_threads for pg_doorman (default: its own default)
 #   BENCH_DOORMAN_ARGS="..."     extra pg_doorman arguments (e.g. "-l warn")
@@ -97,6 +97,25 @@ verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres
     -c "SELECT passwd FROM pg_shadow WHERE usename = '$BENCH_USER'")
 [[ $verifier == SCRAM-SHA-256\$* ]] || die "no SCRAM verifier for $BENCH_USER: $verifier"
 
+# BENCH_TLS=1: every target is reached with sslmode=require (a self-signed certificate on
+# PostgreSQL, PgBouncer's client side and pg_doorman's client side; pooler→PostgreSQL stays plain).
+TLS=${BENCH_TLS:-0}
+SSLMODE=""
+if [[ $TLS == 1 ]]; then
+    mkdir -p "$work/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -keyout "$work/tls/server.key" -out "$work/tls/server.crt" >/dev/null 2>&1 || die "openssl failed"
+    chmod 600 "$work/tls/server.key"
+    cp "$work/tls/server.crt" "$work/tls/server.key" "$PG_DATA_DIR/"
+    [[ $(id -u) -eq 0 ]] && chown postgres: "$PG_DATA_DIR/server.crt" "$PG_DATA_DIR/server.key" "$work/tls" \
+        "$work/tls/server.crt" "$work/tls/server.key"
+    psql -X -q -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
+        -c "ALTER SYSTEM SET ssl = on" -c "SELECT pg_reload_conf()" >/dev/null || die "cannot enable ssl"
+    sleep 1
+    SSLMODE=require
+    say "TLS variant: sslmode=require towards PostgreSQL, PgBouncer and pg_doorman"
+fi
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port pid seconds
     local _
@@ -108,7 +127,7 @@ wait_port() { # port pid seconds
     return 1
 }
 probe() { # port -> 0 when `SELECT 1` works through it
-    PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=5 timeout 15 \
+    PGSSLMODE=${SSLMODE:-prefer} PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=5 timeout 15 \
         psql -X -At -h 127.0.0.1 -p "$1" -U "$BENCH_USER" -d example_db -c 'SELECT 1' 2>&1
 }
 
@@ -137,6 +156,10 @@ log_connections = 0
 log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 EOF
+    if [[ $TLS == 1 ]]; then
+        printf 'client_tls_sslmode = require\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
+            "$work/tls/server.key" "$work/tls/server.crt" >>"$work/pgbouncer/pgbouncer.ini"
+    fi
     # Protocol-level prepared statements in transaction mode need PgBouncer >= 1.21.
     pgb_ver=$("$PGBOUNCER" --version | awk 'NR==1 {print $2}')
     if printf '1.21\n%s\n' "$pgb_ver" | sort -V -C; then
@@ -171,6 +194,11 @@ if [[ -z $doorman_reason ]]; then
         echo "  admin_username: \"admin\""
         echo "  admin_password: \"admin\""
         [[ -n ${BENCH_DOORMAN_WORKERS:-} ]] && echo "  worker_threads: $BENCH_DOORMAN_WORKERS"
+        if [[ $TLS == 1 ]]; then
+            echo "  tls_certificate: \"$work/tls/server.crt\""
+            echo "  tls_private_key: \"$work/tls/server.key\""
+            echo "  tls_mode: \"require\""
+        fi
         echo "pools:"
         echo "  example_db:"
         echo "    server_host: \"127.0.0.1\""
@@ -208,18 +236,13 @@ want direct || direct_reason="not selected (BENCH_ONLY=$ONLY)"
 [[ -n $pgb_reason ]] && say "pgbouncer: n/a — $pgb_reason"
 [[ -n $doorman_reason ]] && say "pg_doorman: n/a — $doorman_reason"
 
-if [[ "${BENCH_TLS:-0}" == 1 ]]; then
-    # TODO(TLS): generate a self-signed cert, enable ssl in PostgreSQL, client_tls_* in pgbouncer and
-    # the tls_* keys in pg_doorman, then rerun the scenarios with PGSSLMODE=require (targets[].sslmode).
-    say "BENCH_TLS=1: TLS variant not implemented yet (TODO); no TLS rows"
-fi
-
 # ---------------------------------------------------------------- scenarios
 python3 - "$work/targets.json" <<EOF
 import json, sys
 def t(name, port, pid, reason):
     return {"name": name, "host": "127.0.0.1", "port": int(port) if port else 0,
-            "pid": int(pid) if pid and not reason else None, "available": not reason, "reason": reason}
+            "pid": int(pid) if pid and not reason else None, "available": not reason, "reason": reason,
+            "sslmode": "$SSLMODE" or None}
 json.dump({
     "user": "$BENCH_USER", "password": "$BENCH_PASSWORD", "database": "example_db",
     "direct_max_clients": $(( pg_max - 2 * POOL_SIZE - 10 )),
@@ -262,7 +285,8 @@ json.dump({
     "doorman": "$dm_version, transaction mode, pool_size $POOL_SIZE",
     "duration": "${DURATION} s per run (+ ${BENCH_WARMUP:-2} s warm-up per target)",
     "pgbench": "-n -T $DURATION -j min(2,c) -c c -M mode -P 1 --log; script: \\\\set aid random(1, 100000); SELECT :aid; user $BENCH_USER (SCRAM)",
-    "notes": "loopback, all processes on the same box; targets alternate per scenario; "
+    "notes": ("TLS (sslmode=require, self-signed) to every target; " if "$TLS" == "1" else "")
+             + "loopback, all processes on the same box; targets alternate per scenario; "
              f"load average at start {load0}, at end {os.getloadavg()[0]:.2f}",
     "rss_start_kib": {"pgbouncer": $pgb_rss0, "doorman": $dm_rss0},
 }, open(sys.argv[1], "w"), indent=1)
