@@ -587,3 +587,19 @@ def test_min_pool_size_not_replenished_while_paused(doorman, pg):
         assert count() == 0
         admin_q(c, "RESUME example_db")
     assert wait_for(2) == 2
+
+
+def test_pools_memory_counts_client_statements(doorman, doorman_config):
+    dm = doorman(doorman_config(pool_size=2))
+    c = psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                        autocommit=True, connect_timeout=10)
+    try:
+        assert c.execute("SELECT %s::int + 1", (1,), prepare=True).fetchone()[0] == 2
+        with admin_conn(dm) as a:
+            cols, rows = admin_q(a, "SHOW POOLS_MEMORY")
+        row = [r for r in rows if r[cols.index("user")] == MD5_USER][0]
+        assert int(row[cols.index("client_named_count")]) >= 1, row
+        assert int(row[cols.index("client_prepared_bytes")]) > 0, row
+        assert int(row[cols.index("pool_prepared_count")]) >= 1, row
+    finally:
+        c.close()

@@ -196,8 +196,13 @@ struct AdminViews {
         for p in runtime.pools {
             let stmts = p.statementCache.statements
             let bytes = stmts.reduce(0) { $0 + $1.query.count }
-            rs.rows.append([p.settings.database, p.settings.user, s(stmts.count), s(bytes), s(0), s(0), s(0), s(0),
-                            s(0), s(0)])
+            let mine = snapshots.filter { $0.pool === p }
+            let named = mine.reduce(0) { $0 + $1.namedStatements }
+            let unnamed = mine.reduce(0) { $0 + $1.unnamedStatements }
+            let clientBytes = mine.reduce(0) { $0 + $1.statementBytes }
+            // One unnamed statement per client and no anonymous LRU, so nothing is evicted.
+            rs.rows.append([p.settings.database, p.settings.user, s(stmts.count), s(bytes), s(named + unnamed),
+                            s(clientBytes), s(named), s(unnamed), s(0), s(mine.filter { $0.usedFlush }.count)])
         }
         return rs
     }

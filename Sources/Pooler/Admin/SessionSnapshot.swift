@@ -16,6 +16,10 @@ struct SessionSnapshot {
     var pool: ServerPool?
     var server: ServerSnapshot?
     var isAdmin: Bool
+    var namedStatements = 0
+    var unnamedStatements = 0
+    var statementBytes = 0
+    var usedFlush = false
 }
 
 struct ServerSnapshot {

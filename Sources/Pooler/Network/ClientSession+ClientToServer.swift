@@ -171,7 +171,11 @@ extension ClientSession {
         case E:
             extendedOpen = true
             return 1
-        case P, B, D, C, H:
+        case H:
+            extendedOpen = true
+            usedFlush = true
+            return 0
+        case P, B, D, C:
             extendedOpen = true
             return 0
         default:

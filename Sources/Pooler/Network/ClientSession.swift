@@ -56,6 +56,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// The server is in COPY IN/OUT (CopyInResponse/CopyOutResponse seen, no CommandComplete yet):
     /// such a server can only be closed if its client goes away.
     var serverInCopy = false
+    /// The client has sent Flush (asynchronous extended protocol), for SHOW POOLS_MEMORY.
+    var usedFlush = false
     /// Raw path: Syncs sent since the last Query/Execute, and whether the client is streaming COPY data.
     var syncsSinceStatement = 0
     var clientInCopy = false
@@ -221,7 +223,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         return SessionSnapshot(
             id: id, database: database, user: user, applicationName: applicationName, peer: peer, tls: usesTLS,
             state: stateName, transactionCount: transactionCount, queryCount: queryCount, errorCount: errorCount,
-            ageSeconds: ageSeconds, pool: pool, server: server?.snapshot(state: "active"), isAdmin: isAdmin)
+            ageSeconds: ageSeconds, pool: pool, server: server?.snapshot(state: "active"), isAdmin: isAdmin,
+            namedStatements: rewriter?.namedStatementCount ?? 0,
+            unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) ? 1 : 0,
+            statementBytes: rewriter?.statementBytes ?? 0, usedFlush: usedFlush)
     }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }

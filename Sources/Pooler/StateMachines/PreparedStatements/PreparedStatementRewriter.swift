@@ -117,6 +117,11 @@ public struct PreparedStatementRewriter {
     /// Whether the client currently has an unnamed statement.
     public var hasUnnamedStatement: Bool { unnamed != nil }
 
+    /// Bytes of query text this client's statements hold (SHOW POOLS_MEMORY).
+    public var statementBytes: Int {
+        named.values.reduce(0) { $0 + $1.query.count } + (unnamed?.readableBytes ?? 0)
+    }
+
     // MARK: - Client → server
 
     /// Handles one complete frontend message (`type` plus body without the length word) while the
