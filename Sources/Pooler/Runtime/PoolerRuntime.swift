@@ -225,6 +225,31 @@ public final class PoolerRuntime {
 
     /// The descriptor of the TCP listener (handed to the next process by a binary upgrade).
     public private(set) var listenerFD: Int32 = -1
+    private var serverBootstrap: ServerBootstrap?
+    private var tcpListener: Channel?
+
+    /// Binary upgrade, step 1: stop accepting on the TCP socket but keep the socket itself (and its
+    /// backlog) alive in a duplicate descriptor, returned for the new process. Two processes never
+    /// accept from one socket at the same time.
+    public func releaseTCPListener() -> Int32? {
+        guard let channel = tcpListener, listenerFD >= 0 else { return nil }
+        let held = fcntl(listenerFD, F_DUPFD_CLOEXEC, 3)
+        guard held >= 0 else { return nil }
+        try? channel.close().wait()
+        listeners.removeAll { $0 === channel }
+        tcpListener = nil
+        listenerFD = held
+        return held
+    }
+
+    /// Binary upgrade aborted: accept again on the socket kept by `releaseTCPListener`.
+    public func readoptTCPListener(_ fd: Int32) throws {
+        guard let bootstrap = serverBootstrap else { return }
+        let tcp = try bootstrap.withBoundSocket(fd).wait()
+        tcpListener = tcp
+        listeners.append(tcp)
+        listenerFD = fd
+    }
 
     /// Binds the listeners (TCP, and the Unix socket when configured) and starts maintenance.
     /// `inheritedFD` is a listening socket passed by the previous process during a binary upgrade.
@@ -255,7 +280,9 @@ public final class PoolerRuntime {
             fd = try ListenSocket.open(host: general.host, port: Int(general.port), backlog: backlog)
         }
         listenerFD = fd
+        serverBootstrap = bootstrap
         let tcp = try bootstrap.withBoundSocket(fd).wait()
+        tcpListener = tcp
         listeners.append(tcp)
         logger.info("listening on \(general.host):\(general.port)")
         if let dir = general.unixSocketDir {

@@ -289,13 +289,23 @@ final class SignalHandlers {
             aborted("`\(exe) -t \(options.configPath)` failed (exit \(rc))")
             return false
         }
-        guard runtime.listenerFD >= 0 else {
-            aborted("no listening socket to hand over")
-            return false
-        }
         guard let ready = Spawn.cloexecPipe() else {
             aborted("pipe() failed: \(String(cString: strerror(errno)))")
             return false
+        }
+        // Stop accepting before the new process starts: new connections wait in the socket's backlog
+        // until it accepts them (two processes accepting from one socket race for every connection).
+        guard let held = runtime.releaseTCPListener() else {
+            close(ready.read); close(ready.write)
+            aborted("no listening socket to hand over")
+            return false
+        }
+        func resumeAccepting() {
+            do {
+                try runtime.readoptTCPListener(held)
+            } catch {
+                logger.error("binary upgrade: cannot accept again on the listening socket: \(error)")
+            }
         }
         var args = Array(CommandLine.arguments.dropFirst())
         if let i = args.firstIndex(of: "--inherit-fd"), i + 1 < args.count { args.removeSubrange(i...(i + 1)) }
@@ -308,10 +318,11 @@ final class SignalHandlers {
             // Foreground: the new process shares our stdio (same terminal, file or journal) and
             // process group. Daemon: its own session, stdio on /dev/null, logs to syslog.
             child = try Spawn.spawn(path: exe, args: args, extraEnv: extraEnv, removeEnv: ["INHERIT_FD"],
-                                    fds: [(runtime.listenerFD, 3), (ready.write, 4)],
+                                    fds: [(held, 3), (ready.write, 4)],
                                     newSession: daemon, nullStdio: daemon)
         } catch {
             close(ready.read); close(ready.write)
+            resumeAccepting()
             aborted("\(error)")
             return false
         }
@@ -323,6 +334,7 @@ final class SignalHandlers {
             kill(child, SIGKILL)
             var status: Int32 = 0
             waitpid(child, &status, 0)
+            resumeAccepting()
             switch result {
             case .failed(let why): aborted("the new process (pid \(child)) failed to start: \(why)")
             case .timedOut: aborted("the new process (pid \(child)) did not become ready in \(Self.upgradeReadyTimeoutMs / 1000) s")
@@ -330,6 +342,7 @@ final class SignalHandlers {
             }
             return false
         }
+        close(held)  // the new process has its own descriptor for the socket
         SystemdNotify.send("MAINPID=\(child)")
         logger.info("binary upgrade: new process pid \(child) is serving; this process (pid \(getpid())) stops accepting and lets its \(runtime.currentClients) clients finish (up to shutdown_timeout \(runtime.config.general.shutdownTimeout) ms)")
         lock.withLock { handedOver = true }
