@@ -89,6 +89,9 @@ public final class PoolerRuntime {
         }
     }
 
+    /// The pools without sorting, for the periodic timers (the 50 ms waiter sweep must not sort).
+    var unsortedPools: [ServerPool] { lock.withLock { Array(_pools.values) } }
+
     func hasDatabase(_ database: String) -> Bool { lock.withLock { _config.pools[database] != nil } }
 
     func isAdminDatabase(_ database: String) -> Bool { database == "pgdoorman" || database == "pgbouncer" }
@@ -309,18 +312,18 @@ public final class PoolerRuntime {
             [weak self] _ in
             guard let self else { return }
             let now = NIODeadline.now()
-            for p in self.pools { p.maintain(now: now, loops: loops) }
+            for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
         }
         waiterTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) {
             [weak self] _ in
             guard let self else { return }
             let now = NIODeadline.now()
-            for p in self.pools { p.expireWaiters(now: now) }
+            for p in self.unsortedPools { p.expireWaiters(now: now) }
         }
         statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
             [weak self] _ in
             guard let self else { return }
-            self.averager.tick(pools: self.pools, seconds: 15)
+            self.averager.tick(pools: self.unsortedPools, seconds: 15)
         }
     }
 
