@@ -249,8 +249,7 @@ extension ClientSession {
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
         if toClient.readableBytes > 0 {
-            context.write(NIOAny(toClient), promise: nil)
-            context.flush()
+            output.writeAndFlush(toClient)
         }
         if toServer.readableBytes > 0 { queueForServer(server, toServer) }
         if expectedReady <= 0 && !extendedOpen && !rewriter!.needsServerFiltering {

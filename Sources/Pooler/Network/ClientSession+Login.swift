@@ -24,11 +24,11 @@ extension ClientSession {
                     if startTLS() { return }
                     var out = context.channel.allocator.buffer(capacity: 1)
                     out.writeInteger(UInt8(ascii: "N"))
-                    context.writeAndFlush(NIOAny(out), promise: nil)
+                    output.writeAndFlush(out)
                 case .success(.gssEncRequest):
                     var out = context.channel.allocator.buffer(capacity: 1)
                     out.writeInteger(UInt8(ascii: "N"))
-                    context.writeAndFlush(NIOAny(out), promise: nil)
+                    output.writeAndFlush(out)
                 case .success(.cancel(let pid, let secret)):
                     runtime.cancel(processID: pid, secretKey: secret)
                     close()
@@ -62,7 +62,7 @@ extension ClientSession {
                     phase = .authSCRAMFinal(scram)
                     var out = context.channel.allocator.buffer(capacity: 64 + serverFirst.count)
                     BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
-                    context.writeAndFlush(NIOAny(out), promise: nil)
+                    output.writeAndFlush(out)
                 case .failure:
                     return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
                 }
@@ -73,7 +73,7 @@ extension ClientSession {
                 case .success(let (serverFinal, clientKey)):
                     var out = context.channel.allocator.buffer(capacity: 64 + serverFinal.count)
                     BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
-                    context.write(NIOAny(out), promise: nil)
+                    output.write(out)
                     authenticated(clientKey: clientKey)
                 case .failure:
                     authFailed()
@@ -96,7 +96,8 @@ extension ClientSession {
         }
         var out = context.channel.allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "S"))
-        context.writeAndFlush(NIOAny(out), promise: nil)
+        output.writeAndFlush(out)
+        output.disableDirect()
         do {
             try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext),
                                                            position: .before(self))
@@ -195,14 +196,14 @@ extension ClientSession {
         phase = .authMD5(salt: salt, hash: hash)
         var out = context.channel.allocator.buffer(capacity: 13)
         BackendMessage.authenticationMD5(salt: salt, into: &out)
-        context.writeAndFlush(NIOAny(out), promise: nil)
+        output.writeAndFlush(out)
     }
 
     func beginSCRAM(_ verifier: ScramVerifier) {
         phase = .authSCRAMFirst(ScramServer(verifier: verifier))
         var out = context.channel.allocator.buffer(capacity: 32)
         BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
-        context.writeAndFlush(NIOAny(out), promise: nil)
+        output.writeAndFlush(out)
     }
 
     func authenticated(clientKey: [UInt8]?) {
@@ -214,7 +215,7 @@ extension ClientSession {
             for (k, v) in AdminSession.parameters(runtime: runtime) { BackendMessage.parameterStatus(k, v, into: &out) }
             BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
             BackendMessage.readyForQuery(into: &out)
-            context.writeAndFlush(NIOAny(out), promise: nil)
+            output.writeAndFlush(out)
             runtime.logClientConnection(self)
             if inbound.readableBytes > 0 { admin.receive(&inbound) }
             return
@@ -272,7 +273,7 @@ extension ClientSession {
         if !applicationName.isEmpty { BackendMessage.parameterStatus("application_name", applicationName, into: &out) }
         BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
         BackendMessage.readyForQuery(into: &out)
-        context.writeAndFlush(NIOAny(out), promise: nil)
+        output.writeAndFlush(out)
         runtime.cancels.register(processID: id, secret: secretKey, session: self)
         phase = .ready
         runtime.logClientConnection(self)

@@ -50,7 +50,7 @@ extension ClientSession {
         }
         let n = buffer.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
-        context.write(NIOAny(buffer), promise: nil)
+        output.write(buffer)
         if expectedReady == 0 { serverWentQuiet() }
         if boundary { transactionBoundary() }
     }
@@ -94,7 +94,7 @@ extension ClientSession {
         }
         if input.readableBytes > 0 { serverAcc = input }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
-        context.write(NIOAny(out), promise: nil)
+        output.write(out)
         if expectedReady == 0 { serverWentQuiet() }
         if (boundary || (expectedReady == 0 && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering {
             transactionBoundary()
@@ -124,7 +124,7 @@ extension ClientSession {
         }
         let clientQuiet = messageMode ? (clientAcc?.readableBytes ?? 0) == 0 : clientScanner.atBoundary
         if !extendedOpen && clientQuiet && (!sessionMode || terminating) {
-            context.flush()
+            output.flush()
             if let s = server {
                 server = nil
                 releaseToPool(s, rollback: false)
@@ -150,7 +150,7 @@ extension ClientSession {
     }
 
     func serverReadComplete() {
-        context.flush()
+        output.flush()
         // Backpressure: a client that does not read must not make us buffer a whole result set.
         if !context.channel.isWritable, let s = server, !s.readingPaused {
             s.readingPaused = true

@@ -31,6 +31,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     let secretKey: Int32 = Int32.random(in: Int32.min...Int32.max)
     let connectedAt = NIODeadline.now()
     var context: ChannelHandlerContext!
+    /// Writes to the client (directly to the socket when it is plain, see `ChannelOutput`).
+    var output: ChannelOutput!
     var phase: Phase = .startup
     var inbound: ByteBuffer
     var database = ""
@@ -100,6 +102,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.output = ChannelOutput(context: context)
         if let addr = context.channel.remoteAddress {
             switch addr {
             case .unixDomainSocket:
@@ -158,6 +161,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let wasAdmin: Bool
         if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
         phase = .closed
+        output.disableDirect()
         runtime.cancels.unregister(processID: id)
         runtime.sessionEnded(self, admin: wasAdmin)
         if let server {
@@ -200,13 +204,13 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         var out = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
         BackendMessage.errorResponse(severity: "FATAL", code: code, message: message, into: &out)
         runtime.logger.debug("client \(peer) \(user)@\(database): FATAL \(code) \(message)")
-        context.writeAndFlush(NIOAny(out), promise: nil)
+        output.writeAndFlush(out)
         close()
     }
 
     func write(_ buffer: ByteBuffer, flush: Bool = true) {
-        context.write(NIOAny(buffer), promise: nil)
-        if flush { context.flush() }
+        output.write(buffer)
+        if flush { output.flush() }
     }
 
     func close() {

@@ -34,6 +34,8 @@ public final class ServerConnection: ChannelInboundHandler {
     weak var pool: ServerPool?
     private(set) var channel: Channel?
     private var context: ChannelHandlerContext?
+    /// Writes to PostgreSQL (directly to the socket when it is plain, see `ChannelOutput`).
+    private var output: ChannelOutput?
     private var state: State = .connecting
     private var accumulator: ByteBuffer
     private var loginPromise: EventLoopPromise<ServerConnection>?
@@ -118,9 +120,9 @@ public final class ServerConnection: ChannelInboundHandler {
             var out = channel.allocator.buffer(capacity: 8)
             out.writeInteger(Int32(8))
             out.writeInteger(Int32(80_877_103))
-            channel.writeAndFlush(out, promise: nil)
+            output?.writeAndFlush(out)
         } else {
-            channel.writeAndFlush(startup, promise: nil)
+            output?.writeAndFlush(startup)
         }
         return promise.futureResult
     }
@@ -135,6 +137,7 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.output = ChannelOutput(context: context)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -169,7 +172,7 @@ public final class ServerConnection: ChannelInboundHandler {
                     state = .login(sm)
                     switch action {
                     case .send(let out):
-                        context?.writeAndFlush(NIOAny(out), promise: nil)
+                        output?.writeAndFlush(out)
                     case .wait:
                         break
                     case .ready:
@@ -258,21 +261,19 @@ public final class ServerConnection: ChannelInboundHandler {
         cleanupDone = done
         var out = ByteBufferAllocator().buffer(capacity: 64)
         for q in queries { FrontendMessage.query(q, into: &out) }
-        context?.writeAndFlush(NIOAny(out), promise: nil)
+        output?.writeAndFlush(out)
     }
 
     /// Writes client bytes to PostgreSQL (on the server's loop; the caller hops if needed).
     @inline(__always)
     func write(_ buffer: ByteBuffer) {
         bytesSent &+= buffer.readableBytes
-        if let context {
-            context.write(NIOAny(buffer), promise: nil)
-        }
+        output?.write(buffer)
     }
 
     @inline(__always)
     func flush() {
-        context?.flush()
+        output?.flush()
     }
 
     /// Backpressure: stop (or resume) reading from PostgreSQL while the client cannot keep up.
@@ -300,7 +301,7 @@ public final class ServerConnection: ChannelInboundHandler {
         if case .idle = state, let context {
             var out = context.channel.allocator.buffer(capacity: 5)
             FrontendMessage.terminate(into: &out)
-            context.writeAndFlush(NIOAny(out), promise: nil)
+            output?.writeAndFlush(out)
         }
         state = .closed
         channel?.close(promise: nil)
@@ -310,6 +311,8 @@ public final class ServerConnection: ChannelInboundHandler {
         let previous = state
         state = .closed
         self.context = nil
+        output?.disableDirect()
+        output = nil
         switch previous {
         case .login:
             failLogin(ServerError(code: "08006", message: "server closed the connection during login"))
@@ -387,6 +390,7 @@ extension ServerConnection {
             guard b.readableBytes == 0 else {
                 return failLoginTLS("received unencrypted data after SSL response")
             }
+            output?.disableDirect()
             do {
                 let handler = try NIOSSLClientHandler(context: attempt.context, serverHostname: attempt.hostname)
                 try context.pipeline.syncOperations.addHandler(handler, position: .before(self))
@@ -394,13 +398,13 @@ extension ServerConnection {
                 return failLoginTLS("cannot start TLS: \(error)")
             }
             usesTLS = true
-            context.writeAndFlush(NIOAny(startup), promise: nil)
+            output?.writeAndFlush(startup)
         case UInt8(ascii: "N"):
             if attempt.required {
                 return failLoginTLS("server does not support SSL, but SSL was required (server_tls_mode)")
             }
             guard b.readableBytes == 0 else { return failLoginTLS("received unexpected data after SSL response") }
-            context.writeAndFlush(NIOAny(startup), promise: nil)
+            output?.writeAndFlush(startup)
         case UInt8(ascii: "E"):
             failLoginTLS("server rejected the SSLRequest with an error")
         default:

@@ -1,0 +1,116 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import Pooler
+
+/// Writes numbered chunks through a ChannelOutput as fast as it can, while the peer does not read
+/// at first: the kernel buffer fills, the rest must queue in NIO, and nothing may overtake it.
+private final class Writer: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let chunks: Int
+    let chunkSize: Int
+    let tls: Bool
+    var output: ChannelOutput!
+    let direct = NIOLockedValueBox<Bool?>(nil)
+    let fallbacks = NIOLockedValueBox(0)
+
+    init(chunks: Int, chunkSize: Int, tls: Bool) {
+        self.chunks = chunks
+        self.chunkSize = chunkSize
+        self.tls = tls
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        output = ChannelOutput(context: context)
+        if tls { output.disableDirect() }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        direct.withLockedValue { $0 = output.isDirect }
+        for i in 0..<chunks {
+            var b = context.channel.allocator.buffer(capacity: chunkSize)
+            b.writeRepeatingByte(UInt8(truncatingIfNeeded: i % 251), count: chunkSize)
+            output.write(b)
+            if i % 7 == 0 { output.flush() }
+        }
+        output.flush()
+        fallbacks.withLockedValue { $0 = output.fallbackWrites }
+    }
+}
+
+/// Collects everything it receives.
+private final class Reader: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let expected: Int
+    let promise: EventLoopPromise<ByteBuffer>
+    var received: ByteBuffer
+
+    init(expected: Int, promise: EventLoopPromise<ByteBuffer>) {
+        self.expected = expected
+        self.promise = promise
+        self.received = ByteBufferAllocator().buffer(capacity: expected)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var b = unwrapInboundIn(data)
+        received.writeBuffer(&b)
+        if received.readableBytes >= expected { promise.succeed(received) }
+    }
+}
+
+@Suite struct ChannelOutputTests {
+    private func run(tls: Bool) throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
+        let chunks = 2_000, chunkSize = 4_096
+        let writer = Writer(chunks: chunks, chunkSize: chunkSize, tls: tls)
+        let server = try ServerBootstrap(group: group)
+            .childChannelInitializer { $0.pipeline.addHandler(writer) }
+            .bind(host: "127.0.0.1", port: 0).wait()
+        defer { try? server.close().wait() }
+        let loop = group.next()
+        let done = loop.makePromise(of: ByteBuffer.self)
+        let client = try ClientBootstrap(group: loop)
+            .channelOption(.autoRead, value: false)
+            .channelInitializer { $0.pipeline.addHandler(Reader(expected: chunks * chunkSize, promise: done)) }
+            .connect(to: server.localAddress!).wait()
+        defer { try? client.close().wait() }
+        // Let the writer fill the socket buffers before anything is read.
+        sleepMilliseconds(300)
+        try client.setOption(.autoRead, value: true).wait()
+        client.read()
+        let received = try done.futureResult.wait()
+        #expect(writer.direct.withLockedValue { $0 } == !tls)
+        #expect(received.readableBytes == chunks * chunkSize)
+        if !tls {
+            // The kernel could not take it all while nobody read: the queued path was used.
+            #expect(writer.fallbacks.withLockedValue { $0 } > 0)
+        }
+        var ok = true
+        received.withUnsafeReadableBytes { p in
+            for i in 0..<chunks where ok {
+                for j in stride(from: 0, to: chunkSize, by: 511) where p[i * chunkSize + j] != UInt8(truncatingIfNeeded: i % 251) {
+                    ok = false
+                }
+            }
+        }
+        #expect(ok, "bytes arrived out of order")
+    }
+
+    @Test func directWritesKeepOrderWhenTheSocketBufferFills() throws {
+        try run(tls: false)
+    }
+
+    @Test func withoutDirectWritesEverythingGoesThroughNIO() throws {
+        try run(tls: true)
+    }
+}
+
+private func sleepMilliseconds(_ ms: Int) {
+    var ts = timespec(tv_sec: ms / 1000, tv_nsec: (ms % 1000) * 1_000_000)
+    nanosleep(&ts, nil)
+}
