@@ -318,3 +318,57 @@ def test_deallocate_unknown_inside_transaction_fails_it(dual):
         (Q("ROLLBACK"), 1),
         (Q("DEALLOCATE nosuch"), 1),
     ])
+
+
+# Unnamed-only traffic is relayed raw; the first message that needs the prepared-statement rewriter
+# switches the session over mid-stream, with the replies to the raw part still in flight.
+
+def test_named_after_raw_unnamed_in_one_batch(dual):
+    dual.run([
+        (P("", "SELECT $1::int AS u") + B("", "", [b"1"]) + D("P") + E()
+         + P("n1", "SELECT $1::int * 10 AS n") + B("", "n1", [b"2"]) + E() + S(), 1),
+        (B("", "n1", [b"3"]) + E() + S(), 1),
+        (B("", "", [b"4"]) + E() + S(), 1),
+    ])
+
+
+def test_named_after_flushed_raw_part(dual):
+    dual.run([
+        (P("", "SELECT $1::int AS u") + B("", "", [b"1"]) + D("P") + E() + H(), "quiet"),
+        (P("n2", "SELECT 'named'::text AS t") + B("", "n2") + E() + S(), 1),
+        (B("", "n2") + E() + S(), 1),
+        (B("", "", [b"5"]) + E() + S(), 1),
+    ])
+
+
+def test_named_after_failed_raw_part(dual):
+    dual.run([
+        (P("", "SELECT 1/0") + B() + E() + H(), "quiet"),
+        # Skipped by the backend: n3 is never defined.
+        (P("n3", "SELECT 3") + B("", "n3") + E() + S(), 1),
+        (B("", "n3") + E() + S(), 1),
+        (P("n3", "SELECT 33 AS again") + B("", "n3") + E() + S(), 1),
+    ])
+
+
+def test_named_after_synced_raw_batches_in_flight(dual):
+    batch = b"".join(P("", f"SELECT {i} AS i") + B() + E() + S() for i in range(5))
+    dual.run([
+        (batch + P("n4", "SELECT $1::int + 4 AS r") + B("", "n4", [b"1"]) + E() + S(), 6),
+        (B("", "n4", [b"2"]) + E() + S(), 1),
+    ])
+
+
+def test_raw_unnamed_replayed_on_another_backend(dual):
+    big = "SELECT $1::int + 100 AS r, '" + "x" * 200_000 + "'::text AS pad"
+    dual.run([
+        (P("", "SELECT $1::int + 100 AS r") + S(), 1),
+        (B("", "", [b"1"]) + E() + S(), 1),
+        (D("S", "") + S(), 1),
+        (B("", "", [b"2"]) + D("P") + E() + S(), 1),
+        # A Parse larger than one read is remembered whole as well.
+        (P("", big) + S(), 1),
+        (B("", "", [b"3"]) + E() + S(), 1),
+        (C("S", "") + S(), 1),
+        (B("", "", [b"4"]) + E() + S(), 1),
+    ])

@@ -30,27 +30,29 @@ extension ClientSession {
         if messageMode {
             return relayMessagesFromClient(buffer, server: server)
         }
+        if rawUnnamedMissing > 0 { continueUnnamedParse(buffer) }
         var terminateAt = -1
         var queries = 0
-        // The extended protocol goes through the rewriter (message mode). The switch happens at the
-        // first Parse/Bind/Describe/Close when nothing sent earlier is still unanswered, so the bytes
-        // before it go raw and the rest through the rewriter. When the switch is impossible (deep
-        // pipelining), named statements go raw but mark the server for cleanup, and a Bind of an
-        // unnamed statement this client never parsed on this server is refused rather than run.
-        let quietAtStart = rewriter != nil && expectedReady == 0 && serverScanner.atBoundary && clientScanner.atBoundary
+        // Extended-protocol messages that only use the unnamed statement and portals this client
+        // set up on this server go raw. The first message that needs the prepared-statement
+        // rewriter (a named statement, or the unnamed one to be replayed on another server) switches
+        // the session to message mode from that message on, even inside a pipeline: the rewriter is
+        // told what is still unanswered (`adoptRawStream`). When the switch is impossible (COPY in
+        // progress, a server message half received), named statements go raw but mark the server for
+        // cleanup, and a Bind of an unnamed statement this client never parsed on this server is
+        // refused rather than run against another client's statement.
+        let canSwitch = rewriter != nil && serverScanner.atBoundary && !clientInCopy && !serverInCopy
         var switchAt = -1
         var refuse = false
         do {
             try clientScanner.scan(buffer, wantPrefix: { t in t == P ? 1 : (t == B || t == D || t == C ? 2 : 0) }) {
-                type, _, prefix, start in
+                type, length, prefix, start in
                 if switchAt >= 0 || refuse { return }
-                if rewriter != nil && (type == P || type == B || type == D || type == C) {
-                    if quietAtStart && !extendedOpen {
+                if rewriter != nil && (type == P || type == B || type == D || type == C) && needsRewriter(type, prefix) {
+                    if canSwitch && start >= 0 {
                         switchAt = start
                         return
                     }
-                }
-                if rewriter != nil && (type == P || type == B || type == D || type == C) && needsRewriter(type, prefix) {
                     if type != P && prefix.count >= 2 && prefix[1] == 0 && (type == B ? prefix[0] == 0 : true) {
                         // Bind/Describe of an unnamed statement this client did not Parse on this server.
                         refuse = true
@@ -62,25 +64,41 @@ extension ClientSession {
                 case X:
                     terminateAt = start
                 case P:
-                    if prefix.count > 0 && prefix[0] == 0 { unnamedParsed = true }
+                    if prefix.count > 0 && prefix[0] == 0 {
+                        unnamedParsed = true
+                        if rewriter != nil { rememberUnnamedParse(buffer, start: start, bodyLength: length) }
+                    }
                     if rewriter == nil && prefix.count > 0 && prefix[0] != 0 { dirty = true }
+                    rawOpen += 1
                     queries += account(type)
-                case Q:
+                case Q, F:
                     unnamedParsed = false
+                    rawUnnamed = nil
                     syncsSinceStatement = 0
+                    rawOpen = 0
                     queries += account(type)
                 case E:
                     syncsSinceStatement = 0
+                    rawOpen += 1
                     queries += account(type)
                 case S where clientInCopy:
                     break  // PostgreSQL ignores Sync during COPY FROM STDIN
                 case S:
                     syncsSinceStatement += 1
+                    rawOpen = 0
+                    rawSkipping = false
                     queries += account(type)
                 case UInt8(ascii: "c"), UInt8(ascii: "f"):
                     clientInCopy = false
                 case C:
-                    if prefix.count >= 2 && prefix[0] == UInt8(ascii: "S") && prefix[1] == 0 { unnamedParsed = false }
+                    if prefix.count >= 2 && prefix[0] == UInt8(ascii: "S") && prefix[1] == 0 {
+                        unnamedParsed = false
+                        rawUnnamed = nil
+                    }
+                    rawOpen += 1
+                    queries += account(type)
+                case B, D:
+                    rawOpen += 1
                     queries += account(type)
                 default:
                     queries += account(type)
@@ -104,7 +122,9 @@ extension ClientSession {
                 queueForServer(server, head)
             }
             clientScanner = MessageScanner()
-            rewriter!.expectRawReplies(readyForQuery: expectedReady)
+            rewriter!.adoptRawStream(readyForQuery: expectedReady, openMessages: rawOpen, serverSkipping: rawSkipping,
+                                     openBatch: extendedOpen, unnamed: rawUnnamed, unnamedOnServer: unnamedParsed)
+            rawUnnamed = nil
             extendedClient = true
             messageMode = true
             let tail = buffer.getSlice(at: buffer.readerIndex + switchAt, length: buffer.readableBytes - switchAt)!
@@ -122,6 +142,38 @@ extension ClientSession {
         if terminating && expectedReady <= 0 && !extendedOpen {
             close()
         }
+    }
+
+    /// Keeps a copy of a raw Parse of the unnamed statement (header rebuilt, body copied from this
+    /// read and, when it continues, from the next ones) so the rewriter can replay it on another
+    /// server if the session switches to it.
+    @inline(__always)
+    func rememberUnnamedParse(_ buffer: ByteBuffer, start: Int, bodyLength: Int) {
+        let total = 5 + bodyLength
+        if rawUnnamed == nil || rawUnnamed!.capacity < total {
+            rawUnnamed = context.channel.allocator.buffer(capacity: max(total, 64))
+        }
+        rawUnnamed!.clear()
+        rawUnnamed!.writeInteger(P)
+        rawUnnamed!.writeInteger(Int32(4 + bodyLength))
+        let bodyStart = start + 5  // never negative: the callback comes once the first body byte is here
+        let here = max(0, min(bodyLength, buffer.readableBytes - bodyStart))
+        if here > 0 {
+            buffer.withUnsafeReadableBytes { p in
+                _ = rawUnnamed!.writeBytes(UnsafeRawBufferPointer(rebasing: p[bodyStart..<(bodyStart + here)]))
+            }
+        }
+        rawUnnamedMissing = bodyLength - here
+    }
+
+    /// The rest of a raw unnamed Parse that did not fit in the read it started in.
+    @inline(__always)
+    func continueUnnamedParse(_ buffer: ByteBuffer) {
+        let n = min(rawUnnamedMissing, buffer.readableBytes)
+        buffer.withUnsafeReadableBytes { p in
+            _ = rawUnnamed?.writeBytes(UnsafeRawBufferPointer(rebasing: p[0..<n]))
+        }
+        rawUnnamedMissing -= n
     }
 
     /// The bytes to frame: the read itself when no partial message is pending (no copy), else the
@@ -252,8 +304,9 @@ extension ClientSession {
             output.writeAndFlush(toClient)
         }
         if toServer.readableBytes > 0 { queueForServer(server, toServer) }
-        if expectedReady <= 0 && !extendedOpen && !rewriter!.needsServerFiltering {
+        if expectedReady <= 0 && !extendedOpen && !rewriter!.needsServerFiltering && input.readableBytes == 0 {
             // Nothing reached the server (a locally answered DEALLOCATE, or Terminate): let it go.
+            // (Not while a message is half received: its rest follows and releasing drops it.)
             if terminating { return close() }
             if txStatus == I, let s = self.server {
                 self.server = nil
@@ -316,6 +369,8 @@ extension ClientSession {
         messageMode = rewriter != nil && extendedClient
         serverInCopy = false
         unnamedParsed = false
+        rawOpen = 0
+        rawSkipping = false
         syncsSinceStatement = 0
         clientInCopy = false
         if serverSameLoop {

@@ -37,9 +37,16 @@ extension ClientSession {
                 case E:
                     errorCount += 1
                     serverInCopy = false
+                    // After the replies to everything synced, an error answers the open batch:
+                    // the backend now skips to Sync.
+                    if expectedReady == 0 && rawOpen > 0 {
+                        rawOpen = 0
+                        rawSkipping = true
+                    }
                 default:
                     break
                 }
+                if rawOpen > 0 && expectedReady == 0 && PreparedStatementRewriter.isCompletion(type) { rawOpen -= 1 }
             }
         } catch {
             // The server sent garbage: it cannot be trusted any more, nor can this client's stream.

@@ -78,6 +78,14 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var extendedClient = false
     /// The client sent Parse of the unnamed statement on the current server (raw path).
     var unnamedParsed = false
+    /// Raw path, for a later switch to the rewriter: the client's unnamed statement (its whole
+    /// Parse message; empty when it did not fit in one read; nil when there is none), the
+    /// Parse/Bind/Describe/Close/Execute messages sent since the last Sync/Query whose last reply
+    /// has not arrived, and whether the backend answered that open batch with an error.
+    var rawUnnamed: ByteBuffer?
+    var rawUnnamedMissing = 0
+    var rawOpen = 0
+    var rawSkipping = false
     var messageMode = false
     var clientAcc: ByteBuffer?
     var serverAcc: ByteBuffer?
@@ -229,8 +237,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             state: stateName, transactionCount: transactionCount, queryCount: queryCount, errorCount: errorCount,
             ageSeconds: ageSeconds, pool: pool, server: server?.snapshot(state: "active"), isAdmin: isAdmin,
             namedStatements: rewriter?.namedStatementCount ?? 0,
-            unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) ? 1 : 0,
-            statementBytes: rewriter?.statementBytes ?? 0, usedFlush: usedFlush)
+            unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) || (!extendedClient && rawUnnamed != nil) ? 1 : 0,
+            statementBytes: (rewriter?.statementBytes ?? 0) + (extendedClient ? 0 : rawUnnamed?.readableBytes ?? 0),
+            usedFlush: usedFlush)
     }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }

@@ -125,6 +125,8 @@ public struct MessageScanner {
                     peekStart = start
                 }
             }
+            // A prefix still being collected began in this buffer: keep its start relative to the next one.
+            if peekWanted > 0 { peekStart -= n }
         }
     }
 }

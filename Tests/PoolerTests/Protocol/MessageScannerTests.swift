@@ -47,6 +47,15 @@ struct MessageScannerTests {
         }
     }
 
+    @Test func startIsRelativeToTheBufferTheCallbackComesIn() throws {
+        // Header of C in the first read (after Z), its wanted prefix only in the second one.
+        let stream = ready(UInt8(ascii: "I")) + complete("SET")
+        let first = Array(stream[0..<(6 + 5)]), second = Array(stream[(6 + 5)...])
+        let msgs = try messages([first, second], prefix: { $0 == UInt8(ascii: "C") ? 3 : 0 })
+        #expect(msgs.map { $0.3 } == [0, -5])
+        #expect(msgs[1].2 == Array("SET".utf8))
+    }
+
     @Test func rejectsImpossibleLengths() {
         var scanner = MessageScanner()
         var b = ByteBufferAllocator().buffer(capacity: 5)

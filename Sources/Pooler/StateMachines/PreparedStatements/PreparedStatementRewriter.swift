@@ -108,6 +108,27 @@ public struct PreparedStatementRewriter {
         for _ in 0..<max(0, count) { expected.append(Expectation(.relay(.simpleQuery))) }
     }
 
+    /// The caller relayed the client's messages raw so far and switches to this rewriter
+    /// mid-stream, possibly inside an extended-protocol batch:
+    /// - `readyForQuery`: Query/FunctionCall/Sync messages sent whose ReadyForQuery is still to come;
+    /// - `openMessages`: Parse/Bind/Describe/Close/Execute sent after the last of those, whose last
+    ///   reply has not arrived yet (their replies are relayed unchanged, in order);
+    /// - `serverSkipping`: the backend answered the open batch with an error and discards until Sync;
+    /// - `openBatch`: extended messages were sent since the last Sync (no pending Closes before it);
+    /// - `unnamed`: the client's unnamed statement, the whole Parse message (empty when it exists
+    ///   but its bytes are unknown: it can then not be replayed on another backend);
+    ///   `unnamedOnServer`: the attached backend holds it.
+    public mutating func adoptRawStream(readyForQuery: Int, openMessages: Int, serverSkipping: Bool, openBatch: Bool,
+                                        unnamed: ByteBuffer?, unnamedOnServer: Bool) {
+        expectRawReplies(readyForQuery: readyForQuery)
+        for _ in 0..<max(0, openMessages) { expected.append(Expectation(.relay(.raw))) }
+        self.serverSkipping = serverSkipping && expected.isEmpty
+        atBatchStart = !openBatch
+        batch += max(0, readyForQuery)
+        self.unnamed = unnamed
+        self.unnamedOnServer = unnamed != nil && unnamedOnServer
+    }
+
     /// Number of named statements the client has.
     public var namedStatementCount: Int { named.count }
 
@@ -120,6 +141,19 @@ public struct PreparedStatementRewriter {
     /// Bytes of query text this client's statements hold (SHOW POOLS_MEMORY).
     public var statementBytes: Int {
         named.values.reduce(0) { $0 + $1.query.count } + (unnamed?.readableBytes ?? 0)
+    }
+
+    /// Backend messages that end the reply to one Parse/Bind/Describe/Close/Execute (outside a
+    /// simple Query, whose replies end at ReadyForQuery).
+    @inline(__always)
+    public static func isCompletion(_ type: UInt8) -> Bool {
+        switch type {
+        case Msg.parseComplete, Msg.bindComplete, Msg.closeComplete, Msg.noData, Msg.rowDescription,
+             Msg.commandComplete, Msg.emptyQuery, Msg.portalSuspended:
+            return true
+        default:
+            return false
+        }
     }
 
     // MARK: - Client → server
@@ -280,7 +314,7 @@ public struct PreparedStatementRewriter {
 
     private mutating func prepareTarget(_ nameBytes: [UInt8], _ server: ServerStatements, _ out: inout ByteBuffer) -> StatementTarget {
         if nameBytes.isEmpty {
-            if let unnamed {
+            if let unnamed, unnamedOnServer || unnamed.readableBytes > 0 {
                 if !unnamedOnServer {
                     out.writeImmutableBuffer(unnamed)
                     unnamedOnServer = true
@@ -405,7 +439,7 @@ public struct PreparedStatementRewriter {
             }
             for e in skipped.reversed() { apply(e.onSkip) }
         default:
-            if type == Msg.copyInResponse, case .relay(.execute) = head.reply {
+            if type == Msg.copyInResponse, head.mayBeExecute {
                 // The backend now ignores Sync and Flush until CopyDone/CopyFail.
                 copyInActive = true
                 let before = expected.count
@@ -514,7 +548,7 @@ public struct PreparedStatementRewriter {
     public mutating func serverReleased() -> Bool {
         let uncertain = expected.contains { e in
             switch e.reply {
-            case .relay(.parse), .dropParseComplete, .dropCloseComplete: return true
+            case .relay(.parse), .relay(.raw), .dropParseComplete, .dropCloseComplete: return true
             default: return false
             }
         }
@@ -673,7 +707,12 @@ private enum Effect {
 }
 
 private struct Expectation {
-    enum Kind { case parse, bind, describeStatement, describePortal, execute, close, sync, simpleQuery, functionCall }
+    enum Kind {
+        case parse, bind, describeStatement, describePortal, execute, close, sync, simpleQuery, functionCall
+        /// A Parse/Bind/Describe/Close/Execute relayed before the rewriter took over: its last reply
+        /// is whichever completion comes next.
+        case raw
+    }
     enum Reply {
         /// A client message: its replies go to the client.
         case relay(Kind)
@@ -709,6 +748,14 @@ private struct Expectation {
         return false
     }
 
+    /// An Execute (or a raw message that may be one): a CopyInResponse may answer it.
+    var mayBeExecute: Bool {
+        switch reply {
+        case .relay(.execute), .relay(.raw): return true
+        default: return false
+        }
+    }
+
     /// Sync, Query and FunctionCall end with ReadyForQuery, and an error inside them does not
     /// start skipping.
     var endsOnlyAtReadyForQuery: Bool {
@@ -729,6 +776,8 @@ private struct Expectation {
             return type == Msg.rowDescription || type == Msg.noData
         case .relay(.execute):
             return type == Msg.commandComplete || type == Msg.emptyQuery || type == Msg.portalSuspended
+        case .relay(.raw):
+            return PreparedStatementRewriter.isCompletion(type)
         case .relay(.sync), .relay(.simpleQuery), .relay(.functionCall), .emit: return false
         }
     }
