@@ -33,6 +33,9 @@ final class ChannelOutput {
     /// True while writes may bypass NIO (plain socket, channel open).
     var isDirect: Bool { fd >= 0 }
 
+    /// Whether NIO may hold unwritten bytes for this channel (always true without direct writes).
+    var holdsQueuedBytes: Bool { fd < 0 || queuedInNIO > 0 }
+
     /// Call before a TLS handler joins the pipeline, and when the channel goes inactive.
     func disableDirect() { fd = -1 }
 

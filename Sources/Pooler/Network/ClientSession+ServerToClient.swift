@@ -159,7 +159,8 @@ extension ClientSession {
     func serverReadComplete() {
         output.flush()
         // Backpressure: a client that does not read must not make us buffer a whole result set.
-        if !context.channel.isWritable, let s = server, !s.readingPaused {
+        // (Only NIO's queue can make the channel unwritable: nothing to ask after direct writes.)
+        if output.holdsQueuedBytes, !context.channel.isWritable, let s = server, !s.readingPaused {
             s.readingPaused = true
             if s.loop === loop { s.setReading(false) } else { s.loop.execute { s.setReading(false) } }
         }
