@@ -102,12 +102,6 @@ public struct PreparedStatementRewriter {
     }
     private var ignoredSyncs = 0
 
-    /// The caller relayed `count` Query/FunctionCall/Sync messages raw (before switching to this
-    /// rewriter mid-stream) whose replies up to ReadyForQuery are still to come: pass them through.
-    public mutating func expectRawReplies(readyForQuery count: Int) {
-        for _ in 0..<max(0, count) { expected.append(Expectation(.relay(.simpleQuery))) }
-    }
-
     /// The caller relayed the client's messages raw so far and switches to this rewriter
     /// mid-stream, possibly inside an extended-protocol batch:
     /// - `readyForQuery`: Query/FunctionCall/Sync messages sent whose ReadyForQuery is still to come;
@@ -120,7 +114,8 @@ public struct PreparedStatementRewriter {
     ///   `unnamedOnServer`: the attached backend holds it.
     public mutating func adoptRawStream(readyForQuery: Int, openMessages: Int, serverSkipping: Bool, openBatch: Bool,
                                         unnamed: ByteBuffer?, unnamedOnServer: Bool) {
-        expectRawReplies(readyForQuery: readyForQuery)
+        // Replies up to each outstanding ReadyForQuery pass through, then those of the open batch.
+        for _ in 0..<max(0, readyForQuery) { expected.append(Expectation(.relay(.simpleQuery))) }
         for _ in 0..<max(0, openMessages) { expected.append(Expectation(.relay(.raw))) }
         self.serverSkipping = serverSkipping && expected.isEmpty
         atBatchStart = !openBatch
