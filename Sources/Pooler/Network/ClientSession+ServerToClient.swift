@@ -66,11 +66,14 @@ extension ClientSession {
     /// dropped replies to injected messages).
     func serverMessages(_ buffer: ByteBuffer) {
         var input = Self.joinPartial(&serverAcc, buffer)
-        var out = context.channel.allocator.buffer(capacity: buffer.readableBytes + 16)
+        // Messages the rewriter leaves unchanged are forwarded as runs of the input (no copy).
+        var runs = ForwardRuns(input)
         var boundary = false
         var sawReady = false
         do {
-            while let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) {
+            while true {
+                let start = input.readerIndex
+                guard let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) else { break }
                 switch type {
                 case Z:
                     if expectedReady > 0 { expectedReady -= 1 }
@@ -89,9 +92,12 @@ extension ClientSession {
                 default:
                     break
                 }
-                rewriter!.serverMessage(type: type, body: body, toClient: &out)
+                if serverExtra.readableBytes > 0 { serverExtra.clear() }
+                let forward = rewriter!.serverReply(type: type, body: body, extra: &serverExtra)
                 let ignored = rewriter!.takeIgnoredSyncs()
                 if ignored > 0 { expectedReady = max(0, expectedReady - ignored) }
+                if forward && serverExtra.readableBytes == 0 { continue }
+                runs.edit(messageAt: start, end: input.readerIndex, keep: forward, then: &serverExtra)
             }
         } catch {
             if let s = server { discardServer(s) }
@@ -99,9 +105,10 @@ extension ClientSession {
             close()
             return
         }
+        let toClient = runs.finish(at: input.readerIndex)
         if input.readableBytes > 0 { serverAcc = input }
-        if let pool { pool.stats.bytesSent.wrappingIncrement(by: out.readableBytes, ordering: .relaxed) }
-        output.write(out)
+        if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
+        if toClient.readableBytes > 0 { output.write(toClient) }
         if expectedReady == 0 { serverWentQuiet() }
         if (boundary || (expectedReady == 0 && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering {
             transactionBoundary()

@@ -89,6 +89,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var messageMode = false
     var clientAcc: ByteBuffer?
     var serverAcc: ByteBuffer?
+    /// Message mode: what the rewriter puts after a backend message (reused between messages).
+    var serverExtra = ByteBuffer()
 
     // Counters for SHOW CLIENTS.
     var transactionCount = 0

@@ -307,8 +307,8 @@ public struct PreparedStatementRewriter {
         case unchanged
     }
 
-    private mutating func prepareTarget(_ nameBytes: [UInt8], _ server: ServerStatements, _ out: inout ByteBuffer) -> StatementTarget {
-        if nameBytes.isEmpty {
+    private mutating func prepareTarget(_ clientName: String, _ server: ServerStatements, _ out: inout ByteBuffer) -> StatementTarget {
+        if clientName.isEmpty {
             if let unnamed, unnamedOnServer || unnamed.readableBytes > 0 {
                 if !unnamedOnServer {
                     out.writeImmutableBuffer(unnamed)
@@ -325,30 +325,29 @@ public struct PreparedStatementRewriter {
             }
             return .unchanged
         }
-        guard let stmt = named[String(decoding: nameBytes, as: UTF8.self)] else { return .unchanged }
+        guard let stmt = named[clientName] else { return .unchanged }
         if !server.lookup(stmt.name) {
             server.insert(stmt.name)
             expected.append(sendParse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
         } else if let pending = pendingParseBatch(stmt.name), pending < batch {
             expected.append(reparse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
         }
-        return .rewritten(Array(stmt.name.utf8))
+        return .rewritten(stmt.nameBytes)
     }
 
     private mutating func bind(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
         var b = body
-        guard let portal = b.readCStringBytes(), let stmt = b.readCStringBytes() else {
-            return .malformed("malformed Bind message")
-        }
+        guard let portalEnd = b.readableBytesView.firstIndex(of: 0) else { return .malformed("malformed Bind message") }
+        var portal = b.readSlice(length: portalEnd + 1 - b.readerIndex)!  // with its terminator
+        guard let stmt = b.readCString() else { return .malformed("malformed Bind message") }
         switch prepareTarget(stmt, server, &out) {
         case .unchanged:
             Self.writeMessage(Msg.bind, body, into: &out)
         case .rewritten(let name):
             // portal\0 name\0, then the parameter formats, values and result formats verbatim.
             out.writeInteger(Msg.bind)
-            out.writeInteger(Int32(4 + portal.count + 1 + name.count + 1 + b.readableBytes))
-            out.writeBytes(portal)
-            out.writeInteger(UInt8(0))
+            out.writeInteger(Int32(4 + portal.readableBytes + name.count + 1 + b.readableBytes))
+            out.writeBuffer(&portal)
             out.writeBytes(name)
             out.writeInteger(UInt8(0))
             out.writeImmutableBuffer(b)
@@ -359,7 +358,7 @@ public struct PreparedStatementRewriter {
 
     private mutating func describe(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
         var b = body
-        guard let kind: UInt8 = b.readInteger(), let name = b.readCStringBytes() else {
+        guard let kind: UInt8 = b.readInteger(), let name = b.readCString() else {
             return .malformed("malformed Describe message")
         }
         guard kind == UInt8(ascii: "S") else {
@@ -408,31 +407,41 @@ public struct PreparedStatementRewriter {
 
     /// Handles one complete backend message; appends what the client must see to `toClient`.
     public mutating func serverMessage(type: UInt8, body: ByteBuffer, toClient: inout ByteBuffer) {
+        var extra = ByteBuffer()
+        if serverReply(type: type, body: body, extra: &extra) { Self.writeMessage(type, body, into: &toClient) }
+        toClient.writeBuffer(&extra)
+    }
+
+    /// Handles one complete backend message without copying it: returns true when the client must
+    /// see the message unchanged (the caller forwards its original bytes), false when it is
+    /// dropped or replaced. Either way, what follows it in the client's stream (a replacement,
+    /// synthetic replies) is appended to `extra`.
+    public mutating func serverReply(type: UInt8, body: ByteBuffer, extra: inout ByteBuffer) -> Bool {
         if type == Msg.commandComplete { noteCommandTag(body) }
-        guard let head = expected.first else {
-            Self.writeMessage(type, body, into: &toClient)
-            return
-        }
+        guard let head = expected.first else { return true }
+        var forward = true
         switch type {
         case Msg.errorResponse:
             if let rename = head.errorRename {
-                Self.writeMessage(type, Self.renamingStatement(in: body, from: rename.from, to: rename.to), into: &toClient)
-            } else {
-                Self.writeMessage(type, body, into: &toClient)
+                Self.writeMessage(type, Self.renamingStatement(in: body, from: rename.from, to: rename.to), into: &extra)
+                forward = false
             }
             if head.endsOnlyAtReadyForQuery { break }
             expected.removeFirst()
             skipUntilSync(after: head)
         case Msg.readyForQuery:
-            Self.writeMessage(type, body, into: &toClient)
             // The entry this answers is the first Sync/Query/FunctionCall; anything before it was
             // not answered, i.e. skipped by the backend.
-            var skipped: [Expectation] = []
-            while let e = expected.popFirst() {
-                if e.endsOnlyAtReadyForQuery { break }
-                skipped.append(e)
+            if head.endsOnlyAtReadyForQuery {
+                expected.removeFirst()
+            } else {
+                var skipped: [Expectation] = []
+                while let e = expected.popFirst() {
+                    if e.endsOnlyAtReadyForQuery { break }
+                    skipped.append(e)
+                }
+                for e in skipped.reversed() { apply(e.onSkip) }
             }
-            for e in skipped.reversed() { apply(e.onSkip) }
         default:
             if type == Msg.copyInResponse, head.mayBeExecute {
                 // The backend now ignores Sync and Flush until CopyDone/CopyFail.
@@ -446,14 +455,13 @@ public struct PreparedStatementRewriter {
             if head.isCompleted(by: type) {
                 expected.removeFirst()
                 switch head.reply {
-                case .dropParseComplete, .dropCloseComplete: break
-                default: Self.writeMessage(type, body, into: &toClient)
+                case .dropParseComplete, .dropCloseComplete: forward = false
+                default: break
                 }
-            } else {
-                Self.writeMessage(type, body, into: &toClient)
             }
         }
-        emitReadySynthetics(into: &toClient)
+        if let next = expected.first, case .emit = next.reply { emitReadySynthetics(into: &extra) }
+        return forward
     }
 
     /// After an ErrorResponse to `failed`: the backend discards messages up to the next Sync.

@@ -43,8 +43,21 @@ final class PooledClient {
         let (pg, statements) = world.servers[server]
         var toClient = ByteBufferAllocator().buffer(capacity: 256)
         var allToServer = ByteBufferAllocator().buffer(capacity: 256)
+        // Replies go through the rewriter the way the session relays them: kept messages as runs
+        // of the backend's bytes (ForwardRuns), edits spliced in.
         func feed(_ replies: ByteBuffer) {
-            for (t, body) in FE.split(replies) { rewriter.serverMessage(type: t, body: body, toClient: &toClient) }
+            var input = replies
+            var runs = ForwardRuns(input)
+            var extra = ByteBuffer()
+            while let (t, body) = try! MessageFramer.next(&input) {
+                let start = input.readerIndex - 5 - body.readableBytes
+                extra.clear()
+                let keep = rewriter.serverReply(type: t, body: body, extra: &extra)
+                if !keep || extra.readableBytes > 0 { runs.edit(messageAt: start, end: input.readerIndex, keep: keep, then: &extra) }
+            }
+            precondition(input.readableBytes == 0)
+            var out = runs.finish(at: input.readerIndex)
+            toClient.writeBuffer(&out)
         }
         var pendingToServer = ByteBufferAllocator().buffer(capacity: 256)
         for (t, body) in messages {

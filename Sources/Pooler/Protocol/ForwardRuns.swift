@@ -1,0 +1,39 @@
+import NIOCore
+
+/// Output for a buffer of whole protocol messages of which most pass unchanged.
+///
+/// Messages that are kept stay runs of the input, so when nothing is edited the result is the input
+/// itself (no copy). A copy is only built from the first edit on: the kept run before the edited
+/// message, then what replaces or follows it.
+struct ForwardRuns {
+    /// The input with its reader index at the first message (`get` only reads readable bytes).
+    private let whole: ByteBuffer
+    private var runStart: Int
+    private var out: ByteBuffer?
+
+    init(_ input: ByteBuffer) {
+        whole = input
+        runStart = input.readerIndex
+    }
+
+    /// The message at `start..<end` is kept (`keep`) or dropped, and `extra` (a replacement,
+    /// synthetic messages; may be empty) follows its place. `extra` is consumed.
+    mutating func edit(messageAt start: Int, end: Int, keep: Bool, then extra: inout ByteBuffer) {
+        let runEnd = keep ? end : start
+        if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
+        if runEnd > runStart, var run = whole.getSlice(at: runStart, length: runEnd - runStart) {
+            out!.writeBuffer(&run)
+        }
+        out!.writeBuffer(&extra)
+        runStart = end
+    }
+
+    /// What to forward for the messages up to `end` (the rest of the input is not included).
+    func finish(at end: Int) -> ByteBuffer {
+        guard var built = out else {
+            return whole.getSlice(at: whole.readerIndex, length: end - whole.readerIndex) ?? ByteBuffer()
+        }
+        if end > runStart, var run = whole.getSlice(at: runStart, length: end - runStart) { built.writeBuffer(&run) }
+        return built
+    }
+}

@@ -1,0 +1,62 @@
+import NIOCore
+import Testing
+@testable import Pooler
+
+struct ForwardRunsTests {
+    /// Three messages 'A', 'B', 'C' with one-byte bodies; returns the buffer and each message's range.
+    private func input(prefix: Int = 0) -> (ByteBuffer, [Range<Int>]) {
+        var b = ByteBufferAllocator().buffer(capacity: 64)
+        b.writeRepeatingByte(0xEE, count: prefix)
+        b.moveReaderIndex(forwardBy: prefix)
+        var ranges: [Range<Int>] = []
+        for t in "ABC".utf8 {
+            let start = b.writerIndex
+            b.writeInteger(t)
+            b.writeInteger(Int32(5))
+            b.writeInteger(t &+ 32)
+            ranges.append(start..<b.writerIndex)
+        }
+        return (b, ranges)
+    }
+
+    private func types(_ b: ByteBuffer) -> String { FE.types(b) }
+
+    @Test func nothingEditedIsTheInputItself() {
+        let (b, r) = input(prefix: 7)
+        let runs = ForwardRuns(b)
+        let out = runs.finish(at: r[2].upperBound)
+        #expect(out == b)
+        #expect(types(out) == "ABC")
+    }
+
+    @Test func finishStopsAtAPartialTail() {
+        var (b, r) = input()
+        b.writeBytes([UInt8(ascii: "D"), 0, 0])  // half a header
+        let out = ForwardRuns(b).finish(at: r[2].upperBound)
+        #expect(types(out) == "ABC")
+    }
+
+    @Test(arguments: [0, 1, 2])
+    func droppedMessageLeavesTheOthersInOrder(_ dropped: Int) {
+        let (b, r) = input(prefix: 3)
+        var runs = ForwardRuns(b)
+        var none = ByteBuffer()
+        runs.edit(messageAt: r[dropped].lowerBound, end: r[dropped].upperBound, keep: false, then: &none)
+        var expected = Array("ABC")
+        expected.remove(at: dropped)
+        #expect(types(runs.finish(at: r[2].upperBound)) == String(expected))
+    }
+
+    @Test func replacementsAndInsertionsLandInPlace() {
+        let (b, r) = input()
+        var runs = ForwardRuns(b)
+        var x = ByteBufferAllocator().buffer(capacity: 8)
+        x.writeInteger(UInt8(ascii: "X")); x.writeInteger(Int32(4))
+        runs.edit(messageAt: r[0].lowerBound, end: r[0].upperBound, keep: false, then: &x)  // A → X
+        var y = ByteBufferAllocator().buffer(capacity: 8)
+        y.writeInteger(UInt8(ascii: "Y")); y.writeInteger(Int32(4))
+        runs.edit(messageAt: r[1].lowerBound, end: r[1].upperBound, keep: true, then: &y)  // B, then Y
+        #expect(y.readableBytes == 0)
+        #expect(types(runs.finish(at: r[2].upperBound)) == "XBYC")
+    }
+}
