@@ -6,7 +6,7 @@
 #   BENCH_MODES="simple extended prepared"
 #   BENCH_RECONNECT_CLIENTS="1 40"  BENCH_RECONNECT_MODES=simple  BENCH_RECONNECT=0 to skip -C runs
 #   BENCH_ONLY=direct,pgbouncer,doorman   targets to run (others are reported as n/a)
-#   BENCH_SKIP_BUILD=1           do not run `swift build -c release`
+#   BENCH_SKIP_BUILD=1           do not run scripts/build-release.sh (`swift build -c release`)
 #   BENCH_TLS=1                  TLS variant: sslmode=require to PostgreSQL, PgBouncer and pg_doorman
 #   BENCH_WARMUP=2               seconds of unrecorded warm-up per target
 #   BENCH_DOORMAN_WORKERS=N      general.worker_threads for pg_doorman (default: its own default)
@@ -45,8 +45,8 @@ DOORMAN_BIN=${PG_DOORMAN_BIN:-$ROOT/.build/release/pg_doorman}
 doorman_reason=""
 if want doorman; then
     if [[ "${BENCH_SKIP_BUILD:-0}" != 1 && -z "${PG_DOORMAN_BIN:-}" ]]; then
-        say "swift build -c release"
-        if ! swift build -c release >&2; then
+        say "scripts/build-release.sh (swift build -c release)"
+        if ! "$ROOT/scripts/build-release.sh" >&2; then
             doorman_reason="release build failed"
         fi
     fi

@@ -41,8 +41,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ "${SKIP_BUILD:-0}" != 1 && -z "${PG_DOORMAN_BIN:-}" ]]; then
-    echo "run.sh: swift build -c release" >&2
-    swift build -c release >&2
+    echo "run.sh: scripts/build-release.sh (swift build -c release)" >&2
+    "$ROOT/scripts/build-release.sh" >&2
 fi
 BIN=${PG_DOORMAN_BIN:-$ROOT/.build/release/pg_doorman}
 [[ -x "$BIN" ]] || die "$BIN not found (build failed?)"

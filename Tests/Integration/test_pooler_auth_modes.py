@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from harness import make_tmp_dir, psql, rmtree_quiet
+from harness import make_tmp_dir, psql, rmtree_quiet, to_yaml
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -39,6 +39,35 @@ def test_server_username_and_password_with_plaintext_client_password(doorman, pg
         assert c.execute("SELECT current_user").fetchone()[0] == backend_user
     with pytest.raises(psycopg.OperationalError):
         connect(dm, "app", "wrong")
+
+
+def test_reload_changes_a_plaintext_client_password(doorman, pg):
+    """The SCRAM verifier derived from a plaintext password belongs to its pool: after RELOAD with a new
+    password (possibly in rebuilt pools) the new one works and the old one is refused, repeatedly."""
+    def config(password):
+        return {
+            "general": {"admin_username": "admin", "admin_password": "admin"},
+            "pools": {"example_db": {"server_host": pg.host, "server_port": pg.port, "users": [
+                {"username": "app", "password": password, "pool_size": 2,
+                 "server_username": SCRAM_USER, "server_password": SCRAM_PW},
+            ]}},
+        }
+    cfg = config("first-secret")
+    dm = doorman(cfg)
+    cfg["general"].update(host=dm.host, port=dm.port)
+    with connect(dm, "app", "first-secret") as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+    for old, new in [("first-secret", "second-secret"), ("second-secret", "first-secret"),
+                     ("first-secret", "third-secret")]:
+        cfg["pools"]["example_db"]["users"][0]["password"] = new
+        dm.config_path.write_text(to_yaml(cfg))
+        rc, _, err = psql(["-h", dm.host, "-p", str(dm.port), "-At", "-c", "RELOAD"],
+                          env={"PGUSER": "admin", "PGPASSWORD": "admin", "PGDATABASE": "pgdoorman"})
+        assert rc == 0, err
+        with connect(dm, "app", new) as c:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        with pytest.raises(psycopg.OperationalError):
+            connect(dm, "app", old)
 
 
 def test_wrong_server_password_is_reported_to_the_client(doorman, pg):

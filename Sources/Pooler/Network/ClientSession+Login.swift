@@ -171,7 +171,7 @@ extension ClientSession {
         let stored = pool.settings.clientPassword
         if method == .trust { return authenticated(clientKey: nil) }
         if stored.hasPrefix("SCRAM-SHA-256$") {
-            guard let verifier = try? ScramVerifier(parsing: stored) else {
+            guard let verifier = pool.clientVerifier else {
                 return fatal(code: "28P01", "Server authentication configuration error. Please contact your database administrator.")
             }
             return beginSCRAM(verifier)
@@ -187,7 +187,8 @@ extension ClientSession {
             return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
         }
         // Plaintext password in the config: SCRAM with a verifier derived once per pool.
-        return beginSCRAM(runtime.derivedVerifier(for: pool))
+        guard let verifier = pool.clientVerifier else { return authFailed() }
+        return beginSCRAM(verifier)
     }
 
     func beginMD5(hash: String) {

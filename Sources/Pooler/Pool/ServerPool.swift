@@ -39,6 +39,7 @@ public final class ServerPool {
     private var _epoch = 0
     private var _closed = false
     private var _scramClientKey: [UInt8]?
+    private var _clientVerifier: ScramVerifier??
     private var _serverParameters: [(String, String)]?
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
@@ -50,6 +51,26 @@ public final class ServerPool {
         var loop: EventLoop
         var enqueuedAt: NIODeadline
         var callback: (Result<ServerConnection, PoolError>) -> Void
+    }
+
+    /// The SCRAM verifier clients of this pool authenticate against, worked out once: parsed from a
+    /// stored `SCRAM-SHA-256$…`, or derived from a plaintext password. Nil for an MD5 hash, an empty
+    /// password, or a stored verifier that does not parse.
+    var clientVerifier: ScramVerifier? {
+        lock.withLock {
+            if let known = _clientVerifier { return known }
+            let stored = settings.clientPassword
+            let v: ScramVerifier?
+            if stored.hasPrefix("SCRAM-SHA-256$") {
+                v = try? ScramVerifier(parsing: stored)
+            } else if stored.isEmpty || (stored.hasPrefix("md5") && stored.count == 35) {
+                v = nil
+            } else {
+                v = ScramVerifier.generate(password: stored)
+            }
+            _clientVerifier = .some(v)
+            return v
+        }
     }
 
     init(settings: PoolSettings, connector: ServerConnector) {

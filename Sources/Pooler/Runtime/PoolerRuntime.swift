@@ -22,7 +22,6 @@ public final class PoolerRuntime {
     private let lock = NIOLock()
     private var _config: Config
     private var _pools: [String: ServerPool] = [:]
-    private var _verifiers: [ObjectIdentifier: ScramVerifier] = [:]
     private var sessions: [Int32: WeakSession] = [:]
     private struct WeakSession { weak var session: ClientSession? }
 
@@ -108,15 +107,6 @@ public final class PoolerRuntime {
             transport = .unix
         }
         return general.hbaDecision(transport: transport, database: database, user: user)
-    }
-
-    /// A SCRAM verifier for a plaintext password in the config, derived once per pool.
-    func derivedVerifier(for pool: ServerPool) -> ScramVerifier {
-        let id = ObjectIdentifier(pool)
-        if let v = lock.withLock({ _verifiers[id] }) { return v }
-        let v = ScramVerifier.generate(password: pool.settings.clientPassword)
-        lock.withLock { _verifiers[id] = v }
-        return v
     }
 
     /// Re-reads the config file. On any error the running config stays and the diagnostics are returned.
