@@ -608,3 +608,23 @@ def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg, workload):
     for user, pw in USERS:
         rc, out, err = psql(["-At", "-c", "SELECT 'back'"], env=dm.env(user, pw), timeout=30)
         assert rc == 0 and out.strip() == "back", err
+
+
+def test_client_sockets_get_the_configured_keepalive(doorman, doorman_config):
+    """tcp_keepalives_idle reaches accepted client sockets: the kernel's keepalive timer on the pooler's
+    side of the connection (ss -o) counts down from the configured idle time."""
+    dm = doorman(doorman_config(tcp_keepalives_idle=300, tcp_keepalives_interval=7, tcp_keepalives_count=3))
+    with pconnect(dm) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+        # (Until the last bytes are acknowledged the socket shows its retransmit timer instead.)
+        for _ in range(50):
+            out = subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{dm.port} )"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            timers = re.findall(r"timer:\(keepalive,(?:(\d+)min)?([\d.]+)(m?s)", out)
+            if timers:
+                break
+            time.sleep(0.1)
+    assert timers, out
+    minutes, value, unit = timers[0]
+    seconds = int(minutes or 0) * 60 + float(value) / (1000 if unit == "ms" else 1)
+    assert 200 < seconds <= 300, out

@@ -2,7 +2,8 @@
 # Installs what tests and benchmarks need, skipping quickly when it is already present.
 # Source it, then call `ensure_deps` (or ensure_apt_deps / ensure_pip_deps).
 #
-# apt: pgbouncer, libpq-dev, PostgreSQL 15 server + client (psql, pgbench), openssl when missing.
+# apt: pgbouncer, libpq-dev, PostgreSQL 15 server + client (psql, pgbench), openssl, iproute2 (ss)
+# when missing.
 # pip: asyncpg, psycopg[binary], pytest, pytest-timeout.
 # Set DEPS_SKIP=1 to skip every install (offline machine that is already provisioned).
 
@@ -33,6 +34,7 @@ ensure_apt_deps() {
     command -v pgbench >/dev/null 2>&1 || missing+=(postgresql-client-15)
     command -v runuser >/dev/null 2>&1 || missing+=(util-linux)
     command -v openssl >/dev/null 2>&1 || missing+=(openssl)  # TLS tests make their certificates
+    command -v ss >/dev/null 2>&1 || missing+=(iproute2)  # a test reads socket timers with ss
     if [[ ${#missing[@]} -eq 0 ]]; then
         _deps_log "apt packages present"
         return 0

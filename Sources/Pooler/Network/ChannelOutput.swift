@@ -25,9 +25,22 @@ final class ChannelOutput {
 
     init(context: ChannelHandlerContext) {
         self.context = context
-        let handle = try? context.pipeline.syncOperations.withUnsafeTransportIfAvailable(
-            of: NIOBSDSocket.Handle.self) { $0 }
-        fd = handle.flatMap { $0 } ?? -1
+        fd = Self.socketDescriptor(of: context.channel)
+    }
+
+    /// The channel's socket descriptor, or -1. What `withUnsafeTransportIfAvailable(of:)` does, but
+    /// through the unconstrained protocol (a cached conformance check) rather than a cast to
+    /// `any NIOTransportAccessibleChannelCore<Handle>`, whose metadata the runtime rebuilds on every
+    /// call — a noticeable part of accepting a connection.
+    static func socketDescriptor(of channel: Channel) -> CInt {
+        channel.eventLoop.assertInEventLoop()
+        guard let core = channel._channelCore as? any NIOTransportAccessibleChannelCore else { return -1 }
+        return descriptor(of: core)
+    }
+
+    private static func descriptor<Core: NIOTransportAccessibleChannelCore>(of core: Core) -> CInt {
+        guard Core.Transport.self == NIOBSDSocket.Handle.self else { return -1 }
+        return (try? core.withUnsafeTransport { $0 as? NIOBSDSocket.Handle }).flatMap { $0 } ?? -1
     }
 
     /// True while writes may bypass NIO (plain socket, channel open).

@@ -254,9 +254,6 @@ public final class PoolerRuntime {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: general.tcpNoDelay ? 1 : 0)
-            .childChannelOption(.socketOption(.so_keepalive), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 4)
             .childChannelInitializer { [unowned self] channel in
                 self.totalConnections.wrappingIncrement(ordering: .relaxed)
                 let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
@@ -317,19 +314,28 @@ public final class PoolerRuntime {
         }
     }
 
-    /// Keepalive timing and TCP_USER_TIMEOUT from `general` (failures are ignored: best effort).
+    /// TCP_NODELAY, keepalive and its timing, and TCP_USER_TIMEOUT from `general` on an accepted
+    /// client socket (failures are ignored: best effort). Set with setsockopt(2) on the descriptor:
+    /// NIO's `setOption` costs a future per option on every accepted connection.
     static func configureTCP(_ channel: Channel, _ general: General) {
-        let opts: [(Int32, UInt64)] = [
-            (TCP_KEEPIDLE, max(1, general.tcpKeepalivesIdle)), (TCP_KEEPINTVL, max(1, general.tcpKeepalivesInterval)),
-            (TCP_KEEPCNT, UInt64(max(1, general.tcpKeepalivesCount))), (TCP_USER_TIMEOUT, general.tcpUserTimeout * 1000),
+        let tcp = Int32(IPPROTO_TCP)
+        let opts: [(Int32, Int32, Int32)] = [
+            (tcp, Int32(TCP_NODELAY), general.tcpNoDelay ? 1 : 0), (Int32(SOL_SOCKET), Int32(SO_KEEPALIVE), 1),
+            (tcp, Int32(TCP_KEEPIDLE), Int32(clamping: max(1, general.tcpKeepalivesIdle))),
+            (tcp, Int32(TCP_KEEPINTVL), Int32(clamping: max(1, general.tcpKeepalivesInterval))),
+            (tcp, Int32(TCP_KEEPCNT), Int32(clamping: max(1, general.tcpKeepalivesCount))),
+            (tcp, Int32(TCP_USER_TIMEOUT), Int32(clamping: general.tcpUserTimeout * 1000)),
         ]
-        for (name, value) in opts {
-            channel.setOption(tcpOption(name), value: SocketOptionValue(value)).whenComplete { _ in }
+        let fd = ChannelOutput.socketDescriptor(of: channel)
+        for (level, name, value) in opts {
+            if fd >= 0 {
+                var v = value
+                _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+            } else {
+                let option = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(level), name: SocketOptionName(name))
+                channel.setOption(option, value: SocketOptionValue(value)).whenComplete { _ in }
+            }
         }
-    }
-
-    static func tcpOption(_ name: Int32) -> ChannelOptions.Types.SocketOption {
-        ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(name))
     }
 
     /// The port actually bound (useful when the config says 0).

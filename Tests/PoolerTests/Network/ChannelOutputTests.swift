@@ -108,6 +108,19 @@ private final class Reader: ChannelInboundHandler {
     @Test func withoutDirectWritesEverythingGoesThroughNIO() throws {
         try run(tls: true)
     }
+
+    @Test func socketDescriptorMatchesNIOsTransportAccess() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let server = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
+        defer { try? server.close().wait() }
+        try server.eventLoop.submit {
+            let ours = ChannelOutput.socketDescriptor(of: server)
+            let nios = try server.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
+            #expect(ours >= 0)
+            #expect(ours == nios)
+        }.wait()
+    }
 }
 
 private func sleepMilliseconds(_ ms: Int) {
