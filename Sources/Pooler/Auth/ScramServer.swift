@@ -1,3 +1,5 @@
+import Crypto
+
 /// The pooler's side of SCRAM-SHA-256 when a CLIENT logs in to it (RFC 5802 §5, RFC 7677),
 /// as a pure state machine: feed it the client's messages, send back what it returns.
 ///
@@ -22,23 +24,52 @@ public struct ScramServer {
         var combinedNonce: [UInt8]
     }
 
-    public let verifier: ScramVerifier
+    /// A verifier with its two HMACs keyed once: keying is most of an HMAC's cost on messages this
+    /// short, so a pool keeps one `Keys` for all its logins.
+    public final class Keys: @unchecked Sendable {  // immutable after init
+        public let verifier: ScramVerifier
+        fileprivate let storedKeyMAC: HMAC<SHA256>
+        fileprivate let serverKeyMAC: HMAC<SHA256>
+
+        public init(_ verifier: ScramVerifier) {
+            self.verifier = verifier
+            storedKeyMAC = HMAC(key: SymmetricKey(data: verifier.storedKey))
+            serverKeyMAC = HMAC(key: SymmetricKey(data: verifier.serverKey))
+        }
+
+        fileprivate static func mac(_ keyed: HMAC<SHA256>, _ message: [UInt8]) -> [UInt8] {
+            var h = keyed
+            h.update(data: message)
+            return Array(h.finalize())
+        }
+    }
+
+    public var verifier: ScramVerifier { keys.verifier }
+    private let keys: Keys
     /// The server's part of the nonce, appended to the client's.
     public let serverNonce: String
     private var state: State = .waitingForClientFirst
 
     /// `randomBytes` supplies the 18 bytes behind the server nonce (base64, 24 characters).
+    public init(keys: Keys, randomBytes: AuthRandomBytes = AuthRandom.system) {
+        self.init(keys: keys, serverNonce: ScramPrimitives.makeNonce(randomBytes: randomBytes))
+    }
+
     public init(verifier: ScramVerifier, randomBytes: AuthRandomBytes = AuthRandom.system) {
-        self.init(verifier: verifier, serverNonce: ScramPrimitives.makeNonce(randomBytes: randomBytes))
+        self.init(keys: Keys(verifier), randomBytes: randomBytes)
     }
 
     /// Uses `serverNonce` verbatim as the server's nonce part (tests, RFC vectors). It must be
     /// printable ASCII without ','.
-    public init(verifier: ScramVerifier, serverNonce: String) {
+    public init(keys: Keys, serverNonce: String) {
         precondition(!serverNonce.isEmpty && serverNonce.utf8.allSatisfy(ScramPrimitives.isPrintable),
                      "SCRAM server nonce must be printable ASCII without ','")
-        self.verifier = verifier
+        self.keys = keys
         self.serverNonce = serverNonce
+    }
+
+    public init(verifier: ScramVerifier, serverNonce: String) {
+        self.init(keys: Keys(verifier), serverNonce: serverNonce)
     }
 
     /// `true` once the client's proof has been accepted.
@@ -119,12 +150,12 @@ public struct ScramServer {
         authMessage.append(UInt8(ascii: ","))
         authMessage += withoutProof
 
-        let clientSignature = ScramPrimitives.hmac(key: verifier.storedKey, authMessage)
+        let clientSignature = Keys.mac(keys.storedKeyMAC, authMessage)
         let clientKey = ScramPrimitives.xor(proof, clientSignature)
         guard ConstantTime.equals(ScramPrimitives.sha256(clientKey), verifier.storedKey) else {
             return .failure(.invalidProof)
         }
-        let serverSignature = ScramPrimitives.hmac(key: verifier.serverKey, authMessage)
+        let serverSignature = Keys.mac(keys.serverKeyMAC, authMessage)
         state = .finished
         return .success((serverFinal: Array("v=".utf8) + Base64.encodeBytes(serverSignature), clientKey: clientKey))
     }

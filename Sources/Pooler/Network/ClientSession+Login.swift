@@ -171,10 +171,10 @@ extension ClientSession {
         let stored = pool.settings.clientPassword
         if method == .trust { return authenticated(clientKey: nil) }
         if stored.hasPrefix("SCRAM-SHA-256$") {
-            guard let verifier = pool.clientVerifier else {
+            guard let keys = pool.clientScramKeys else {
                 return fatal(code: "28P01", "Server authentication configuration error. Please contact your database administrator.")
             }
-            return beginSCRAM(verifier)
+            return beginSCRAM(keys)
         }
         if stored.hasPrefix("md5") && stored.count == 35 {
             if method == .scram {
@@ -187,8 +187,8 @@ extension ClientSession {
             return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
         }
         // Plaintext password in the config: SCRAM with a verifier derived once per pool.
-        guard let verifier = pool.clientVerifier else { return authFailed() }
-        return beginSCRAM(verifier)
+        guard let keys = pool.clientScramKeys else { return authFailed() }
+        return beginSCRAM(keys)
     }
 
     func beginMD5(hash: String) {
@@ -200,8 +200,8 @@ extension ClientSession {
         output.writeAndFlush(out)
     }
 
-    func beginSCRAM(_ verifier: ScramVerifier) {
-        phase = .authSCRAMFirst(ScramServer(verifier: verifier))
+    func beginSCRAM(_ keys: ScramServer.Keys) {
+        phase = .authSCRAMFirst(ScramServer(keys: keys))
         var out = context.channel.allocator.buffer(capacity: 32)
         BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
         output.writeAndFlush(out)

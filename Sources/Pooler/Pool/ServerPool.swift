@@ -39,7 +39,7 @@ public final class ServerPool {
     private var _epoch = 0
     private var _closed = false
     private var _scramClientKey: [UInt8]?
-    private var _clientVerifier: ScramVerifier??
+    private var _clientScramKeys: ScramServer.Keys??
     private var _serverParameters: [(String, String)]?
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
@@ -53,12 +53,12 @@ public final class ServerPool {
         var callback: (Result<ServerConnection, PoolError>) -> Void
     }
 
-    /// The SCRAM verifier clients of this pool authenticate against, worked out once: parsed from a
-    /// stored `SCRAM-SHA-256$…`, or derived from a plaintext password. Nil for an MD5 hash, an empty
-    /// password, or a stored verifier that does not parse.
-    var clientVerifier: ScramVerifier? {
+    /// The SCRAM verifier clients of this pool authenticate against (with its HMACs keyed), worked
+    /// out once: parsed from a stored `SCRAM-SHA-256$…`, or derived from a plaintext password. Nil
+    /// for an MD5 hash, an empty password, or a stored verifier that does not parse.
+    var clientScramKeys: ScramServer.Keys? {
         lock.withLock {
-            if let known = _clientVerifier { return known }
+            if let known = _clientScramKeys { return known }
             let stored = settings.clientPassword
             let v: ScramVerifier?
             if stored.hasPrefix("SCRAM-SHA-256$") {
@@ -68,8 +68,9 @@ public final class ServerPool {
             } else {
                 v = ScramVerifier.generate(password: stored)
             }
-            _clientVerifier = .some(v)
-            return v
+            let keys = v.map(ScramServer.Keys.init)
+            _clientScramKeys = .some(keys)
+            return keys
         }
     }
 

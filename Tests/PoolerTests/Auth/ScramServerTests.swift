@@ -13,6 +13,21 @@ import Testing
         #expect(server.isFinished)
     }
 
+    @Test func sharedKeysServeManyExchanges() throws {
+        // A pool keeps one Keys (HMACs keyed once) for every login: using it must not change it.
+        let keys = ScramServer.Keys(RFC7677.verifier)
+        for _ in 0..<3 {
+            var server = ScramServer(keys: keys, serverNonce: RFC7677.serverNoncePart)
+            _ = try server.receiveClientFirst(bytes(RFC7677.clientFirst)).get()
+            let result = try server.receiveClientFinal(bytes(RFC7677.clientFinal)).get()
+            #expect(text(result.serverFinal) == RFC7677.serverFinal)
+        }
+        var wrong = ScramServer(keys: keys, serverNonce: RFC7677.serverNoncePart)
+        _ = try wrong.receiveClientFirst(bytes(RFC7677.clientFirst)).get()
+        let tampered = RFC7677.clientFinal.dropLast(4) + "AAA="
+        #expect(throws: ScramError.self) { try wrong.receiveClientFinal(bytes(String(tampered))).get() }
+    }
+
     @Test func randomServerNonceIs24PrintableCharacters() throws {
         var server = ScramServer(verifier: RFC7677.verifier, randomBytes: counterBytes(start: 250))
         #expect(server.serverNonce == Base64.encode((0..<18).map { UInt8(truncatingIfNeeded: 250 + $0) }))
