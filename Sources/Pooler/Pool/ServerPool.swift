@@ -60,15 +60,8 @@ public final class ServerPool {
         lock.withLock {
             if let known = _clientScramKeys { return known }
             let stored = settings.clientPassword
-            let v: ScramVerifier?
-            if stored.hasPrefix("SCRAM-SHA-256$") {
-                v = try? ScramVerifier(parsing: stored)
-            } else if stored.isEmpty || (stored.hasPrefix("md5") && stored.count == 35) {
-                v = nil
-            } else {
-                v = ScramVerifier.generate(password: stored)
-            }
-            let keys = v.map(ScramServer.Keys.init)
+            let keys = stored.isEmpty || MD5Password.isHash(stored)
+                ? nil : (try? ScramVerifier.forConfiguredPassword(stored)).map(ScramServer.Keys.init)
             _clientScramKeys = .some(keys)
             return keys
         }
