@@ -28,6 +28,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lib"))
+from pgbench_report import parse_report  # noqa: E402  (shared with Tests/Integration)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SCRIPT = "\\set aid random(1, 100000)\nSELECT :aid;\n"
 PROGRESS = re.compile(r"^progress: ([0-9.]+) s, ([0-9.]+) tps")
@@ -87,20 +90,6 @@ def read_latencies(prefix: str) -> tuple[list[int], int]:
                 else:  # "failed" / "skipped"
                     failed += 1
     return lat, failed
-
-
-def parse_report(stdout: str) -> dict:
-    def num(pattern, cast=float):
-        m = re.search(pattern, stdout, re.M)
-        return cast(m.group(1)) if m else None
-
-    return {
-        "tps": num(r"^tps = ([0-9.]+) \((?:without|excluding|including)"),
-        "processed": num(r"^number of transactions actually processed: (\d+)", int),
-        "failed": num(r"^number of failed transactions: (\d+)", int),
-        "lat_avg_ms": num(r"^latency average = ([0-9.]+) ms"),
-        "conn_time_ms": num(r"^(?:initial connection time|average connection time) = ([0-9.]+) ms"),
-    }
 
 
 def run_pgbench(target: dict, cfg: dict, mode: str, clients: int, duration: int, reconnect: bool,

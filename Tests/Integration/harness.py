@@ -13,6 +13,7 @@ import signal
 import socket
 import string
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts" / "lib"))
+from pgbench_report import parse_report as parse_pgbench  # noqa: E402  (shared with bench/)
 PG_SCRIPT = REPO / "scripts" / "pg-throwaway.sh"
 
 
@@ -88,27 +91,13 @@ class PgbenchResult:
     processed: int | None
     failed: int | None
     latency_avg_ms: float | None
+    conn_time_ms: float | None
     stdout: str
     stderr: str
 
     @property
     def ok(self) -> bool:
         return self.rc == 0 and (self.failed or 0) == 0 and (self.processed or 0) > 0
-
-
-def parse_pgbench(stdout: str) -> dict[str, Any]:
-    """Pull tps, processed/failed transaction counts and average latency out of pgbench's report."""
-    def num(pattern, cast=float):
-        m = re.search(pattern, stdout, re.M)
-        return cast(m.group(1)) if m else None
-
-    return {
-        # PG 15: "tps = 123.4 (without initial connection time)"; older: "(excluding connections establishing)".
-        "tps": num(r"^tps = ([0-9.]+) \((?:without|excluding|including)"),
-        "processed": num(r"^number of transactions actually processed: (\d+)", int),
-        "failed": num(r"^number of failed transactions: (\d+)", int),
-        "latency_avg_ms": num(r"^latency average = ([0-9.]+) ms"),
-    }
 
 
 def pgbench(args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 300.0,

@@ -140,7 +140,7 @@ def test_parse_pgbench_report():
         tps = 1233.456789 (without initial connection time)
         """)
     p = parse_pgbench(sample)
-    assert p == {"tps": 1233.456789, "processed": 1234, "failed": 2, "latency_avg_ms": 0.811}
+    assert p == {"tps": 1233.456789, "processed": 1234, "failed": 2, "latency_avg_ms": 0.811, "conn_time_ms": 3.21}
 
 
 # ----------------------------------------------------------------------------- small helpers
