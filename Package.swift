@@ -61,10 +61,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "ConfigKitTests", dependencies: ["ConfigKit"]),
+        // Fixtures shared by the test targets.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ConfigKitTests", dependencies: ["ConfigKit", "TestSupport"]),
         .testTarget(name: "ValidateTests", dependencies: ["Validate", "ConfigKit"]),
         .testTarget(name: "GenerateTests", dependencies: ["Generate", "ConfigKit"]),
-        .testTarget(name: "PoolerTests", dependencies: ["Pooler", "ConfigKit"]),
+        .testTarget(name: "PoolerTests", dependencies: ["Pooler", "ConfigKit", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

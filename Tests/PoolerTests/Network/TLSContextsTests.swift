@@ -4,40 +4,11 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import Testing
+import TestSupport
 @testable import Pooler
 
 /// TLS context construction from config paths (client-facing and server-facing).
 struct TLSContextsTests {
-    // Self-signed P-256 certificate for localhost/127.0.0.1 (CA:TRUE, valid until 2126) and its key.
-    static let cert = """
------BEGIN CERTIFICATE-----
-MIIBmjCCAUGgAwIBAgIUPeQ0EU/qaq3Znk+BT6wthvWif4UwCgYIKoZIzj0EAwIw
-FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNDIzMTAwN1oYDzIxMjYxMDMx
-MjMxMDA3WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
-PQMBBwNCAAS2XAO88Z2Aa725h1a55XcNFIS6PMWVHB94k3Ix7+5PBhXb6OsDwxcq
-IHcA4OrGk8ZiU5NZ7ei5fav27Yyh94mvo28wbTAdBgNVHQ4EFgQUNOYJvndkl5mA
-LTSp6/d/KKCO7cEwHwYDVR0jBBgwFoAUNOYJvndkl5mALTSp6/d/KKCO7cEwGgYD
-VR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
-zj0EAwIDRwAwRAIgBpp5MoFb6nDci0Ng6Q0pNpM55FMqKfrcF9xn8/EY9d0CIHMG
-dILOCpjWr1Zdf78ICV/JfDIONy9hOQNT2D1AwP0Y
------END CERTIFICATE-----
-"""
-    static let key = """
------BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgBEbClTB1NGA4mEFB
-yM91TZUfRO+6qUW+tINtl7LW6uqhRANCAAS2XAO88Z2Aa725h1a55XcNFIS6PMWV
-HB94k3Ix7+5PBhXb6OsDwxcqIHcA4OrGk8ZiU5NZ7ei5fav27Yyh94mv
------END PRIVATE KEY-----
-"""
-    /// A key that does not belong to `cert`.
-    static let otherKey = """
------BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjxVcv28tPVhNbN7R
-asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
-3nu4fMBxwY2V2wTpfNlfPFXltIt+0DORdhXjK4LXUn0JkToLlCARrsnu
------END PRIVATE KEY-----
-"""
-
     final class Files {
         let dir: String
         init() {
@@ -52,12 +23,12 @@ asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
         deinit { try? FileManager.default.removeItem(atPath: dir) }
     }
 
-    private func general(_ f: Files, mode: String? = nil, ca: Bool = false, key: String = key) -> General {
+    private func general(_ f: Files, mode: String? = nil, ca: Bool = false, key: String = PEMFixtures.key) -> General {
         var g = General()
-        g.tlsCertificate = f.write("server.crt", Self.cert)
+        g.tlsCertificate = f.write("server.crt", PEMFixtures.cert)
         g.tlsPrivateKey = f.write("server.key", key)
         g.tlsMode = mode
-        if ca { g.tlsCaCert = f.write("ca.crt", Self.cert) }
+        if ca { g.tlsCaCert = f.write("ca.crt", PEMFixtures.cert) }
         return g
     }
 
@@ -102,13 +73,13 @@ asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
         g.tlsCertificate = f.dir + "/missing.crt"
         expectError(contains: "missing.crt") { try TLSContexts.makeClientFacing(g) }
         expectError(contains: "tls is incorrectly configured") {
-            try TLSContexts.makeClientFacing(general(f, key: Self.otherKey))
+            try TLSContexts.makeClientFacing(general(f, key: PEMFixtures.otherKey))
         }
     }
 
     @Test func serverFacingModes() throws {
         let f = Files()
-        let ca = f.write("ca.crt", Self.cert)
+        let ca = f.write("ca.crt", PEMFixtures.cert)
         for mode in [ServerTLSMode.allow, .prefer, .require] {
             _ = try TLSContexts.makeServerFacing(ServerTLSSettings(mode: mode))
         }
@@ -117,12 +88,12 @@ asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
         expectError(contains: "server_tls_ca_cert is not set") {
             try TLSContexts.makeServerFacing(ServerTLSSettings(mode: .verifyFull))
         }
-        let crt = f.write("client.crt", Self.cert), key = f.write("client.key", Self.key)
+        let crt = f.write("client.crt", PEMFixtures.cert), key = f.write("client.key", PEMFixtures.key)
         _ = try TLSContexts.makeServerFacing(ServerTLSSettings(mode: .require, certificate: crt, privateKey: key))
         expectError(contains: "server_tls_private_key is not") {
             try TLSContexts.makeServerFacing(ServerTLSSettings(mode: .require, certificate: crt))
         }
-        let bad = f.write("bad.key", Self.otherKey)
+        let bad = f.write("bad.key", PEMFixtures.otherKey)
         expectError(contains: "Failed to load server TLS client identity") {
             try TLSContexts.makeServerFacing(ServerTLSSettings(mode: .require, certificate: crt, privateKey: bad))
         }
@@ -150,7 +121,7 @@ asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
 
     @Test func reloadRereadsFiles() throws {
         let f = Files()
-        let ca = f.write("ca.crt", Self.cert)
+        let ca = f.write("ca.crt", PEMFixtures.cert)
         var config = Config()
         var pool = Pool()
         pool.serverTlsMode = "verify-ca"
@@ -175,7 +146,7 @@ asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
         let f = Files()
         let (serverCtx, _) = try TLSContexts.makeClientFacing(general(f))
         let clientCtx = try TLSContexts.makeServerFacing(
-            ServerTLSSettings(mode: .verifyFull, caCert: f.write("ca.crt", Self.cert)))
+            ServerTLSSettings(mode: .verifyFull, caCert: f.write("ca.crt", PEMFixtures.cert)))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         defer { try? group.syncShutdownGracefully() }
         let server = try ServerBootstrap(group: group)

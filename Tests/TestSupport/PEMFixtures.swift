@@ -1,0 +1,34 @@
+/// Test fixtures shared by the test targets.
+public enum PEMFixtures {
+    /// A self-signed P-256 certificate for localhost/127.0.0.1 (CA:TRUE, valid until 2126), and its key.
+    public static let cert = """
+-----BEGIN CERTIFICATE-----
+MIIBmjCCAUGgAwIBAgIUPeQ0EU/qaq3Znk+BT6wthvWif4UwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNDIzMTAwN1oYDzIxMjYxMDMx
+MjMxMDA3WjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAS2XAO88Z2Aa725h1a55XcNFIS6PMWVHB94k3Ix7+5PBhXb6OsDwxcq
+IHcA4OrGk8ZiU5NZ7ei5fav27Yyh94mvo28wbTAdBgNVHQ4EFgQUNOYJvndkl5mA
+LTSp6/d/KKCO7cEwHwYDVR0jBBgwFoAUNOYJvndkl5mALTSp6/d/KKCO7cEwGgYD
+VR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZI
+zj0EAwIDRwAwRAIgBpp5MoFb6nDci0Ng6Q0pNpM55FMqKfrcF9xn8/EY9d0CIHMG
+dILOCpjWr1Zdf78ICV/JfDIONy9hOQNT2D1AwP0Y
+-----END CERTIFICATE-----
+"""
+
+    public static let key = """
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgBEbClTB1NGA4mEFB
+yM91TZUfRO+6qUW+tINtl7LW6uqhRANCAAS2XAO88Z2Aa725h1a55XcNFIS6PMWV
+HB94k3Ix7+5PBhXb6OsDwxcqIHcA4OrGk8ZiU5NZ7ei5fav27Yyh94mv
+-----END PRIVATE KEY-----
+"""
+
+    /// A private key that does not belong to `cert`.
+    public static let otherKey = """
+-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgjxVcv28tPVhNbN7R
+asVjFayk0jOd/5Ji2pvG9VVsmouhRANCAATq4G1wmGZ+KU+rSKc+CHmpW80HQAQO
+3nu4fMBxwY2V2wTpfNlfPFXltIt+0DORdhXjK4LXUn0JkToLlCARrsnu
+-----END PRIVATE KEY-----
+"""
+}
