@@ -207,7 +207,14 @@ extension ClientSession {
         output.writeAndFlush(out)
     }
 
+    /// Authentication is over (or the connection is): the startup timeout no longer applies.
+    func startupFinished() {
+        startupDeadline?.cancel()
+        startupDeadline = nil
+    }
+
     func authenticated(clientKey: [UInt8]?) {
+        startupFinished()
         if runtime.isAdminDatabase(database) {
             let admin = AdminSession(runtime: runtime, session: self)
             phase = .admin(admin)

@@ -34,6 +34,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Writes to the client (directly to the socket when it is plain, see `ChannelOutput`).
     var output: ChannelOutput!
     var phase: Phase = .startup
+    /// Fires `startupTimeout` after the connection opened unless authentication finished first.
+    var startupDeadline: Scheduled<Void>?
     var inbound: ByteBuffer
     var database = ""
     var user = ""
@@ -122,9 +124,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
                 peer = "\(addr.ipAddress ?? "?"):\(addr.port ?? 0)"
             }
         }
-        // A client that never finishes its startup is cut off.
+        // A client that never finishes its startup is cut off. (Cancelled once authenticated, so
+        // short-lived connections leave no timer behind to fire later.)
         let timeout = runtime.startupTimeout
-        loop.scheduleTask(in: timeout) { [weak self] in
+        startupDeadline = loop.scheduleTask(in: timeout) { [weak self] in
             guard let self else { return }
             switch self.phase {
             case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
@@ -171,6 +174,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let wasAdmin: Bool
         if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
         phase = .closed
+        startupFinished()
         output.disableDirect()
         runtime.cancels.unregister(processID: id)
         runtime.sessionEnded(self, admin: wasAdmin)
