@@ -92,7 +92,8 @@ extension ClientSession {
                 default:
                     break
                 }
-                if serverExtra.readableBytes > 0 { serverExtra.clear() }
+                // (Consumed bytes still count against the capacity until cleared.)
+                if serverExtra.writerIndex > 0 { serverExtra.clear() }
                 let forward = rewriter!.serverReply(type: type, body: body, extra: &serverExtra)
                 let ignored = rewriter!.takeIgnoredSyncs()
                 if ignored > 0 { expectedReady = max(0, expectedReady - ignored) }
