@@ -33,10 +33,21 @@ def scenario_name(r) -> str:
 def main() -> int:
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     meta = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {}
-    by_scn: "OrderedDict[tuple, dict[str, dict]]" = OrderedDict()
+    # With BENCH_ROUNDS > 1 a scenario has several runs per target: report the run with the median
+    # tps (its latency and CPU figures come from that same run), and the tps range of all of them.
+    runs: "OrderedDict[tuple, dict[str, list[dict]]]" = OrderedDict()
     for r in rows:
         key = (r["reconnect"], r["mode"], r["clients"])
-        by_scn.setdefault(key, {})[r["target"]] = r
+        runs.setdefault(key, {}).setdefault(r["target"], []).append(r)
+    by_scn: "OrderedDict[tuple, dict[str, dict]]" = OrderedDict()
+    spread: dict[tuple, str] = {}
+    rounds = max((len(v) for t in runs.values() for v in t.values()), default=1)
+    for key, per_target in runs.items():
+        for target, rs in per_target.items():
+            ok = sorted((r for r in rs if r.get("ok") and r.get("tps") is not None), key=lambda r: r["tps"])
+            by_scn.setdefault(key, {})[target] = ok[(len(ok) - 1) // 2] if ok else rs[-1]
+            if len(ok) > 1:
+                spread[(key, target)] = f"{fmt(ok[0]['tps'])}–{fmt(ok[-1]['tps'])}"
     # reconnect scenarios after the regular ones, modes in their run order
     keys = list(by_scn.keys())
 
@@ -52,6 +63,10 @@ def main() -> int:
                 out.append(f"| {k} | {meta[k]} |")
         out.append("")
     out.append("## Throughput (tps) and ratios\n")
+    if rounds > 1:
+        out.append(f"Each scenario ran {rounds} times, targets alternating within every round; every figure "
+                   "below comes from the run with the median tps for that target (range of all runs in the "
+                   "last table).\n")
     out.append("| scenario | direct | pgbouncer | doorman | doorman/pgbouncer | doorman/direct | pgbouncer/direct |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     for k in keys:
@@ -112,6 +127,14 @@ def main() -> int:
         out.append(f"| {scenario_name(next(iter(t.values())))} | {cpu[0]} | {cpu[1]} | {rss[0]} | {rss[1]} | "
                    f"{per[0]} | {per[1]} |")
     out.append("")
+    if spread:
+        out.append(f"## tps range over the {rounds} rounds\n")
+        out.append("| scenario | direct | pgbouncer | doorman |")
+        out.append("|---|---:|---:|---:|")
+        for k in keys:
+            cells = [spread.get((k, x), "n/a") for x in TARGETS]
+            out.append(f"| {scenario_name(next(iter(by_scn[k].values())))} | " + " | ".join(cells) + " |")
+        out.append("")
     notes = []
     skipped: "OrderedDict[tuple, list[str]]" = OrderedDict()
     for k in keys:

@@ -2,6 +2,7 @@
 # pgbench: direct PostgreSQL vs PgBouncer vs pg_doorman, in one run on this machine.
 # See bench/README.md. Knobs (env):
 #   BENCH_DURATION=10            seconds per pgbench run
+#   BENCH_ROUNDS=1               runs per scenario and target (alternating); the report takes the median
 #   BENCH_CLIENTS="1 40 120 500 2000"
 #   BENCH_MODES="simple extended prepared"
 #   BENCH_RECONNECT_CLIENTS="1 40"  BENCH_RECONNECT_MODES=simple  BENCH_RECONNECT=0 to skip -C runs
@@ -283,7 +284,7 @@ json.dump({
     "postgres": "$pg_version, fsync off, max_connections $pg_max",
     "pgbouncer": "$pgb_version, transaction mode, default_pool_size $POOL_SIZE",
     "doorman": "$dm_version, transaction mode, pool_size $POOL_SIZE",
-    "duration": "${DURATION} s per run (+ ${BENCH_WARMUP:-2} s warm-up per target)",
+    "duration": "${DURATION} s per run, ${BENCH_ROUNDS:-1} run(s) per scenario and target (+ ${BENCH_WARMUP:-2} s warm-up per target)",
     "pgbench": "-n -T $DURATION -j min(2,c) -c c -M mode -P 1 --log; script: \\\\set aid random(1, 100000); SELECT :aid; user $BENCH_USER (SCRAM)",
     "notes": ("TLS (sslmode=require, self-signed) to every target; " if "$TLS" == "1" else "")
              + "loopback, all processes on the same box; targets alternate per scenario; "

@@ -210,46 +210,51 @@ def main() -> int:
             if t.get("available"):
                 r = run_pgbench(t, cfg, "simple", 40 if direct_max >= 40 else 1, warmup, False, work, f"warmup-{t['name']}")
                 print(f"[bench] warm-up {t['name']}: {'ok' if r['ok'] else 'FAILED ' + r['stderr'][-200:]}", flush=True)
+    # BENCH_ROUNDS > 1: each scenario runs that many times, targets alternating within every round, so
+    # the report can take the median run per target (this VM's noise moves single runs by ±15%).
+    rounds = max(1, int(os.environ.get("BENCH_ROUNDS", "1")))
     with open(out_path, "a") as out:
         for i, (mode, clients, reconnect) in enumerate(scenarios):
-            order = targets[i % len(targets):] + targets[:i % len(targets)]  # rotate who goes first
-            for t in order:
-                name = f"{mode}{'-C' if reconnect else ''}-c{clients}"
-                base = {"target": t["name"], "mode": mode, "clients": clients, "reconnect": reconnect,
-                        "duration": duration}
-                if not t.get("available"):
-                    rec = {**base, "ok": False, "skipped": True, "reason": t.get("reason", "unavailable")}
-                elif mode == "prepared" and t.get("no_prepared"):
-                    rec = {**base, "ok": False, "skipped": True, "reason": t["no_prepared"]}
-                elif t["name"] == "direct" and clients > direct_max:
-                    rec = {**base, "ok": False, "skipped": True,
-                           "reason": f"PostgreSQL max_connections too low for {clients} direct clients"}
-                else:
-                    print(f"[bench] {name:<22} {t['name']:<10} ...", end="", flush=True)
-                    # pgbench's -T clock includes connecting all clients (thousands of SCRAM handshakes);
-                    # give that time on top of the measured duration, and retry once with more if short.
-                    allowance = 0 if reconnect else math.ceil(clients / 100)
-                    rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
-                                      f"{name}-{t['name']}")
-                    retry = None
-                    if not reconnect and rec["rc"] == 0 and rec.get("conn_time_ms") is not None \
-                            and rec["measured_s"] < 0.8 * duration:
-                        retry = math.ceil(rec["conn_time_ms"] / 1000.0 * 1.5) + 1
-                    elif not reconnect and rec["rc"] == 0 and not rec.get("processed"):
-                        retry = allowance * 3  # connecting outlasted -T; pgbench then prints no timing
-                    if retry is not None:
-                        allowance = min(retry, max_connect)
-                        print(f" connection setup too slow ({rec.get('conn_time_ms')} ms), rerun with -T "
-                              f"{duration + allowance} ...", end="", flush=True)
-                        rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
-                                          f"{name}-{t['name']}-retry")
-                    if rec["ok"]:
-                        print(f" tps={rec['tps']} p50={rec['p50']}ms p99={rec['p99']}ms failed={rec['failed']}"
-                              f" cpu/tx={rec['cpu_us_per_tx'] and round(rec['cpu_us_per_tx'], 1)}us", flush=True)
+            for rnd in range(rounds):
+                shift = (i + rnd) % len(targets)
+                order = targets[shift:] + targets[:shift]  # rotate who goes first
+                for t in order:
+                    name = f"{mode}{'-C' if reconnect else ''}-c{clients}" + (f"-r{rnd + 1}" if rounds > 1 else "")
+                    base = {"target": t["name"], "mode": mode, "clients": clients, "reconnect": reconnect,
+                            "duration": duration, "round": rnd + 1}
+                    if not t.get("available"):
+                        rec = {**base, "ok": False, "skipped": True, "reason": t.get("reason", "unavailable")}
+                    elif mode == "prepared" and t.get("no_prepared"):
+                        rec = {**base, "ok": False, "skipped": True, "reason": t["no_prepared"]}
+                    elif t["name"] == "direct" and clients > direct_max:
+                        rec = {**base, "ok": False, "skipped": True,
+                               "reason": f"PostgreSQL max_connections too low for {clients} direct clients"}
                     else:
-                        print(f" FAILED rc={rec['rc']}: {rec['stderr'].splitlines()[-1:] }", flush=True)
-                out.write(json.dumps(rec) + "\n")
-                out.flush()
+                        print(f"[bench] {name:<22} {t['name']:<10} ...", end="", flush=True)
+                        # pgbench's -T clock includes connecting all clients (thousands of SCRAM handshakes);
+                        # give that time on top of the measured duration, and retry once with more if short.
+                        allowance = 0 if reconnect else math.ceil(clients / 100)
+                        rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
+                                          f"{name}-{t['name']}")
+                        retry = None
+                        if not reconnect and rec["rc"] == 0 and rec.get("conn_time_ms") is not None \
+                                and rec["measured_s"] < 0.8 * duration:
+                            retry = math.ceil(rec["conn_time_ms"] / 1000.0 * 1.5) + 1
+                        elif not reconnect and rec["rc"] == 0 and not rec.get("processed"):
+                            retry = allowance * 3  # connecting outlasted -T; pgbench then prints no timing
+                        if retry is not None:
+                            allowance = min(retry, max_connect)
+                            print(f" connection setup too slow ({rec.get('conn_time_ms')} ms), rerun with -T "
+                                  f"{duration + allowance} ...", end="", flush=True)
+                            rec = run_pgbench(t, cfg, mode, clients, duration + allowance, reconnect, work,
+                                              f"{name}-{t['name']}-retry")
+                        if rec["ok"]:
+                            print(f" tps={rec['tps']} p50={rec['p50']}ms p99={rec['p99']}ms failed={rec['failed']}"
+                                  f" cpu/tx={rec['cpu_us_per_tx'] and round(rec['cpu_us_per_tx'], 1)}us", flush=True)
+                        else:
+                            print(f" FAILED rc={rec['rc']}: {rec['stderr'].splitlines()[-1:] }", flush=True)
+                    out.write(json.dumps(rec) + "\n")
+                    out.flush()
     shutil.rmtree(work / "runs", ignore_errors=True)
     return 0
 
