@@ -17,7 +17,9 @@ import Glibc
 /// descriptor is forgotten when the channel goes inactive, so a reused descriptor number is never
 /// written to. Confined to the channel's event loop.
 final class ChannelOutput {
-    private let context: ChannelHandlerContext
+    /// Dropped by `detach()` when the handler leaves the pipeline: the context holds the handler
+    /// that holds this, so keeping it would keep the whole session alive after the channel is gone.
+    private var context: ChannelHandlerContext?
     private var fd: CInt = -1
     private var queuedInNIO = 0
     /// Writes that went through NIO's queue on a plain socket (tests, diagnostics).
@@ -52,12 +54,18 @@ final class ChannelOutput {
     /// Call before a TLS handler joins the pipeline, and when the channel goes inactive.
     func disableDirect() { fd = -1 }
 
+    /// The handler left the pipeline: forget the context; later writes and flushes do nothing.
+    func detach() {
+        fd = -1
+        context = nil
+    }
+
     /// Writes `buffer`: directly when possible (nothing to flush afterwards), else queued in NIO
     /// until `flush()`.
     @inline(__always)
     func write(_ buffer: ByteBuffer) {
         guard fd >= 0 else {
-            context.write(NIOAny(buffer), promise: nil)
+            context?.write(NIOAny(buffer), promise: nil)
             return
         }
         if queuedInNIO == 0 {
@@ -70,7 +78,7 @@ final class ChannelOutput {
             var rest = buffer
             if sent > 0 { rest.moveReaderIndex(forwardBy: sent) }
             queue(rest)
-            context.flush()
+            context?.flush()
             return
         }
         queue(buffer)
@@ -86,10 +94,11 @@ final class ChannelOutput {
     /// Flushes what NIO holds (nothing to do after direct writes).
     @inline(__always)
     func flush() {
-        if fd < 0 || queuedInNIO > 0 { context.flush() }
+        if fd < 0 || queuedInNIO > 0 { context?.flush() }
     }
 
     private func queue(_ buffer: ByteBuffer) {
+        guard let context else { return }
         queuedInNIO += 1
         fallbackWrites &+= 1
         let promise = context.eventLoop.makePromise(of: Void.self)

@@ -165,6 +165,7 @@ extension ClientSession {
     }
 
     func serverReadComplete() {
+        guard context != nil else { return }  // (a cross-loop call after the client left)
         output.flush()
         // Backpressure: a client that does not read must not make us buffer a whole result set.
         // (Only NIO's queue can make the channel unwritable: nothing to ask after direct writes.)

@@ -192,6 +192,15 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         }
     }
 
+    /// Last call from the pipeline (after channelInactive): drop the references to the context, which
+    /// holds this handler strongly — a reference cycle that kept every closed session in memory.
+    /// Callbacks that arrive later (a server handed over, a cross-loop read) check `phase`/`server`
+    /// or `context` first.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        output?.detach()
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         context.close(promise: nil)
     }
