@@ -97,8 +97,7 @@ extension ClientSession {
                 let forward = rewriter!.serverReply(type: type, body: body, extra: &serverExtra)
                 let ignored = rewriter!.takeIgnoredSyncs()
                 if ignored > 0 { expectedReady = max(0, expectedReady - ignored) }
-                if forward && serverExtra.readableBytes == 0 { continue }
-                runs.edit(messageAt: start, end: input.readerIndex, keep: forward, then: &serverExtra)
+                runs.message(at: start, end: input.readerIndex, keep: forward, then: &serverExtra)
             }
         } catch {
             if let s = server { discardServer(s) }

@@ -17,8 +17,11 @@ struct ForwardRuns {
     }
 
     /// The message at `start..<end` is kept (`keep`) or dropped, and `extra` (a replacement,
-    /// synthetic messages; may be empty) follows its place. `extra` is consumed.
-    mutating func edit(messageAt start: Int, end: Int, keep: Bool, then extra: inout ByteBuffer) {
+    /// synthetic messages; may be empty) follows its place. `extra` is consumed. A kept message with
+    /// nothing after it just extends the current run.
+    @inline(__always)
+    mutating func message(at start: Int, end: Int, keep: Bool, then extra: inout ByteBuffer) {
+        if keep && extra.readableBytes == 0 { return }
         let runEnd = keep ? end : start
         if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
         if runEnd > runStart, var run = whole.getSlice(at: runStart, length: runEnd - runStart) {

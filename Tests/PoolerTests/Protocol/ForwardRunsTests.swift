@@ -41,10 +41,18 @@ struct ForwardRunsTests {
         let (b, r) = input(prefix: 3)
         var runs = ForwardRuns(b)
         var none = ByteBuffer()
-        runs.edit(messageAt: r[dropped].lowerBound, end: r[dropped].upperBound, keep: false, then: &none)
+        runs.message(at: r[dropped].lowerBound, end: r[dropped].upperBound, keep: false, then: &none)
         var expected = Array("ABC")
         expected.remove(at: dropped)
         #expect(types(runs.finish(at: r[2].upperBound)) == String(expected))
+    }
+
+    @Test func keptMessagesWithNothingAfterThemStayTheInput() {
+        let (b, r) = input(prefix: 2)
+        var runs = ForwardRuns(b)
+        var none = ByteBuffer()
+        for range in r { runs.message(at: range.lowerBound, end: range.upperBound, keep: true, then: &none) }
+        #expect(runs.finish(at: r[2].upperBound) == b)
     }
 
     @Test func replacementsAndInsertionsLandInPlace() {
@@ -52,10 +60,10 @@ struct ForwardRunsTests {
         var runs = ForwardRuns(b)
         var x = ByteBufferAllocator().buffer(capacity: 8)
         x.writeInteger(UInt8(ascii: "X")); x.writeInteger(Int32(4))
-        runs.edit(messageAt: r[0].lowerBound, end: r[0].upperBound, keep: false, then: &x)  // A → X
+        runs.message(at: r[0].lowerBound, end: r[0].upperBound, keep: false, then: &x)  // A → X
         var y = ByteBufferAllocator().buffer(capacity: 8)
         y.writeInteger(UInt8(ascii: "Y")); y.writeInteger(Int32(4))
-        runs.edit(messageAt: r[1].lowerBound, end: r[1].upperBound, keep: true, then: &y)  // B, then Y
+        runs.message(at: r[1].lowerBound, end: r[1].upperBound, keep: true, then: &y)  // B, then Y
         #expect(y.readableBytes == 0)
         #expect(types(runs.finish(at: r[2].upperBound)) == "XBYC")
     }

@@ -53,7 +53,7 @@ final class PooledClient {
                 let start = input.readerIndex - 5 - body.readableBytes
                 extra.clear()
                 let keep = rewriter.serverReply(type: t, body: body, extra: &extra)
-                if !keep || extra.readableBytes > 0 { runs.edit(messageAt: start, end: input.readerIndex, keep: keep, then: &extra) }
+                runs.message(at: start, end: input.readerIndex, keep: keep, then: &extra)
             }
             precondition(input.readableBytes == 0)
             var out = runs.finish(at: input.readerIndex)
