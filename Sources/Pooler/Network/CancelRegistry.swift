@@ -5,7 +5,9 @@ import NIOConcurrencyHelpers
 final class CancelRegistry {
     private struct Entry {
         var secret: Int32
-        weak var session: ClientSession?
+        /// Strong: the session unregisters in channelInactive (a weak reference would give every
+        /// session a side table, slowing each retain and release of it).
+        var session: ClientSession
     }
     private let lock = NIOLock()
     private var entries: [Int32: Entry] = [:]

@@ -12,6 +12,7 @@ extension ClientSession {
 
     @inline(__always)
     func relayFromClient(_ buffer: ByteBuffer) {
+        let justAttached = self.server == nil
         guard let server = self.server ?? attachIdleServer(for: buffer) else {
             // A lone Terminate needs no server.
             if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X {
@@ -116,7 +117,7 @@ extension ClientSession {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
-        if expectedReady > 0 && busySince == nil { busySince = .now() }
+        if expectedReady > 0 && busySince == nil { busySince = justAttached ? attachedAt : .now() }
         if switchAt >= 0 {
             if switchAt > 0, let head = buffer.getSlice(at: buffer.readerIndex, length: switchAt) {
                 queueForServer(server, head)
@@ -325,8 +326,9 @@ extension ClientSession {
             pool = next
         }
         if buffer.readableBytes == 5, buffer.getInteger(at: buffer.readerIndex, as: UInt8.self) == X { return nil }
-        guard let s = pool.tryAcquireIdle(on: loop, now: .now()) else { return nil }
-        attach(s)
+        let now = NIODeadline.now()
+        guard let s = pool.tryAcquireIdle(on: loop, now: now) else { return nil }
+        attach(s, now: now)
         return s
     }
 
@@ -361,11 +363,11 @@ extension ClientSession {
         }
     }
 
-    func attach(_ s: ServerConnection) {
+    func attach(_ s: ServerConnection, now: NIODeadline = .now()) {
         server = s
         serverSameLoop = s.loop === loop
         serverScanner = MessageScanner()
-        attachedAt = .now()
+        attachedAt = now
         messageMode = rewriter != nil && extendedClient
         serverInCopy = false
         unnamedParsed = false

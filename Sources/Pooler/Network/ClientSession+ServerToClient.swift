@@ -58,8 +58,12 @@ extension ClientSession {
         let n = buffer.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
         output.write(buffer)
-        if expectedReady == 0 { serverWentQuiet() }
-        if boundary { transactionBoundary() }
+        if expectedReady == 0 {
+            // One clock read for the end of the query, the transaction and the checkin.
+            let now = NIODeadline.now()
+            serverWentQuiet(now: now)
+            if boundary { transactionBoundary(now: now) }
+        }
     }
 
     /// Message mode: whole backend messages go through the rewriter (synthetic ParseComplete,
@@ -109,30 +113,31 @@ extension ClientSession {
         if input.readableBytes > 0 { serverAcc = input }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
         if toClient.readableBytes > 0 { output.write(toClient) }
-        if expectedReady == 0 { serverWentQuiet() }
+        let now = NIODeadline.now()
+        if expectedReady == 0 { serverWentQuiet(now: now) }
         if (boundary || (expectedReady == 0 && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering {
-            transactionBoundary()
+            transactionBoundary(now: now)
         }
     }
 
     /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
     @inline(__always)
-    func serverWentQuiet() {
+    func serverWentQuiet(now: NIODeadline) {
         guard let since = busySince, let pool else { return }
         busySince = nil
-        let micros = Int((NIODeadline.now() - since).nanoseconds / 1000)
+        let micros = Int((now - since).nanoseconds / 1000)
         pool.stats.queryTimeMicros.wrappingIncrement(by: micros, ordering: .relaxed)
         pool.stats.queryHistogram.record(micros: micros)
     }
 
     /// ReadyForQuery idle with nothing outstanding: count the transaction and, in transaction mode,
     /// give the server back.
-    func transactionBoundary() {
+    func transactionBoundary(now: NIODeadline = .now()) {
         transactionCount += 1
         server?.transactionCount &+= 1
         if let pool {
             pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
-            let micros = Int((NIODeadline.now() - attachedAt).nanoseconds / 1000)
+            let micros = Int((now - attachedAt).nanoseconds / 1000)
             pool.stats.xactTimeMicros.wrappingIncrement(by: micros, ordering: .relaxed)
             pool.stats.xactHistogram.record(micros: micros)
         }
@@ -141,7 +146,7 @@ extension ClientSession {
             output.flush()
             if let s = server {
                 server = nil
-                releaseToPool(s, rollback: false)
+                releaseToPool(s, rollback: false, now: now)
             }
             if terminating { close() }
             else if closeAtBoundary { fatal(code: "58006", "pooler is shut down now") }
@@ -231,7 +236,7 @@ extension ClientSession {
 
     // MARK: - Checkin
 
-    func releaseToPool(_ s: ServerConnection, rollback: Bool) {
+    func releaseToPool(_ s: ServerConnection, rollback: Bool, now: NIODeadline = .now()) {
         guard let pool else { return discardServer(s) }
         if rewriter != nil {
             let uncertain = rewriter!.serverReleased()
@@ -243,7 +248,7 @@ extension ClientSession {
         if !rollback && txStatus == I && !dirty && s.loop === loop {
             // Common case: clean server on our loop, no cleanup, no closures.
             expectedReady = 0
-            if s.detachClean() { pool.release(s) } else { pool.discard(s) }
+            if s.detachClean() { pool.release(s, now: now) } else { pool.discard(s) }
             return
         }
         var queries: [String] = []

@@ -125,10 +125,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             }
         }
         // A client that never finishes its startup is cut off. (Cancelled once authenticated, so
-        // short-lived connections leave no timer behind to fire later.)
+        // short-lived connections leave no timer behind to fire later; cancelling also releases the
+        // closure, so capturing the session strongly keeps it alive no longer than the timer. A weak
+        // capture would give every session a side table, slowing each retain and release of it.)
         let timeout = runtime.startupTimeout
-        startupDeadline = loop.scheduleTask(in: timeout) { [weak self] in
-            guard let self else { return }
+        startupDeadline = loop.scheduleTask(in: timeout) { [self] in
             switch self.phase {
             case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
                 self.fatal(code: "08P01", "client did not complete startup within \(timeout.nanoseconds / 1_000_000_000) seconds")

@@ -31,7 +31,9 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public let id: Int
     let loop: EventLoop
-    weak var pool: ServerPool?
+    /// Strong: a pool is long-lived and drops a server from its idle list when the server closes; a
+    /// weak reference would give every pool a side table and slow down every retain of it.
+    var pool: ServerPool?
     private(set) var channel: Channel?
     private var context: ChannelHandlerContext?
     /// Writes to PostgreSQL (directly to the socket when it is plain, see `ChannelOutput`).
@@ -39,7 +41,10 @@ public final class ServerConnection: ChannelInboundHandler {
     private var state: State = .connecting
     private var accumulator: ByteBuffer
     private var loginPromise: EventLoopPromise<ServerConnection>?
-    weak var owner: ServerOwner?
+    /// The client using this server: set by `attach`, cleared by `detach*` and when the server closes
+    /// (strong, so the session has no side table: a weak reference slows every retain and release of
+    /// it on the hot path).
+    var owner: ServerOwner?
 
     public private(set) var processID: Int32 = 0
     public private(set) var secretKey: Int32 = 0
@@ -318,6 +323,7 @@ public final class ServerConnection: ChannelInboundHandler {
             failLogin(ServerError(code: "08006", message: "server closed the connection during login"))
         case .active:
             if let owner {
+                self.owner = nil
                 if owner.loop === loop { owner.serverClosed(self) } else { owner.loop.execute { owner.serverClosed(self) } }
             }
             pool?.serverDidClose(self)

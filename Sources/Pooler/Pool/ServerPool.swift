@@ -235,8 +235,7 @@ public final class ServerPool {
     // MARK: - Checkin
 
     /// Returns a clean server to the pool (or hands it to the oldest waiter).
-    public func release(_ server: ServerConnection) {
-        let now = NIODeadline.now()
+    public func release(_ server: ServerConnection, now: NIODeadline = .now()) {
         server.lastUsed = now
         var reusable = true
         let waiter: Waiter? = lock.withLock {
