@@ -105,11 +105,16 @@ extension General {
     /// Legacy `general.hba` check (used only when `pg_hba` is unset): Unix clients always allowed,
     /// empty list allows all, otherwise the TCP peer must be inside one of the networks.
     public func legacyHbaAllows(_ transport: HbaTransport) -> Bool {
+        Self.legacyHbaAllows(networks: hba, transport)
+    }
+
+    /// The same check for a given `general.hba` list.
+    public static func legacyHbaAllows(networks: [String], _ transport: HbaTransport) -> Bool {
         switch transport {
         case .unix: return true
         case .tcp(let address, _):
-            if hba.isEmpty { return true }
-            return hba.contains { IPNetwork(cidr: $0)?.contains(address) ?? false }
+            if networks.isEmpty { return true }
+            return networks.contains { IPNetwork(cidr: $0)?.contains(address) ?? false }
         }
     }
 }

@@ -28,19 +28,13 @@ public struct ScramServer {
     /// short, so a pool keeps one `Keys` for all its logins.
     public final class Keys: @unchecked Sendable {  // immutable after init
         public let verifier: ScramVerifier
-        fileprivate let storedKeyMAC: HMAC<SHA256>
-        fileprivate let serverKeyMAC: HMAC<SHA256>
+        fileprivate let storedKeyMAC: KeyedHMAC
+        fileprivate let serverKeyMAC: KeyedHMAC
 
         public init(_ verifier: ScramVerifier) {
             self.verifier = verifier
-            storedKeyMAC = HMAC(key: SymmetricKey(data: verifier.storedKey))
-            serverKeyMAC = HMAC(key: SymmetricKey(data: verifier.serverKey))
-        }
-
-        fileprivate static func mac(_ keyed: HMAC<SHA256>, _ message: [UInt8]) -> [UInt8] {
-            var h = keyed
-            h.update(data: message)
-            return Array(h.finalize())
+            storedKeyMAC = KeyedHMAC(key: verifier.storedKey)
+            serverKeyMAC = KeyedHMAC(key: verifier.serverKey)
         }
     }
 
@@ -150,12 +144,12 @@ public struct ScramServer {
         authMessage.append(UInt8(ascii: ","))
         authMessage += withoutProof
 
-        let clientSignature = Keys.mac(keys.storedKeyMAC, authMessage)
+        let clientSignature = keys.storedKeyMAC.mac(authMessage)
         let clientKey = ScramPrimitives.xor(proof, clientSignature)
         guard ConstantTime.equals(ScramPrimitives.sha256(clientKey), verifier.storedKey) else {
             return .failure(.invalidProof)
         }
-        let serverSignature = Keys.mac(keys.serverKeyMAC, authMessage)
+        let serverSignature = keys.serverKeyMAC.mac(authMessage)
         state = .finished
         return .success((serverFinal: Array("v=".utf8) + Base64.encodeBytes(serverSignature), clientKey: clientKey))
     }

@@ -192,8 +192,7 @@ extension ClientSession {
     }
 
     func beginMD5(hash: String) {
-        var salt = [UInt8](repeating: 0, count: 4)
-        for i in 0..<4 { salt[i] = UInt8.random(in: 0...255) }
+        let salt = MD5Password.makeSalt()
         phase = .authMD5(salt: salt, hash: hash)
         var out = context.channel.allocator.buffer(capacity: 13)
         BackendMessage.authenticationMD5(salt: salt, into: &out)

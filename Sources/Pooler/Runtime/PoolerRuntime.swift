@@ -22,8 +22,9 @@ public final class PoolerRuntime {
     private let lock = NIOLock()
     private var _config: Config
     private var _pools: [String: ServerPool] = [:]
-    private var sessions: [Int32: WeakSession] = [:]
-    private struct WeakSession { weak var session: ClientSession? }
+    /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
+    /// table, which slows each retain and release of it on the hot path).
+    private var sessions: [Int32: ClientSession] = [:]
 
     private let clientCount = ManagedAtomic<Int>(0)
     private let connectionCounter = ManagedAtomic<Int32>(0)
@@ -99,14 +100,30 @@ public final class PoolerRuntime {
     var adminPassword: String { lock.withLock { _config.general.adminPassword } }
 
     func hbaDecision(address: SocketAddress?, tls: Bool, database: String, user: String) -> HbaDecision {
-        let general = lock.withLock { _config.general }
+        // Only the two settings used, not a copy of all of `general`.
+        let (pgHba, legacy) = lock.withLock { (_config.general.pgHba, _config.general.hba) }
         let transport: HbaTransport
-        if let address, let ip = address.ipAddress, let t = HbaTransport.tcp(addressString: ip, tls: tls) {
-            transport = t
+        if let address, let ip = Self.ipAddress(of: address) {
+            transport = .tcp(address: ip, tls: tls)
         } else {
             transport = .unix
         }
-        return general.hbaDecision(transport: transport, database: database, user: user)
+        return General.hbaDecision(pgHba: pgHba, legacyNetworks: legacy, transport: transport,
+                                   database: database, user: user)
+    }
+
+    /// The peer's address bytes, read from the socket address (no text round trip).
+    static func ipAddress(of address: SocketAddress) -> IPAddress? {
+        switch address {
+        case .v4(let a):
+            var sin = a.address.sin_addr
+            return IPAddress(bytes: withUnsafeBytes(of: &sin) { Array($0) })
+        case .v6(let a):
+            var sin6 = a.address.sin6_addr
+            return IPAddress(bytes: withUnsafeBytes(of: &sin6) { Array($0) })
+        case .unixDomainSocket:
+            return nil
+        }
     }
 
     /// Re-reads the config file. On any error the running config stays and the diagnostics are returned.
@@ -133,6 +150,8 @@ public final class PoolerRuntime {
         for (old, successor) in replaced {
             if let successor { old.retire(successor: successor) } else { old.shutdown() }
         }
+        // New client connections get the new TCP options (they inherit them from the listener).
+        if Self.acceptedSocketsInheritTCPOptions && listenerFD >= 0 { Self.setTCPOptions(fd: listenerFD, newConfig.general) }
         let changes = ConfigDiff.lines(old: before, new: newConfig)
         if changes.isEmpty {
             logger.info("config unchanged")
@@ -165,7 +184,7 @@ public final class PoolerRuntime {
     }
 
     func sessionStarted(_ s: ClientSession) {
-        lock.withLock { sessions[s.id] = WeakSession(session: s) }
+        lock.withLock { sessions[s.id] = s }
     }
 
     func sessionEnded(_ s: ClientSession, admin: Bool) {
@@ -183,7 +202,7 @@ public final class PoolerRuntime {
     }
 
     var clients: [ClientSession] {
-        lock.withLock { sessions.values.compactMap { $0.session } }.sorted { $0.id < $1.id }
+        lock.withLock { Array(sessions.values) }.sorted { $0.id < $1.id }
     }
 
     var currentClients: Int { clientCount.load(ordering: .relaxed) }
@@ -257,8 +276,11 @@ public final class PoolerRuntime {
             .childChannelInitializer { [unowned self] channel in
                 self.totalConnections.wrappingIncrement(ordering: .relaxed)
                 let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
-                // TCP-only socket options (Unix-socket clients share this bootstrap).
-                if case .unixDomainSocket = channel.remoteAddress {} else { Self.configureTCP(channel, general) }
+                // TCP-only socket options (Unix-socket clients share this bootstrap). On Linux an
+                // accepted socket inherits them from the listener, where they are set once.
+                if !Self.acceptedSocketsInheritTCPOptions {
+                    if case .unixDomainSocket = channel.remoteAddress {} else { Self.configureTCP(channel, general) }
+                }
                 return channel.pipeline.addHandler(session)
             }
         let fd: Int32
@@ -270,6 +292,7 @@ public final class PoolerRuntime {
             fd = try ListenSocket.open(host: general.host, port: Int(general.port), backlog: backlog)
         }
         listenerFD = fd
+        if Self.acceptedSocketsInheritTCPOptions { Self.setTCPOptions(fd: fd, general) }
         serverBootstrap = bootstrap
         let tcp = try bootstrap.withBoundSocket(fd).wait()
         tcpListener = tcp
@@ -317,24 +340,42 @@ public final class PoolerRuntime {
     /// TCP_NODELAY, keepalive and its timing, and TCP_USER_TIMEOUT from `general` on an accepted
     /// client socket (failures are ignored: best effort). Set with setsockopt(2) on the descriptor:
     /// NIO's `setOption` costs a future per option on every accepted connection.
-    static func configureTCP(_ channel: Channel, _ general: General) {
+    /// Linux copies TCP_NODELAY, SO_KEEPALIVE, the keepalive timings and TCP_USER_TIMEOUT from a
+    /// listening socket to the sockets it accepts (and arms the keepalive timer), so setting them on
+    /// the listener saves six setsockopt(2) calls per client connection.
+    #if os(Linux)
+    static let acceptedSocketsInheritTCPOptions = true
+    #else
+    static let acceptedSocketsInheritTCPOptions = false
+    #endif
+
+    /// The client-side TCP options from the config: (level, name, value).
+    static func clientTCPOptions(_ general: General) -> [(Int32, Int32, Int32)] {
         let tcp = Int32(IPPROTO_TCP)
-        let opts: [(Int32, Int32, Int32)] = [
+        return [
             (tcp, Int32(TCP_NODELAY), general.tcpNoDelay ? 1 : 0), (Int32(SOL_SOCKET), Int32(SO_KEEPALIVE), 1),
             (tcp, Int32(TCP_KEEPIDLE), Int32(clamping: max(1, general.tcpKeepalivesIdle))),
             (tcp, Int32(TCP_KEEPINTVL), Int32(clamping: max(1, general.tcpKeepalivesInterval))),
             (tcp, Int32(TCP_KEEPCNT), Int32(clamping: max(1, general.tcpKeepalivesCount))),
             (tcp, Int32(TCP_USER_TIMEOUT), Int32(clamping: general.tcpUserTimeout * 1000)),
         ]
+    }
+
+    /// Sets the client TCP options on a socket (the listener, where accepted sockets inherit them).
+    static func setTCPOptions(fd: Int32, _ general: General) {
+        for (level, name, value) in clientTCPOptions(general) {
+            var v = value
+            _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// Sets the client TCP options on one accepted connection (where they are not inherited).
+    static func configureTCP(_ channel: Channel, _ general: General) {
         let fd = ChannelOutput.socketDescriptor(of: channel)
-        for (level, name, value) in opts {
-            if fd >= 0 {
-                var v = value
-                _ = setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
-            } else {
-                let option = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(level), name: SocketOptionName(name))
-                channel.setOption(option, value: SocketOptionValue(value)).whenComplete { _ in }
-            }
+        if fd >= 0 { return setTCPOptions(fd: fd, general) }
+        for (level, name, value) in clientTCPOptions(general) {
+            let option = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(level), name: SocketOptionName(name))
+            channel.setOption(option, value: SocketOptionValue(value)).whenComplete { _ in }
         }
     }
 

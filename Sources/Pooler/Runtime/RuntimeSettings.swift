@@ -60,15 +60,24 @@ extension PoolSettings {
 extension General {
     /// pg_hba (or the legacy CIDR list) applied to one connection attempt.
     func hbaDecision(transport: HbaTransport, database: String, user: String) -> HbaDecision {
-        let hostText: String
-        switch transport {
-        case .unix: hostText = "[local]"
-        case .tcp(let address, _): hostText = "host \"\(address)\""
+        Self.hbaDecision(pgHba: pgHba, legacyNetworks: hba, transport: transport, database: database, user: user)
+    }
+
+    /// The same from just the two settings it reads (no copy of the whole `General` per connection);
+    /// the texts for a refusal are only built for a refusal.
+    static func hbaDecision(pgHba: PgHba?, legacyNetworks: [String], transport: HbaTransport,
+                            database: String, user: String) -> HbaDecision {
+        var hostText: String {
+            switch transport {
+            case .unix: return "[local]"
+            case .tcp(let address, _): return "host \"\(address)\""
+            }
         }
-        let encryption: String
-        if case .tcp(_, let tls) = transport, tls { encryption = "SSL encryption" } else { encryption = "no encryption" }
+        var encryption: String {
+            if case .tcp(_, let tls) = transport, tls { return "SSL encryption" } else { return "no encryption" }
+        }
         guard let pgHba else {
-            if legacyHbaAllows(transport) { return .method(.password) }
+            if General.legacyHbaAllows(networks: legacyNetworks, transport) { return .method(.password) }
             return .denied("no allowed network in general.hba for \(hostText), user \"\(user)\", database \"\(database)\"")
         }
         guard let rule = pgHba.match(transport: transport, database: database, user: user) else {
