@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -15,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from harness import PgInstance, make_tmp_dir, pgbench, psql, rmtree_quiet
+from harness import PgInstance, make_tmp_dir, pgbench, psql, rmtree_quiet, to_yaml
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -610,21 +611,52 @@ def test_postgres_restart_under_load_pooler_recovers(doorman, own_pg, workload):
         assert rc == 0 and out.strip() == "back", err
 
 
-def test_client_sockets_get_the_configured_keepalive(doorman, doorman_config):
-    """tcp_keepalives_idle reaches accepted client sockets: the kernel's keepalive timer on the pooler's
-    side of the connection (ss -o) counts down from the configured idle time."""
-    dm = doorman(doorman_config(tcp_keepalives_idle=300, tcp_keepalives_interval=7, tcp_keepalives_count=3))
+def keepalive_timer_seconds(dm) -> tuple[float, str]:
+    """Connects, and returns the keepalive timer (seconds left) on the pooler's side of that connection."""
     with pconnect(dm) as c:
         assert c.execute("SELECT 1").fetchone()[0] == 1
         # (Until the last bytes are acknowledged the socket shows its retransmit timer instead.)
         for _ in range(50):
             out = subprocess.run(["ss", "-tno", "state", "established", f"( sport = :{dm.port} )"],
                                  capture_output=True, text=True, timeout=10).stdout
-            timers = re.findall(r"timer:\(keepalive,(?:(\d+)min)?([\d.]+)(m?s)", out)
+            timers = re.findall(r"timer:\(keepalive,([^,)]+)", out)
             if timers:
                 break
             time.sleep(0.1)
     assert timers, out
-    minutes, value, unit = timers[0]
-    seconds = int(minutes or 0) * 60 + float(value) / (1000 if unit == "ms" else 1)
+    # ss prints the time left as e.g. `4min59sec`, `14min`, `299sec` or `500ms`.
+    left = timers[0]
+    minutes = re.search(r"(\d+)min", left)
+    secs = re.search(r"([\d.]+)sec", left)
+    millis = re.search(r"([\d.]+)ms", left)
+    seconds = (int(minutes.group(1)) * 60 if minutes else 0) + (float(secs.group(1)) if secs else 0) \
+        + (float(millis.group(1)) / 1000 if millis else 0)
+    assert minutes or secs or millis, out
+    return seconds, out
+
+
+def test_client_sockets_get_the_configured_keepalive(doorman, doorman_config):
+    """tcp_keepalives_idle reaches accepted client sockets: the kernel's keepalive timer on the pooler's
+    side of the connection (ss -o) counts down from the configured idle time."""
+    dm = doorman(doorman_config(tcp_keepalives_idle=300, tcp_keepalives_interval=7, tcp_keepalives_count=3))
+    seconds, out = keepalive_timer_seconds(dm)
     assert 200 < seconds <= 300, out
+
+
+def test_reload_applies_new_keepalive_to_new_connections(doorman, doorman_config):
+    """The options live on the listening socket (accepted sockets inherit them): SIGHUP with a new
+    tcp_keepalives_idle changes the timer of connections accepted afterwards."""
+    cfg = doorman_config(tcp_keepalives_idle=300)
+    dm = doorman(cfg)
+    seconds, out = keepalive_timer_seconds(dm)
+    assert 200 < seconds <= 300, out
+    cfg["general"]["tcp_keepalives_idle"] = 900
+    dm.config_path.write_text(to_yaml(cfg))
+    dm.proc.send_signal(signal.SIGHUP)
+    for _ in range(100):
+        if "tcp_keepalives_idle: 300 -> 900" in dm.log():
+            break
+        time.sleep(0.1)
+    assert "tcp_keepalives_idle: 300 -> 900" in dm.log()
+    seconds, out = keepalive_timer_seconds(dm)
+    assert 800 < seconds <= 900, out
