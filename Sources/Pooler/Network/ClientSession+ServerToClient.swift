@@ -113,10 +113,13 @@ extension ClientSession {
         if input.readableBytes > 0 { serverAcc = input }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
         if toClient.readableBytes > 0 { output.write(toClient) }
-        let now = NIODeadline.now()
-        if expectedReady == 0 { serverWentQuiet(now: now) }
-        if (boundary || (expectedReady == 0 && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering {
-            transactionBoundary(now: now)
+        let quiet = expectedReady == 0
+        let atBoundary = (boundary || (quiet && txStatus == I && sawReady)) && !rewriter!.needsServerFiltering
+        if quiet || atBoundary {
+            // One clock read for the end of the query, the transaction and the checkin.
+            let now = NIODeadline.now()
+            if quiet { serverWentQuiet(now: now) }
+            if atBoundary { transactionBoundary(now: now) }
         }
     }
 
@@ -132,7 +135,7 @@ extension ClientSession {
 
     /// ReadyForQuery idle with nothing outstanding: count the transaction and, in transaction mode,
     /// give the server back.
-    func transactionBoundary(now: NIODeadline = .now()) {
+    func transactionBoundary(now: NIODeadline) {
         transactionCount += 1
         server?.transactionCount &+= 1
         if let pool {
