@@ -58,13 +58,9 @@ extension PoolSettings {
 }
 
 extension General {
-    /// pg_hba (or the legacy CIDR list) applied to one connection attempt.
-    func hbaDecision(transport: HbaTransport, database: String, user: String) -> HbaDecision {
-        Self.hbaDecision(pgHba: pgHba, legacyNetworks: hba, transport: transport, database: database, user: user)
-    }
-
-    /// The same from just the two settings it reads (no copy of the whole `General` per connection);
-    /// the texts for a refusal are only built for a refusal.
+    /// pg_hba (`pgHba`), or the legacy CIDR list (`hba`) when it is unset, applied to one connection
+    /// attempt. Static over just the two settings it reads, so a connection does not copy all of
+    /// `General`; the texts for a refusal are only built for a refusal.
     static func hbaDecision(pgHba: PgHba?, legacyNetworks: [String], transport: HbaTransport,
                             database: String, user: String) -> HbaDecision {
         var hostText: String {

@@ -16,20 +16,19 @@ struct HbaAddressTests {
         #expect(PoolerRuntime.ipAddress(of: socket) == nil)
     }
 
-    @Test func decisionFromTheTwoSettingsMatchesGeneral() throws {
-        var general = General()
-        general.hba = ["10.0.0.0/8"]
+    @Test func legacyNetworksDecideWithoutPgHba() throws {
         let inside = HbaTransport.tcp(address: IPAddress("10.1.2.3")!, tls: false)
         let outside = HbaTransport.tcp(address: IPAddress("192.168.0.1")!, tls: false)
-        for t in [inside, outside, .unix] {
-            let a = general.hbaDecision(transport: t, database: "db", user: "u")
-            let b = General.hbaDecision(pgHba: general.pgHba, legacyNetworks: general.hba, transport: t,
-                                        database: "db", user: "u")
-            #expect(a == b)
+        func decide(_ t: HbaTransport) -> HbaDecision {
+            General.hbaDecision(pgHba: nil, legacyNetworks: ["10.0.0.0/8"], transport: t, database: "db", user: "u")
         }
-        guard case .denied(let why) = general.hbaDecision(transport: outside, database: "db", user: "u") else {
+        #expect(decide(inside) == .method(.password))
+        #expect(decide(.unix) == .method(.password))
+        guard case .denied(let why) = decide(outside) else {
             Issue.record("outside address allowed"); return
         }
-        #expect(why.contains("host \"192.168.0.1\""))
+        #expect(why.contains("host \"192.168.0.1\"") && why.contains("general.hba"))
+        #expect(General.hbaDecision(pgHba: nil, legacyNetworks: [], transport: outside, database: "db", user: "u")
+                == .method(.password))
     }
 }
