@@ -91,22 +91,39 @@ def test_oversized_message_length_is_refused(doorman, doorman_config):
 
 
 def test_silent_client_is_cut_off_after_startup_timeout(doorman, doorman_config):
+    """Startup timeout is 15 s, checked by a once-a-second sweep per event loop: a client that stops
+    mid-authentication and one that never sends a byte are both cut off 15-16 s after connecting,
+    while a client that logged in meanwhile is left alone."""
     dm = doorman(doorman_config())
-    s = socket.create_connection((dm.host, dm.port), timeout=30)
+    t0 = time.time()
+    mute = socket.create_connection((dm.host, dm.port), timeout=30)
+    stalled = socket.create_connection((dm.host, dm.port), timeout=30)
+    logged_in = psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                                autocommit=True, connect_timeout=5, prepare_threshold=None)
     try:
-        s.sendall(startup())  # then never answers the password request
-        s.settimeout(25)
-        data = b""
-        t0 = time.time()
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        assert time.time() - t0 < 25
-        assert data[:1] == b"R"  # the authentication request came first; then the pooler hung up
+        stalled.sendall(startup())  # then never answers the password request
+
+        def until_closed(s):
+            s.settimeout(25)
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return data, time.time() - t0
+                data += chunk
+
+        data, elapsed = until_closed(stalled)
+        assert 14 <= elapsed < 18, elapsed
+        assert data[:1] == b"R"  # the authentication request came first
+        assert b"E" in data[1:] and b"08P01" in data and b"did not complete startup within 15 seconds" in data
+        data, elapsed = until_closed(mute)
+        assert elapsed < 18, elapsed
+        assert b"08P01" in data
+        assert logged_in.execute("SELECT 8").fetchone()[0] == 8
     finally:
-        s.close()
+        mute.close()
+        stalled.close()
+        logged_in.close()
     still_serves(dm)
 
 

@@ -46,18 +46,24 @@ enum Base64 {
 
     /// `nil` when `input` is not canonical padded base64.
     static func decode<S: Collection>(_ input: S) -> [UInt8]? where S.Element == UInt8 {
-        let chars = Array(input)
+        if let decoded = input.withContiguousStorageIfAvailable({ decode(chars: $0) }) { return decoded }
+        return Array(input).withUnsafeBufferPointer { decode(chars: $0) }
+    }
+
+    private static func decode(chars: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         guard chars.count % 4 == 0 else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(chars.count / 4 * 3)
+        let equals = UInt8(ascii: "=")
         var index = 0
         while index < chars.count {
             let isLast = index + 4 == chars.count
-            var values = [UInt32](repeating: 0, count: 4)
+            var group: UInt32 = 0
             var padding = 0
             for offset in 0..<4 {
                 let char = chars[index + offset]
-                if char == UInt8(ascii: "=") {
+                group <<= 6
+                if char == equals {
                     // Padding only in the last group, only in the last two positions, and only trailing.
                     guard isLast, offset >= 2 else { return nil }
                     padding += 1
@@ -66,9 +72,8 @@ enum Base64 {
                 guard padding == 0 else { return nil }
                 let value = decodeTable[Int(char)]
                 guard value != 0xff else { return nil }
-                values[offset] = UInt32(value)
+                group |= UInt32(value)
             }
-            let group = values[0] << 18 | values[1] << 12 | values[2] << 6 | values[3]
             out.append(UInt8(truncatingIfNeeded: group >> 16))
             if padding < 2 { out.append(UInt8(truncatingIfNeeded: group >> 8)) }
             if padding < 1 { out.append(UInt8(truncatingIfNeeded: group)) }

@@ -84,11 +84,15 @@ extension ScramAttribute {
     /// Splits `a=...,b=...` into attributes; `nil` when a part is not `<letter>=...`.
     static func parseList(_ bytes: ArraySlice<UInt8>) -> [ScramAttribute]? {
         var result = [ScramAttribute]()
-        for part in bytes.split(separator: UInt8(ascii: ","), omittingEmptySubsequences: false) {
-            guard let attribute = parse(part) else { return nil }
+        result.reserveCapacity(4)
+        var start = bytes.startIndex
+        while true {
+            let end = bytes[start...].firstIndex(of: UInt8(ascii: ",")) ?? bytes.endIndex
+            guard let attribute = parse(bytes[start..<end]) else { return nil }
             result.append(attribute)
+            if end == bytes.endIndex { return result }
+            start = end + 1
         }
-        return result
     }
 
     static func parse(_ part: ArraySlice<UInt8>) -> ScramAttribute? {

@@ -33,7 +33,7 @@ extension ClientSession {
                     runtime.cancel(processID: pid, secretKey: secret)
                     close()
                     return
-                case .success(.startup(let params, _)):
+                case .success(.startup(let params)):
                     startup(params)
                 }
             case .authMD5(let salt, let hash):
@@ -145,7 +145,7 @@ extension ClientSession {
 
         let isAdmin = runtime.isAdminDatabase(database)
         let decision = runtime.hbaDecision(
-            address: isUnixSocket ? nil : context.channel.remoteAddress, tls: usesTLS, database: database, user: user)
+            address: isUnixSocket ? nil : remoteAddress, tls: usesTLS, database: database, user: user)
         let method: ClientAuthMethod
         switch decision {
         case .method(let m): method = m
@@ -208,8 +208,11 @@ extension ClientSession {
 
     /// Authentication is over (or the connection is): the startup timeout no longer applies.
     func startupFinished() {
-        startupDeadline?.cancel()
-        startupDeadline = nil
+        if let loginWatch {
+            loginWatch.remove(slot: loginSlot)
+            self.loginWatch = nil
+            loginSlot = -1
+        }
     }
 
     func authenticated(clientKey: [UInt8]?) {
@@ -248,13 +251,13 @@ extension ClientSession {
             }
             switch result {
             case .success(let s):
-                pool.serverParameters = s.parameters
+                pool.serverParameters = ParameterStatusBlock(s.parameters)
                 if sessionMode {
                     attach(s)
                 } else {
                     pool.release(s)
                 }
-                finishLogin(pool.serverParameters ?? s.parameters)
+                finishLogin(pool.serverParameters ?? ParameterStatusBlock(s.parameters))
             case .failure(let error):
                 loginFailed(error)
             }
@@ -270,14 +273,10 @@ extension ClientSession {
         }
     }
 
-    func finishLogin(_ params: [(String, String)]) {
-        var out = context.channel.allocator.buffer(capacity: 512)
+    func finishLogin(_ params: ParameterStatusBlock) {
+        var out = context.channel.allocator.buffer(capacity: params.encoded.readableBytes + 128)
         BackendMessage.authenticationOk(into: &out)
-        for (k, v) in params {
-            if k == "application_name" && !applicationName.isEmpty { continue }
-            BackendMessage.parameterStatus(k, v, into: &out)
-        }
-        if !applicationName.isEmpty { BackendMessage.parameterStatus("application_name", applicationName, into: &out) }
+        params.write(clientApplicationName: applicationName, into: &out)
         BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
         BackendMessage.readyForQuery(into: &out)
         output.writeAndFlush(out)

@@ -34,13 +34,22 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Writes to the client (directly to the socket when it is plain, see `ChannelOutput`).
     var output: ChannelOutput!
     var phase: Phase = .startup
-    /// Fires `startupTimeout` after the connection opened unless authentication finished first.
-    var startupDeadline: Scheduled<Void>?
+    /// The loop's watch of clients still logging in, and this client's slot in it (-1: not watched).
+    var loginWatch: LoginDeadlines<ClientSession>?
+    var loginSlot = -1
     var inbound: ByteBuffer
     var database = ""
     var user = ""
     var applicationName = ""
-    var peer = ""
+    var remoteAddress: SocketAddress?
+    /// "address:port" or "unix", for logs and SHOW CLIENTS (formatted on first use, on `loop`).
+    lazy var peer: String = {
+        switch remoteAddress {
+        case .some(.unixDomainSocket): return "unix"
+        case .some(let addr): return "\(addr.ipAddress ?? "?"):\(addr.port ?? 0)"
+        case nil: return ""
+        }
+    }()
     var isUnixSocket = false
     var usesTLS = false
 
@@ -115,26 +124,23 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.output = ChannelOutput(context: context)
-        if let addr = context.channel.remoteAddress {
-            switch addr {
-            case .unixDomainSocket:
-                isUnixSocket = true
-                peer = "unix"
-            default:
-                peer = "\(addr.ipAddress ?? "?"):\(addr.port ?? 0)"
-            }
+        remoteAddress = context.channel.remoteAddress
+        if case .some(.unixDomainSocket) = remoteAddress { isUnixSocket = true }
+        // A client that never finishes its startup is cut off by its loop's login sweep.
+        if let watch = runtime.loginWatch(for: loop) {
+            loginWatch = watch
+            loginSlot = watch.add(self, deadline: connectedAt + runtime.startupTimeout)
         }
-        // A client that never finishes its startup is cut off. (Cancelled once authenticated, so
-        // short-lived connections leave no timer behind to fire later; cancelling also releases the
-        // closure, so capturing the session strongly keeps it alive no longer than the timer. A weak
-        // capture would give every session a side table, slowing each retain and release of it.)
-        let timeout = runtime.startupTimeout
-        startupDeadline = loop.scheduleTask(in: timeout) { [self] in
-            switch self.phase {
-            case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
-                self.fatal(code: "08P01", "client did not complete startup within \(timeout.nanoseconds / 1_000_000_000) seconds")
-            default: break
-            }
+    }
+
+    /// The login sweep found this client past the startup timeout (its watch already let go of it).
+    func startupTimedOut() {
+        loginSlot = -1
+        loginWatch = nil
+        switch phase {
+        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+            fatal(code: "08P01", "client did not complete startup within \(runtime.startupTimeout.nanoseconds / 1_000_000_000) seconds")
+        default: break
         }
     }
 

@@ -40,7 +40,7 @@ public final class ServerPool {
     private var _closed = false
     private var _scramClientKey: [UInt8]?
     private var _clientScramKeys: ScramServer.Keys??
-    private var _serverParameters: [(String, String)]?
+    private var _serverParameters: ParameterStatusBlock?
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
     public let stats = PoolStats()
@@ -86,7 +86,7 @@ public final class ServerPool {
     }
 
     /// ParameterStatus values captured from the first server login, sent to every client at login.
-    public var serverParameters: [(String, String)]? {
+    public var serverParameters: ParameterStatusBlock? {
         get { lock.withLock { _serverParameters } }
         set { lock.withLock { if _serverParameters == nil { _serverParameters = newValue } } }
     }

@@ -8,7 +8,7 @@ public enum StartupPacket: Equatable {
     case sslRequest
     case gssEncRequest
     case cancel(processID: Int32, secretKey: Int32)
-    case startup(parameters: [String: String], order: [String])
+    case startup(parameters: [String: String])
 
     public enum DecodeError: Error, Equatable {
         case badLength(Int)
@@ -42,17 +42,17 @@ public enum StartupPacket: Equatable {
             }
             return .success(.cancel(processID: pid, secretKey: secret))
         case FrontendMessage.protocolVersion3:
+            // A later duplicate of a key wins, as in PostgreSQL.
             var params: [String: String] = [:]
-            var order: [String] = []
+            params.reserveCapacity(8)
             while true {
                 guard let key = packet.readCString() else { return .failure(.malformedParameters) }
                 if key.isEmpty { break }
                 guard let value = packet.readCString() else { return .failure(.malformedParameters) }
-                if params[key] == nil { order.append(key) }
                 params[key] = value
             }
             guard let user = params["user"], !user.isEmpty else { return .failure(.missingUser) }
-            return .success(.startup(parameters: params, order: order))
+            return .success(.startup(parameters: params))
         default:
             return .failure(.unsupportedCode(code))
         }

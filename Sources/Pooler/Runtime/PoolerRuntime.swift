@@ -17,6 +17,12 @@ public final class PoolerRuntime {
     let cancels = CancelRegistry()
     let connector: ServerConnector
     let startupTimeout = TimeAmount.seconds(15)
+    /// How often each loop looks for clients past `startupTimeout` (so a client is cut off between
+    /// 15 and 16 seconds after connecting).
+    static let loginSweepInterval = TimeAmount.seconds(1)
+    /// Clients still logging in, per event loop (each watch is used only on its loop).
+    private let loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>]
+    private var loginSweepTasks: [RepeatedTask] = []
     public let startedAt = NIODeadline.now()
 
     private let lock = NIOLock()
@@ -48,11 +54,19 @@ public final class PoolerRuntime {
         let cores = System.coreCount
         let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), max(1, cores / 2)))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
+        for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
+        self.loginWatches = watches
         self.logger = logger
         self.configPath = configPath
         self._config = config
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector)
+    }
+
+    /// The login watch of `loop` (nil for a loop outside the group).
+    func loginWatch(for loop: EventLoop) -> LoginDeadlines<ClientSession>? {
+        loginWatches[ObjectIdentifier(loop)]
     }
 
     // MARK: - Configuration and pools
@@ -330,6 +344,13 @@ public final class PoolerRuntime {
             let now = NIODeadline.now()
             for p in self.unsortedPools { p.expireWaiters(now: now) }
         }
+        for loop in loops {
+            guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }
+            let interval = Self.loginSweepInterval
+            loginSweepTasks.append(loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                for session in watch.expired(now: .now()) { session.startupTimedOut() }
+            })
+        }
         statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
             [weak self] _ in
             guard let self else { return }
@@ -400,6 +421,7 @@ public final class PoolerRuntime {
         maintenanceTask?.cancel()
         statsTask?.cancel()
         waiterTask?.cancel()
+        for task in loginSweepTasks { task.cancel() }
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }

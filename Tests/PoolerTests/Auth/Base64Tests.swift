@@ -20,3 +20,18 @@ import Testing
         #expect(Base64.decode("Zm=v") == nil)
     }
 }
+
+@Suite struct Base64DecodeInputTests {
+    @Test func decodesSlicesAndNonContiguousCollections() {
+        let text = Array("xxZm9vYmFyxx".utf8)
+        #expect(Base64.decode(text[2..<10]) == Array("foobar".utf8))
+        #expect(Base64.decode(Array("Zm9vYmFy".utf8).lazy.map { $0 }) == Array("foobar".utf8))
+    }
+
+    @Test func roundTripsEveryLengthAndByte() {
+        for length in 0..<70 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ length) }
+            #expect(Base64.decode(Base64.encode(bytes)) == bytes)
+        }
+    }
+}

@@ -12,14 +12,24 @@ struct StartupPacketTests {
     @Test func decodesStartupParameters() throws {
         var b = ByteBufferAllocator().buffer(capacity: 64)
         FrontendMessage.startup(parameters: [("user", "alice"), ("database", "app"), ("application_name", "psql")], into: &b)
-        guard case .success(.startup(let params, let order))? = StartupPacket.decode(&b) else {
+        guard case .success(.startup(let params))? = StartupPacket.decode(&b) else {
             Issue.record("not decoded")
             return
         }
         #expect(params["user"] == "alice")
         #expect(params["database"] == "app")
-        #expect(order == ["user", "database", "application_name"])
+        #expect(params.count == 3)
         #expect(b.readableBytes == 0)
+    }
+
+    @Test func laterDuplicateParameterWins() {
+        var b = ByteBufferAllocator().buffer(capacity: 64)
+        FrontendMessage.startup(parameters: [("user", "alice"), ("options", "a"), ("options", "b")], into: &b)
+        guard case .success(.startup(let params))? = StartupPacket.decode(&b) else {
+            Issue.record("not decoded")
+            return
+        }
+        #expect(params == ["user": "alice", "options": "b"])
     }
 
     @Test func waitsForMoreBytes() {
