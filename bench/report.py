@@ -26,6 +26,27 @@ def ratio(a, b):
     return f"×{a / b:.2f}"
 
 
+MEDIAN_FIELDS = ("tps", "p50", "p99", "cpu_us_per_tx")
+
+
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def medians(runs: list[dict]) -> dict:
+    """The run with the median tps (lower middle), with every MEDIAN_FIELDS figure replaced by its
+    median over `runs`; memory figures stay those of that run."""
+    by_tps = sorted(runs, key=lambda r: r["tps"])
+    merged = dict(by_tps[(len(by_tps) - 1) // 2])
+    for field in MEDIAN_FIELDS:
+        merged[field] = median([r.get(field) for r in runs])
+    return merged
+
+
 def scenario_name(r) -> str:
     return f"{r['mode']}{' -C' if r['reconnect'] else ''}, {r['clients']} c"
 
@@ -33,8 +54,9 @@ def scenario_name(r) -> str:
 def main() -> int:
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     meta = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {}
-    # With BENCH_ROUNDS > 1 a scenario has several runs per target: report the run with the median
-    # tps (its latency and CPU figures come from that same run), and the tps range of all of them.
+    # With BENCH_ROUNDS > 1 a scenario has several runs per target: report the median of each figure
+    # (tps, p50, p99, CPU per transaction) over those runs, each on its own — a single run's p99 moves
+    # by ±20% on this VM — and the tps range of all of them.
     runs: "OrderedDict[tuple, dict[str, list[dict]]]" = OrderedDict()
     for r in rows:
         key = (r["reconnect"], r["mode"], r["clients"])
@@ -45,7 +67,7 @@ def main() -> int:
     for key, per_target in runs.items():
         for target, rs in per_target.items():
             ok = sorted((r for r in rs if r.get("ok") and r.get("tps") is not None), key=lambda r: r["tps"])
-            by_scn.setdefault(key, {})[target] = ok[(len(ok) - 1) // 2] if ok else rs[-1]
+            by_scn.setdefault(key, {})[target] = medians(ok) if ok else rs[-1]
             if len(ok) > 1:
                 spread[(key, target)] = f"{fmt(ok[0]['tps'])}–{fmt(ok[-1]['tps'])}"
     # reconnect scenarios after the regular ones, modes in their run order
@@ -64,9 +86,9 @@ def main() -> int:
         out.append("")
     out.append("## Throughput (tps) and ratios\n")
     if rounds > 1:
-        out.append(f"Each scenario ran {rounds} times, targets alternating within every round; every figure "
-                   "below comes from the run with the median tps for that target (range of all runs in the "
-                   "last table).\n")
+        out.append(f"Each scenario ran {rounds} times, targets alternating within every round; tps, p50, "
+                   "p99 and CPU per transaction below are each the median of that target's runs (tps range "
+                   "of all runs in the last table); memory figures come from the run with the median tps.\n")
     out.append("| scenario | direct | pgbouncer | doorman | doorman/pgbouncer | doorman/direct | pgbouncer/direct |")
     out.append("|---|---:|---:|---:|---:|---:|---:|")
     for k in keys:
