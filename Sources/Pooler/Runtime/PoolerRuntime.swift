@@ -295,7 +295,13 @@ public final class PoolerRuntime {
                 if !Self.acceptedSocketsInheritTCPOptions {
                     if case .unixDomainSocket = channel.remoteAddress {} else { Self.configureTCP(channel, general) }
                 }
-                return channel.pipeline.addHandler(session)
+                // Added synchronously (we are on the channel's loop): no future and promise per connection.
+                do {
+                    try channel.pipeline.syncOperations.addHandler(session)
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
             }
         let fd: Int32
         if let inheritedFD {
