@@ -320,6 +320,29 @@ def test_waiting_client_under_pause_times_out_and_pool_stays_paused(doorman, doo
         assert one(c, "SELECT 1") == 1
 
 
+def test_query_wait_timeout_holds_for_every_waiting_episode(doorman, doorman_config):
+    """Waiter expiry runs only while someone waits: it must start again for each new episode."""
+    dm = doorman(doorman_config(pool_size=2, query_wait_timeout="800ms"))
+    with pconnect(dm) as c:
+        c.execute("SELECT 1")
+    with admin_conn(dm) as a:
+        a.execute("PAUSE example_db")
+        try:
+            for _ in range(3):
+                with pconnect(dm) as c:
+                    t0 = time.monotonic()
+                    with pytest.raises(psycopg.Error) as ei:
+                        c.execute("SELECT 1")
+                    elapsed = time.monotonic() - t0
+                assert re.search(r"wait.*timeout|timeout.*wait", str(ei.value), re.I | re.S), str(ei.value)
+                assert 0.6 <= elapsed < 3.0, f"timed out after {elapsed:.2f}s, expected about 0.8 s"
+                time.sleep(0.3)  # nobody waits: the checks stop
+        finally:
+            a.execute("RESUME example_db")
+    with pconnect(dm) as c:
+        assert one(c, "SELECT 1") == 1
+
+
 def test_resume_wakes_waiting_client_promptly(doorman, doorman_config):
     dm = doorman(doorman_config(pool_size=2, query_wait_timeout="15s"))
     with pconnect(dm) as c:

@@ -39,9 +39,7 @@ extension ClientSession {
             case .authMD5(let salt, let hash):
                 guard let msg = nextMessage() else { return }
                 guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
-                var body = msg.1
-                let response = Array(body.readableBytesView.prefix { $0 != 0 })
-                _ = body
+                let response = Array(msg.1.readableBytesView.prefix { $0 != 0 })
                 if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
                     authenticated(clientKey: nil)
                 } else {

@@ -67,9 +67,13 @@ public final class ServerPool {
         }
     }
 
-    init(settings: PoolSettings, connector: ServerConnector) {
+    /// Told when a client starts waiting, so that waiter expiry runs only while someone waits.
+    let waiterAlarm: WaiterAlarm?
+
+    init(settings: PoolSettings, connector: ServerConnector, waiterAlarm: WaiterAlarm? = nil) {
         self.settings = settings
         self.connector = connector
+        self.waiterAlarm = waiterAlarm
         self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize,
                                                      counter: .shared)
     }
@@ -169,8 +173,8 @@ public final class ServerPool {
         case .create:
             create(on: loop, enqueuedAt: now, callback)
         case .wait:
-            // Expired by `expireWaiters`, which the runtime calls periodically.
-            break
+            // Expired by `expireWaiters`, which the runtime calls while the alarm is armed.
+            waiterAlarm?.waiterQueued()
         }
     }
 
@@ -193,6 +197,9 @@ public final class ServerPool {
     private func popWaiterLocked() -> Waiter? {
         waiters.popOldest()?.element
     }
+
+    /// Whether any client waits for a server of this pool.
+    var hasWaiters: Bool { lock.withLock { !waiters.isEmpty } }
 
     /// Fails every waiter that has waited longer than query_wait_timeout.
     func expireWaiters(now: NIODeadline) {

@@ -9,11 +9,10 @@ import NIOCore
 final class LoginDeadlines<Member: AnyObject> {
     private var slots: [(member: Member, deadline: NIODeadline)?] = []
     private var freeSlots: [Int] = []
-    private(set) var count = 0
+    var count: Int { slots.count - freeSlots.count }
 
     /// Watches `member` until `remove(slot:)` or until its deadline passes; returns its slot.
     func add(_ member: Member, deadline: NIODeadline) -> Int {
-        count += 1
         if let slot = freeSlots.popLast() {
             slots[slot] = (member, deadline)
             return slot
@@ -27,7 +26,6 @@ final class LoginDeadlines<Member: AnyObject> {
         guard slot >= 0, slot < slots.count, slots[slot] != nil else { return }
         slots[slot] = nil
         freeSlots.append(slot)
-        count -= 1
     }
 
     /// Removes and returns the members whose deadline is at or before `now`.

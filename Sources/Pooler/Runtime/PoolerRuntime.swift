@@ -40,7 +40,9 @@ public final class PoolerRuntime {
     private var listeners: [Channel] = []
     private var maintenanceTask: RepeatedTask?
     private var statsTask: RepeatedTask?
-    private var waiterTask: RepeatedTask?
+    /// Starts the query_wait_timeout checks when a client starts waiting (see `scheduleWaiterCheck`).
+    let waiterAlarm = WaiterAlarm()
+    static let waiterCheckInterval = TimeAmount.milliseconds(50)
     let averager = StatsAverager()
     public let logLevels: LogLevels
     /// Set by the process layer: what SHUTDOWN and UPGRADE from the admin console do.
@@ -61,7 +63,8 @@ public final class PoolerRuntime {
         self.configPath = configPath
         self._config = config
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
-        self._pools = Self.buildPools(config: config, previous: [:], connector: connector)
+        self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm)
+        waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
@@ -75,8 +78,8 @@ public final class PoolerRuntime {
 
     static func key(_ database: String, _ user: String) -> String { database + "\u{0}" + user }
 
-    static func buildPools(config: Config, previous: [String: ServerPool], connector: ServerConnector)
-        -> [String: ServerPool]
+    static func buildPools(config: Config, previous: [String: ServerPool], connector: ServerConnector,
+                           waiterAlarm: WaiterAlarm?) -> [String: ServerPool]
     {
         var out: [String: ServerPool] = [:]
         for (name, pool) in config.pools {
@@ -86,7 +89,7 @@ public final class PoolerRuntime {
                 if let old = previous[k], old.settings == settings, !old.isClosed {
                     out[k] = old
                 } else {
-                    out[k] = ServerPool(settings: settings, connector: connector)
+                    out[k] = ServerPool(settings: settings, connector: connector, waiterAlarm: waiterAlarm)
                 }
             }
         }
@@ -154,7 +157,7 @@ public final class PoolerRuntime {
             let before = _config
             if newConfig == _config { return (before, []) }
             let old = _pools
-            _pools = Self.buildPools(config: newConfig, previous: old, connector: connector)
+            _pools = Self.buildPools(config: newConfig, previous: old, connector: connector, waiterAlarm: waiterAlarm)
             _config = newConfig
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
@@ -344,12 +347,6 @@ public final class PoolerRuntime {
             let now = NIODeadline.now()
             for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
         }
-        waiterTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(50), delay: .milliseconds(50)) {
-            [weak self] _ in
-            guard let self else { return }
-            let now = NIODeadline.now()
-            for p in self.unsortedPools { p.expireWaiters(now: now) }
-        }
         for loop in loops {
             guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }
             let interval = Self.loginSweepInterval
@@ -361,6 +358,20 @@ public final class PoolerRuntime {
             [weak self] _ in
             guard let self else { return }
             self.averager.tick(pools: self.unsortedPools, seconds: 15)
+        }
+    }
+
+    /// One query_wait_timeout check 50 ms from now; it schedules the next one while any client waits.
+    func scheduleWaiterCheck() {
+        group.next().scheduleTask(in: Self.waiterCheckInterval) { [weak self] in
+            guard let self, !self.shuttingDown.load(ordering: .relaxed) else { return }
+            let now = NIODeadline.now()
+            let pools = self.unsortedPools
+            for p in pools { p.expireWaiters(now: now) }
+            if pools.contains(where: \.hasWaiters)
+                || !self.waiterAlarm.checksFoundNobody(stillWaiting: { self.unsortedPools.contains(where: \.hasWaiters) }) {
+                self.scheduleWaiterCheck()
+            }
         }
     }
 
@@ -426,7 +437,6 @@ public final class PoolerRuntime {
         shuttingDown.store(true, ordering: .relaxed)
         maintenanceTask?.cancel()
         statsTask?.cancel()
-        waiterTask?.cancel()
         for task in loginSweepTasks { task.cancel() }
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
