@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# User-space instructions per transaction and per connection: pg_doorman vs PgBouncer, counted by
+# valgrind's callgrind. Unlike CPU time on a shared VM (±15% between runs), the count is the same
+# on every run, so it shows changes of a few percent in the pooler's own work. It leaves out the
+# kernel (~85% of either pooler's CPU time here) and cache effects: a complement to bench/run.sh,
+# not a replacement.
+#
+# Knobs (env): PG_DOORMAN_BIN (default .build/release/pg_doorman; BENCH_SKIP_BUILD=1 skips the
+# release build), INSTR_TX (2000 transactions per client, 4 clients), INSTR_CONNECTIONS (300
+# connections of one client with `pgbench -C`), BENCH_KEEP=1 (keep the work directory).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib/deps.sh
+source scripts/lib/deps.sh
+say() { echo "[instructions] $*" >&2; }
+die() { echo "[instructions] ERROR: $*" >&2; exit 1; }
+
+TX=${INSTR_TX:-2000}
+CONNECTIONS=${INSTR_CONNECTIONS:-300}
+ensure_apt_deps
+if ! command -v valgrind >/dev/null; then
+    [[ "${DEPS_SKIP:-0}" == 1 ]] && die "valgrind not installed"
+    _deps_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind \
+        </dev/null >/dev/null || die "cannot install valgrind"
+fi
+
+DOORMAN_BIN=${PG_DOORMAN_BIN:-$ROOT/.build/release/pg_doorman}
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 && -z "${PG_DOORMAN_BIN:-}" ]]; then
+    "$ROOT/scripts/build-release.sh" >&2 || die "release build failed"
+fi
+[[ -x $DOORMAN_BIN ]] || die "no pooler binary at $DOORMAN_BIN"
+PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+
+work=$(mktemp -d /tmp/pgdm-instr.XXXXXX)
+chmod 0755 "$work"
+pids=()
+cleanup() {
+    local rc=$? p
+    set +e
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    sleep 1
+    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    "$ROOT/scripts/pg-throwaway.sh" stop "$work/pg" >/dev/null 2>&1
+    if [[ "${BENCH_KEEP:-0}" == 1 ]]; then say "kept $work"; else rm -rf "$work"; fi
+    exit $rc
+}
+trap cleanup EXIT
+
+"$ROOT/scripts/pg-throwaway.sh" start "$work/pg" --pgbench >/dev/null
+# shellcheck disable=SC1091
+source "$work/pg/env"
+PG_PORT=$PGPORT
+unset PGHOST PGPORT
+USER_NAME=example_user_scram
+verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
+    -c "SELECT passwd FROM pg_shadow WHERE usename = '$USER_NAME'")
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+printf '\\set aid random(1, 100000)\nSELECT :aid;\n' >"$work/q.sql"
+
+# valgrind 3.19 cannot read the DWARF 5 debug information Swift 6 emits: count on a copy
+# without it (symbols stay, so the profile keeps function names).
+cp "$DOORMAN_BIN" "$work/pg_doorman"
+strip --strip-debug "$work/pg_doorman"
+
+as_pg=()
+[[ $(id -u) -eq 0 ]] && as_pg=(runuser -u postgres --)
+callgrind() { # name -> command prefix; counting starts off and is switched on per measurement
+    echo valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/$1.cg"
+}
+
+pgb_port=$(free_port)
+printf '"%s" "%s"\n' "$USER_NAME" "$verifier" >"$work/userlist.txt"
+cat >"$work/pgbouncer.ini" <<EOF
+[databases]
+example_db = host=127.0.0.1 port=$PG_PORT dbname=example_db
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pgb_port
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = 40
+max_client_conn = 5000
+logfile = $work/pgbouncer.log
+log_connections = 0
+log_disconnections = 0
+ignore_startup_parameters = extra_float_digits
+EOF
+[[ $(id -u) -eq 0 ]] && chown -R postgres: "$work"
+# shellcheck disable=SC2046
+"${as_pg[@]}" $(callgrind pgbouncer) "$PGBOUNCER" "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
+pids+=($!)
+
+dm_port=$(free_port)
+cat >"$work/pg_doorman.yaml" <<EOF
+general:
+  host: "127.0.0.1"
+  port: $dm_port
+  admin_username: "admin"
+  admin_password: "admin"
+  log_client_connections: false
+  log_client_disconnections: false
+pools:
+  example_db:
+    server_host: "127.0.0.1"
+    server_port: $PG_PORT
+    pool_mode: "transaction"
+    users:
+      - username: "$USER_NAME"
+        password: "$verifier"
+        pool_size: 40
+EOF
+# shellcheck disable=SC2046
+$(callgrind doorman) "$work/pg_doorman" "$work/pg_doorman.yaml" >"$work/pg_doorman.out" 2>&1 &
+pids+=($!)
+
+pgbench_run() { # port args...
+    local port=$1; shift
+    PGPASSWORD=scrampass pgbench -n -h 127.0.0.1 -p "$port" -U "$USER_NAME" "$@" -f "$work/q.sql" example_db \
+        >"$work/pgbench.out" 2>&1 || { cat "$work/pgbench.out" >&2; die "pgbench failed on port $port"; }
+    grep -q "number of failed transactions: 0" "$work/pgbench.out" || die "failed transactions on port $port"
+}
+for port in "$pgb_port" "$dm_port"; do
+    for _ in $(seq 1 300); do
+        PGPASSWORD=scrampass PGCONNECT_TIMEOUT=5 psql -X -At -h 127.0.0.1 -p "$port" -U "$USER_NAME" \
+            -d example_db -c 'SELECT 1' >/dev/null 2>&1 && break
+        sleep 0.2
+    done
+    pgbench_run "$port" -c 4 -j 1 -t 100  # warm: every server connection opened, caches filled
+done
+
+# The process valgrind runs (PgBouncer's pid is that of runuser's child when started as root).
+vg_pid() { pgrep -f "callgrind-out-file=$work/$1.cg" | while read -r p; do
+    [[ $(ps -o comm= -p "$p") == runuser ]] || echo "$p"; done | head -n 1; }
+control() { # name pid args...
+    local name=$1 pid=$2; shift 2
+    if [[ $name == pgbouncer ]]; then "${as_pg[@]}" callgrind_control "$@" "$pid" >/dev/null 2>&1
+    else callgrind_control "$@" "$pid" >/dev/null 2>&1; fi
+}
+declare -A result dumps
+measure() { # name port label count pgbench-args... -> result[name,label] = instructions per unit
+    local name=$1 port=$2 label=$3 count=$4; shift 4
+    local pid; pid=$(vg_pid "$name")
+    [[ -n $pid ]] || die "no callgrind process for $name"
+    control "$name" "$pid" -i on
+    pgbench_run "$port" "$@"
+    control "$name" "$pid" -d "$label"
+    control "$name" "$pid" -i off
+    dumps[$name]=$(( ${dumps[$name]:-0} + 1 ))  # callgrind numbers its dumps .1, .2, ...
+    local file=$work/$name.cg.${dumps[$name]}
+    [[ -s $file ]] || die "no callgrind dump $file"
+    # The "totals:" line: after instrumentation was switched off and on, callgrind's "summary:"
+    # line (what callgrind_annotate prints) can wrap around.
+    result[$name,$label]=$(awk -v n="$count" '/^totals:/ {printf "%.0f", $2 / n}' "$file")
+    [[ -n ${result[$name,$label]} ]] || die "no totals in $file"
+}
+
+for name in pgbouncer doorman; do
+    port=$pgb_port; [[ $name == doorman ]] && port=$dm_port
+    measure $name "$port" simple $((4 * TX)) -c 4 -j 1 -t "$TX" -M simple
+    measure $name "$port" extended $((4 * TX)) -c 4 -j 1 -t "$TX" -M extended
+    measure $name "$port" connect "$CONNECTIONS" -C -c 1 -j 1 -t "$CONNECTIONS" -M simple
+done
+
+ratio() { python3 -c "print(f'×{$1 / $2:.2f}')"; }
+echo "| user-space instructions (callgrind) | PgBouncer $("$PGBOUNCER" --version | awk 'NR==1 {print $2}') | pg_doorman | pg_doorman/PgBouncer |"
+echo "|---|---:|---:|---:|"
+echo "| per transaction, simple (4 c × $TX) | ${result[pgbouncer,simple]} | ${result[doorman,simple]} | $(ratio "${result[doorman,simple]}" "${result[pgbouncer,simple]}") |"
+echo "| per transaction, extended (4 c × $TX) | ${result[pgbouncer,extended]} | ${result[doorman,extended]} | $(ratio "${result[doorman,extended]}" "${result[pgbouncer,extended]}") |"
+echo "| per connection with its one transaction, SCRAM (-C, $CONNECTIONS) | ${result[pgbouncer,connect]} | ${result[doorman,connect]} | $(ratio "${result[doorman,connect]}" "${result[pgbouncer,connect]}") |"
