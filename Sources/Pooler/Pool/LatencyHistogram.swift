@@ -11,11 +11,15 @@ public final class LatencyHistogram {
         buckets = (0..<Self.bucketCount).map { _ in ManagedAtomic<Int>(0) }
     }
 
+    /// floor(4 · log2(micros)), clamped to the buckets; integer arithmetic only (it runs twice per
+    /// transaction): the octave from the highest set bit, the quarter from the next 31 bits compared
+    /// with 2^(1/4), 2^(2/4) and 2^(3/4) in 1.31 fixed point (exact below 2^31 µs).
     static func bucket(for micros: Int) -> Int {
         guard micros > 1 else { return 0 }
-        let v = Double(micros)
-        let b = Int(log2(v) * Double(bucketsPerOctave))
-        return min(max(b, 0), bucketCount - 1)
+        let octave = Int.bitWidth - 1 - micros.leadingZeroBitCount
+        let mantissa = octave >= 31 ? micros >> (octave - 31) : micros << (31 - octave)  // in [2^31, 2^32)
+        let quarter = mantissa >= 3_611_622_603 ? 3 : mantissa >= 3_037_000_500 ? 2 : mantissa >= 2_553_802_895 ? 1 : 0
+        return min(octave * bucketsPerOctave + quarter, bucketCount - 1)
     }
 
     /// The upper edge (µs) of a bucket.

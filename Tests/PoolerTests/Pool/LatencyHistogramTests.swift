@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Pooler
 
@@ -22,5 +23,21 @@ struct LatencyHistogramTests {
             #expect(b >= last)
             last = b
         }
+    }
+
+    @Test func bucketIsFloorOfFourTimesLog2() {
+        // floor(4·log2 v) is the largest k with 2^k <= v^4: exact in integers while v^4 fits.
+        for v in 2..<32_768 {
+            let v4 = v * v * v * v
+            let k = Int.bitWidth - 1 - v4.leadingZeroBitCount
+            #expect(LatencyHistogram.bucket(for: v) == k, "v=\(v)")
+        }
+        // Large values: the octave is exact; the quarter agrees with log2 away from its edges.
+        for v in [40_000, 1_000_000, 123_456_789, (1 << 31) - 1, 1 << 31, 3 << 35] {
+            #expect(LatencyHistogram.bucket(for: v) == Int((log2(Double(v)) * 4).rounded(.down)), "v=\(v)")
+        }
+        #expect(LatencyHistogram.bucket(for: 0) == 0)
+        #expect(LatencyHistogram.bucket(for: 1) == 0)
+        #expect(LatencyHistogram.bucket(for: Int.max) == LatencyHistogram.bucketCount - 1)
     }
 }
