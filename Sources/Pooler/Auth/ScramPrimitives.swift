@@ -16,11 +16,11 @@ enum ScramPrimitives {
     static let mechanism = "SCRAM-SHA-256"
 
     static func hmac(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key)))
+        HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: key)).byteArray
     }
 
     static func sha256(_ bytes: [UInt8]) -> [UInt8] {
-        Array(SHA256.hash(data: bytes))
+        SHA256.hash(data: bytes).byteArray
     }
 
     static func xor(_ lhs: [UInt8], _ rhs: [UInt8]) -> [UInt8] {

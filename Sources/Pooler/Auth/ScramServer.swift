@@ -138,7 +138,9 @@ public struct ScramServer {
         // client-final-message-without-proof: everything before ",p=".
         let withoutProof = message[message.startIndex..<(proofAttribute.value.startIndex - 3)]
 
-        var authMessage = Array(exchange.clientFirstBare)
+        var authMessage: [UInt8] = []
+        authMessage.reserveCapacity(exchange.clientFirstBare.count + exchange.serverFirst.count + withoutProof.count + 2)
+        authMessage += exchange.clientFirstBare
         authMessage.append(UInt8(ascii: ","))
         authMessage += exchange.serverFirst
         authMessage.append(UInt8(ascii: ","))

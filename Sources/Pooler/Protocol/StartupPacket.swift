@@ -43,8 +43,7 @@ public enum StartupPacket: Equatable {
             return .success(.cancel(processID: pid, secretKey: secret))
         case FrontendMessage.protocolVersion3:
             // A later duplicate of a key wins, as in PostgreSQL.
-            var params: [String: String] = [:]
-            params.reserveCapacity(8)
+            var params = [String: String](minimumCapacity: 8)
             while true {
                 guard let key = packet.readCString() else { return .failure(.malformedParameters) }
                 if key.isEmpty { break }
