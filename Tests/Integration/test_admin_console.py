@@ -299,6 +299,17 @@ def test_unknown_database_no_pool_error(doorman, doorman_config, op):
     assert 'No pool for database "nosuchdb"' in err, err
 
 
+def query_times_out_waiting(dm) -> float:
+    """Runs a query that must fail with query_wait_timeout; returns how long it waited."""
+    with pconnect(dm) as c:
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT 1")
+        elapsed = time.monotonic() - t0
+    assert re.search(r"wait.*timeout|timeout.*wait", str(ei.value), re.I | re.S), str(ei.value)
+    return elapsed
+
+
 def test_waiting_client_under_pause_times_out_and_pool_stays_paused(doorman, doorman_config):
     dm = doorman(doorman_config(pool_size=2, query_wait_timeout="1500ms"))
     with pconnect(dm) as c:
@@ -306,12 +317,7 @@ def test_waiting_client_under_pause_times_out_and_pool_stays_paused(doorman, doo
     with admin_conn(dm) as a:
         a.execute("PAUSE example_db")
         try:
-            with pconnect(dm) as c:
-                t0 = time.monotonic()
-                with pytest.raises(psycopg.Error) as ei:
-                    c.execute("SELECT 1")
-                elapsed = time.monotonic() - t0
-            assert re.search(r"wait.*timeout|timeout.*wait", str(ei.value), re.I | re.S), str(ei.value)
+            elapsed = query_times_out_waiting(dm)
             assert 1.0 <= elapsed < 5.0, f"timed out after {elapsed:.2f}s, expected about 1.5 s"
             assert pool_row(dm)["paused"] == "1"
         finally:
@@ -329,12 +335,7 @@ def test_query_wait_timeout_holds_for_every_waiting_episode(doorman, doorman_con
         a.execute("PAUSE example_db")
         try:
             for _ in range(3):
-                with pconnect(dm) as c:
-                    t0 = time.monotonic()
-                    with pytest.raises(psycopg.Error) as ei:
-                        c.execute("SELECT 1")
-                    elapsed = time.monotonic() - t0
-                assert re.search(r"wait.*timeout|timeout.*wait", str(ei.value), re.I | re.S), str(ei.value)
+                elapsed = query_times_out_waiting(dm)
                 assert 0.6 <= elapsed < 3.0, f"timed out after {elapsed:.2f}s, expected about 0.8 s"
                 time.sleep(0.3)  # nobody waits: the checks stop
         finally:
