@@ -14,6 +14,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib/deps.sh
 source scripts/lib/deps.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 say() { echo "[instructions] $*" >&2; }
 die() { echo "[instructions] ERROR: $*" >&2; exit 1; }
 
@@ -56,7 +58,6 @@ unset PGHOST PGPORT
 USER_NAME=example_user_scram
 verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
     -c "SELECT passwd FROM pg_shadow WHERE usename = '$USER_NAME'")
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 printf '\\set aid random(1, 100000)\nSELECT :aid;\n' >"$work/q.sql"
 
 # valgrind 3.19 cannot read the DWARF 5 debug information Swift 6 emits: count on a copy
@@ -71,48 +72,14 @@ callgrind() { # name -> command prefix; counting starts off and is switched on p
 }
 
 pgb_port=$(free_port)
-printf '"%s" "%s"\n' "$USER_NAME" "$verifier" >"$work/userlist.txt"
-cat >"$work/pgbouncer.ini" <<EOF
-[databases]
-example_db = host=127.0.0.1 port=$PG_PORT dbname=example_db
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pgb_port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/userlist.txt
-pool_mode = transaction
-default_pool_size = 40
-max_client_conn = 5000
-logfile = $work/pgbouncer.log
-log_connections = 0
-log_disconnections = 0
-ignore_startup_parameters = extra_float_digits
-EOF
+write_pgbouncer_config "$work" "$pgb_port" "$PG_PORT" "$USER_NAME" "$verifier" 40
 [[ $(id -u) -eq 0 ]] && chown -R postgres: "$work"
 # shellcheck disable=SC2046
 "${as_pg[@]}" $(callgrind pgbouncer) "$PGBOUNCER" "$work/pgbouncer.ini" >"$work/pgbouncer.out" 2>&1 &
 pids+=($!)
 
 dm_port=$(free_port)
-cat >"$work/pg_doorman.yaml" <<EOF
-general:
-  host: "127.0.0.1"
-  port: $dm_port
-  admin_username: "admin"
-  admin_password: "admin"
-  log_client_connections: false
-  log_client_disconnections: false
-pools:
-  example_db:
-    server_host: "127.0.0.1"
-    server_port: $PG_PORT
-    pool_mode: "transaction"
-    users:
-      - username: "$USER_NAME"
-        password: "$verifier"
-        pool_size: 40
-EOF
+write_doorman_config "$work/pg_doorman.yaml" "$dm_port" "$PG_PORT" "$USER_NAME" "$verifier" 40
 # shellcheck disable=SC2046
 $(callgrind doorman) "$work/pg_doorman" "$work/pg_doorman.yaml" >"$work/pg_doorman.out" 2>&1 &
 pids+=($!)

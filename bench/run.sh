@@ -21,6 +21,8 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib/deps.sh
 source scripts/lib/deps.sh
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 say() { echo "[bench] $*" >&2; }
 die() { echo "[bench] ERROR: $*" >&2; exit 1; }
@@ -117,7 +119,6 @@ if [[ $TLS == 1 ]]; then
     say "TLS variant: sslmode=require towards PostgreSQL, PgBouncer and pg_doorman"
 fi
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # port pid seconds
     local _
     for _ in $(seq 1 $(( $3 * 10 ))); do
@@ -138,25 +139,7 @@ if want pgbouncer; then
     PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     pgb_port=$(free_port)
     mkdir -p "$work/pgbouncer"
-    printf '"%s" "%s"\n' "$BENCH_USER" "$verifier" >"$work/pgbouncer/userlist.txt"
-    cat >"$work/pgbouncer/pgbouncer.ini" <<EOF
-[databases]
-example_db = host=127.0.0.1 port=$PG_PORT dbname=example_db
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pgb_port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $work/pgbouncer/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = 5000
-logfile = $work/pgbouncer/pgbouncer.log
-log_connections = 0
-log_disconnections = 0
-ignore_startup_parameters = extra_float_digits
-EOF
+    write_pgbouncer_config "$work/pgbouncer" "$pgb_port" "$PG_PORT" "$BENCH_USER" "$verifier" "$POOL_SIZE"
     if [[ $TLS == 1 ]]; then
         printf 'client_tls_sslmode = require\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
             "$work/tls/server.key" "$work/tls/server.crt" >>"$work/pgbouncer/pgbouncer.ini"
@@ -188,28 +171,14 @@ dm_port=""
 if [[ -z $doorman_reason ]]; then
     dm_port=$(free_port)
     mkdir -p "$work/doorman"
-    {
-        echo "general:"
-        echo "  host: \"127.0.0.1\""
-        echo "  port: $dm_port"
-        echo "  admin_username: \"admin\""
-        echo "  admin_password: \"admin\""
-        [[ -n ${BENCH_DOORMAN_WORKERS:-} ]] && echo "  worker_threads: $BENCH_DOORMAN_WORKERS"
-        if [[ $TLS == 1 ]]; then
-            echo "  tls_certificate: \"$work/tls/server.crt\""
-            echo "  tls_private_key: \"$work/tls/server.key\""
-            echo "  tls_mode: \"require\""
-        fi
-        echo "pools:"
-        echo "  example_db:"
-        echo "    server_host: \"127.0.0.1\""
-        echo "    server_port: $PG_PORT"
-        echo "    pool_mode: \"transaction\""
-        echo "    users:"
-        echo "      - username: \"$BENCH_USER\""
-        echo "        password: \"$verifier\""
-        echo "        pool_size: $POOL_SIZE"
-    } >"$work/doorman/pg_doorman.yaml"
+    extra=()
+    [[ -n ${BENCH_DOORMAN_WORKERS:-} ]] && extra+=("worker_threads: $BENCH_DOORMAN_WORKERS")
+    if [[ $TLS == 1 ]]; then
+        extra+=("tls_certificate: \"$work/tls/server.crt\"" "tls_private_key: \"$work/tls/server.key\""
+            "tls_mode: \"require\"")
+    fi
+    write_doorman_config "$work/doorman/pg_doorman.yaml" "$dm_port" "$PG_PORT" "$BENCH_USER" "$verifier" \
+        "$POOL_SIZE" ${extra[@]+"${extra[@]}"}
     # shellcheck disable=SC2086
     "$DOORMAN_BIN" "$work/doorman/pg_doorman.yaml" ${BENCH_DOORMAN_ARGS:-} >"$work/doorman/pg_doorman.log" 2>&1 &
     dm_pid=$!
