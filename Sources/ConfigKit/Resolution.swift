@@ -94,9 +94,12 @@ extension User {
         serverPassword == nil && (serverUsername == nil || serverUsername == username)
     }
 
+    /// A password of this form names the public key JWTs are checked against.
+    public static let jwtPasswordPrefix = "jwt-pkey-fpath:"
+
     /// `jwt-pkey-fpath:<path>` password → the key path.
     public var jwtPublicKeyPath: String? {
-        let prefix = "jwt-pkey-fpath:"
+        let prefix = Self.jwtPasswordPrefix
         return password.hasPrefix(prefix) ? String(password.dropFirst(prefix.count)) : nil
     }
 }

@@ -24,7 +24,7 @@ public enum ConfigCheck {
         }
         return (["pg_doorman: the configuration file \(path) syntax is ok",
                  "pg_doorman: configuration file \(path) test is successful"],
-                result.warnings.map(\.description), 0)
+                (result.warnings + (result.config.map(InertSettings.warnings) ?? [])).map(\.description), 0)
     }
 
     /// Prints the report (warnings/errors to stderr, success lines to stdout) and returns the exit code.

@@ -3,6 +3,7 @@ listener, min_pool_size pre-warming, and idle_timeout — against the real Postg
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import psycopg
@@ -147,3 +148,36 @@ def test_min_pool_size_prewarms_and_idle_timeout_closes(doorman, pg):
     while time.time() < deadline and count() > 2:
         time.sleep(0.3)
     assert count() == 2
+
+
+def test_jwt_user_is_refused_and_inert_settings_are_logged(doorman, pg):
+    """JWT authentication is not implemented: a `jwt-pkey-fpath:` password names a key file, it is not a
+    password, so presenting the path as the password must not log in. The settings this build ignores
+    (here the JWT password, auth_query and max_db_connections) are named in warnings at start."""
+    d = make_tmp_dir("pgdm-jwt-")
+    key = d / "jwt.pem"
+    subprocess.run(f"openssl genrsa 2048 2>/dev/null | openssl rsa -pubout -out {key} 2>/dev/null",
+                   shell=True, check=True)
+    key_ref = f"jwt-pkey-fpath:{key}"
+    cfg = {
+        "general": {"admin_username": "admin", "admin_password": "admin"},
+        "pools": {"example_db": {
+            "max_db_connections": 5,
+            "auth_query": {"query": "SELECT passwd FROM pg_shadow WHERE usename = $1", "user": "doorman"},
+            "users": [
+                {"username": "svc", "password": key_ref, "pool_size": 1,
+                 "server_username": SCRAM_USER, "server_password": SCRAM_PW},
+                {"username": SCRAM_USER, "password": SCRAM_PW, "pool_size": 1},
+            ]}},
+    }
+    dm = doorman(cfg)
+    with pytest.raises(psycopg.OperationalError) as e:
+        connect(dm, "svc", key_ref)
+    assert "JWT authentication is not supported" in str(e.value)
+    with connect(dm, SCRAM_USER, SCRAM_PW) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+    log = dm.log()
+    assert "pools.example_db.users[0].password: JWT authentication is not implemented" in log
+    assert "pools.example_db.auth_query: auth_query is not implemented" in log
+    assert "pools.example_db.max_db_connections: the per-database coordinator is not implemented" in log
+    rmtree_quiet(d)

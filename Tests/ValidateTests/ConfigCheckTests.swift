@@ -30,6 +30,28 @@ import ConfigKit
         #expect(out.stderr.first?.hasPrefix("warning: general.admin_password") == true)
     }
 
+    @Test func settingsThisBuildIgnoresAreWarnedAboutButPass() {
+        let path = write("""
+        general:
+          admin_username: "admin"
+          admin_password: "s3cret"
+        pools:
+          db:
+            max_db_connections: 10
+            auth_query:
+              query: "SELECT passwd FROM pg_shadow WHERE usename = $1"
+              user: "doorman"
+            users:
+              - {username: "u", password: "", pool_size: 1}
+        """, name: "inert.yaml")
+        let out = ConfigCheck.render(path: path, result: ConfigCheck.run(path: path))
+        #expect(out.exitCode == 0)
+        #expect(out.stdout.count == 2)
+        #expect(out.stderr.count == 2)
+        #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.auth_query: auth_query is not implemented") })
+        #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.max_db_connections: the per-database coordinator") })
+    }
+
     @Test func brokenFileListsAllProblems() {
         let path = write("""
         [general]

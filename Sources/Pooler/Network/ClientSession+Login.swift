@@ -1,3 +1,4 @@
+import ConfigKit
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -183,6 +184,10 @@ extension ClientSession {
         }
         if stored.isEmpty {
             return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
+        }
+        if stored.hasPrefix(User.jwtPasswordPrefix) {
+            // JWT authentication is not implemented: the key's path is not a password.
+            return fatal(code: "28P01", "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
         }
         // Plaintext password in the config: SCRAM with a verifier derived once per pool.
         guard let keys = pool.clientScramKeys else { return authFailed() }

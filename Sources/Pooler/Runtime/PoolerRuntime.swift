@@ -169,6 +169,7 @@ public final class PoolerRuntime {
         }
         // New client connections get the new TCP options (they inherit them from the listener).
         if Self.acceptedSocketsInheritTCPOptions && listenerFD >= 0 { Self.setTCPOptions(fd: listenerFD, newConfig.general) }
+        for d in InertSettings.warnings(newConfig) { logger.warning("\(d.description)") }
         let changes = ConfigDiff.lines(old: before, new: newConfig)
         if changes.isEmpty {
             logger.info("config unchanged")

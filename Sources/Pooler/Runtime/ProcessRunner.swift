@@ -74,6 +74,7 @@ public enum ProcessRunner {
         if options.daemon && !isDaemonChild {
             return Daemon.detach(config: config, logger: logger)
         }
+        for d in InertSettings.warnings(config) { logger.warning("\(d.description)") }
         logger.debug("config \(options.configPath): \(config.pools.count) pool(s), listen \(config.general.host):\(config.general.port), shutdown_timeout \(config.general.shutdownTimeout) ms, log format \(options.logFormat.rawValue)\(sink.useSyslog ? " (syslog)" : "")")
         if isUpgradeChild, let fd = options.inheritFd {
             logger.debug("started by a binary upgrade of pid \(getppid()); listening socket inherited as fd \(fd)")

@@ -33,7 +33,7 @@ extension PoolSettings {
             credential = .md5Hash(user.password)
         } else if user.password.hasPrefix("SCRAM-SHA-256$") {
             credential = .scramPassthrough(verifier: user.password)
-        } else if user.password.isEmpty || user.password.hasPrefix("jwt-pkey-fpath:") {
+        } else if user.password.isEmpty || user.jwtPublicKeyPath != nil {
             credential = .none
         } else {
             credential = .plaintext(user.password)

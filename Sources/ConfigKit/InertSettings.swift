@@ -1,0 +1,54 @@
+// Settings this build loads and validates but does not act on yet (README, "Not implemented yet").
+//
+// A configuration written for the reference pg_doorman may rely on one of them — an auth_query
+// that lets users not listed in the file log in, a metrics endpoint a scraper polls. Silently
+// ignoring it would surface later as failed logins or missing metrics, so `pg_doorman -t` prints
+// these as warnings and the pooler logs them at start and after every RELOAD.
+
+public enum InertSettings {
+    /// One warning per configured-but-inert setting, general first, then pools by name.
+    public static func warnings(_ config: Config) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        func note(_ path: String, _ message: String) { out.append(.warning(path, message)) }
+
+        if config.web.enabled {
+            note("web.enabled", "the web/Prometheus endpoint is not implemented in this build: nothing listens on "
+                 + "\(config.web.host):\(config.web.port) (use the admin console's SHOW commands)")
+        }
+        if config.talos != nil {
+            note("talos", "talos (JWT) authentication is not implemented in this build; these keys have no effect")
+        }
+        if let urls = config.general.patroniApiUrls, !urls.isEmpty {
+            note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
+                 + "pools connect only to their server_host")
+        }
+        for name in config.pools.keys.sorted() {
+            guard let pool = config.pools[name] else { continue }
+            let path = "pools.\(name)"
+            if pool.authQuery != nil {
+                note("\(path).auth_query", "auth_query is not implemented in this build: only the users listed "
+                     + "under \(path).users can log in")
+            }
+            if let maxDb = pool.maxDbConnections, maxDb > 0 {
+                note("\(path).max_db_connections", "the per-database coordinator is not implemented in this "
+                     + "build: server connections are limited per user (pool_size), not to \(maxDb) for the database")
+            }
+            if let urls = pool.patroniApiUrls, !urls.isEmpty {
+                note("\(path).patroni_api_urls", "Patroni fallback is not implemented in this build; "
+                     + "the pool connects only to its server_host")
+            }
+            for (i, user) in pool.users.enumerated() {
+                if user.authPamService != nil {
+                    note("\(path).users[\(i)].auth_pam_service", "PAM authentication is not implemented in this "
+                         + "build: user '\(user.username)' is checked against its configured password (none configured: "
+                         + "only connections pg_hba trusts get in)")
+                }
+                if user.jwtPublicKeyPath != nil {
+                    note("\(path).users[\(i)].password", "JWT authentication is not implemented in this build: "
+                         + "user '\(user.username)' can log in only where pg_hba trusts the connection")
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,59 @@
+import Testing
+@testable import ConfigKit
+
+@Suite struct InertSettingsTests {
+    func config(_ edit: (inout Config) -> Void) -> Config {
+        var c = Config()
+        var pool = Pool()
+        pool.users = [User(username: "app", password: "md5" + String(repeating: "0", count: 32))]
+        c.pools = ["db": pool]
+        edit(&c)
+        return c
+    }
+
+    @Test func aPlainConfigHasNone() {
+        #expect(InertSettings.warnings(config { _ in }).isEmpty)
+    }
+
+    @Test func everyInertSettingIsNamedByItsKeyPath() {
+        let c = config { c in
+            c.web.enabled = true
+            c.talos = Talos(keys: ["k"], databases: ["db"])
+            c.general.patroniApiUrls = ["http://patroni:8008"]
+            c.pools["db"]?.authQuery = AuthQuery()
+            c.pools["db"]?.maxDbConnections = 10
+            c.pools["db"]?.patroniApiUrls = ["http://patroni:8008"]
+            var pam = User(username: "pam", password: "")
+            pam.authPamService = "login"
+            c.pools["db"]?.users.append(pam)
+            c.pools["db"]?.users.append(User(username: "svc", password: User.jwtPasswordPrefix + "/etc/key.pem"))
+        }
+        let warnings = InertSettings.warnings(c)
+        #expect(warnings.allSatisfy { $0.severity == .warning })
+        #expect(warnings.map(\.keyPath) == [
+            "web.enabled", "talos", "general.patroni_api_urls",
+            "pools.db.auth_query", "pools.db.max_db_connections", "pools.db.patroni_api_urls",
+            "pools.db.users[1].auth_pam_service", "pools.db.users[2].password",
+        ])
+        #expect(warnings[0].message.contains("0.0.0.0:9127"))
+        #expect(warnings[4].message.contains("not to 10"))
+        #expect(warnings[7].message.contains("'svc'"))
+    }
+
+    @Test func zeroMaxDbConnectionsAndEmptyUrlListsAreNotReported() {
+        let c = config { c in
+            c.pools["db"]?.maxDbConnections = 0
+            c.general.patroniApiUrls = []
+        }
+        #expect(InertSettings.warnings(c).isEmpty)
+    }
+
+    @Test func poolsAreReportedInNameOrder() {
+        let c = config { c in
+            var pool = c.pools["db"]!
+            pool.authQuery = AuthQuery()
+            c.pools = ["zeta": pool, "alpha": pool]
+        }
+        #expect(InertSettings.warnings(c).map(\.keyPath) == ["pools.alpha.auth_query", "pools.zeta.auth_query"])
+    }
+}
