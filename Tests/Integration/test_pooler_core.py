@@ -309,6 +309,28 @@ def test_cancel_pg_sleep_psycopg(doorman, doorman_config, pg):
                       "AND state = 'active'").strip() == "0"
 
 
+def test_backend_that_received_a_cancel_is_not_handed_to_another_client(doorman, doorman_config, pg):
+    """PostgreSQL acts on a cancel whenever it arrives. One sent just as the query finishes could reach
+    the backend after it has gone back to the pool and interrupt another client's query, so a backend
+    a cancel was forwarded for is closed when its client releases it (the reference does the same)."""
+    dm = doorman(doorman_config(pool_size=1))
+    with pconnect(dm) as a, pconnect(dm) as b:
+        cancelled_pid = one(a, "SELECT pg_backend_pid()")
+        assert one(b, "SELECT pg_backend_pid()") == cancelled_pid  # one backend, shared
+        timer = threading.Timer(1.0, a.cancel)
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                a.execute("SELECT pg_sleep(10)")
+        finally:
+            timer.cancel()
+        fresh_pid = one(b, "SELECT pg_backend_pid()")
+        assert fresh_pid != cancelled_pid
+        assert one(a, "SELECT pg_backend_pid()") == fresh_pid  # the new backend is pooled as usual
+        assert one(b, "SELECT pg_backend_pid()") == fresh_pid
+    assert pg.su_psql(f"SELECT count(*) FROM pg_stat_activity WHERE pid = {cancelled_pid}").strip() == "0"
+
+
 def test_cancel_pg_sleep_asyncpg_timeout(doorman, doorman_config, pg):
     dm = doorman(doorman_config(pool_size=2))
 

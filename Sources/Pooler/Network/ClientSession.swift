@@ -215,10 +215,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     // MARK: - Cancel
 
-    /// Forwards a cancel to the server this client is using right now (no-op when idle).
+    /// Forwards a cancel to the server this client is using right now (no-op when idle). That
+    /// server is not reused after this client releases it (`ServerConnection.cancelForwarded`).
     func cancelCurrentQuery() {
         loop.execute { [self] in
             guard let s = server, let pool else { return }
+            s.cancelForwarded = true
             runtime.sendCancel(host: pool.settings.serverHost, port: pool.settings.serverPort,
                                processID: s.processID, secretKey: s.secretKey,
                                tls: s.usesTLS ? pool.settings.serverTLS : nil)

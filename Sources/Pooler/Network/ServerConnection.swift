@@ -57,6 +57,11 @@ public final class ServerConnection: ChannelInboundHandler {
     var countedInPool = false
     /// Set when the server must not be reused (protocol desync, fatal error).
     var broken = false
+    /// Set (on the owning client's loop) when a client's cancel request was forwarded for this
+    /// backend. PostgreSQL acts on a cancel whenever it arrives — possibly after the query it was
+    /// meant for has finished and the backend serves another client — so such a backend is closed
+    /// at release instead of going back to the pool.
+    var cancelForwarded = false
     public private(set) var serverAddress: String = ""
     /// DOORMAN_n statements prepared on this backend (transaction-mode statement remapping).
     public let statements: ServerStatements
@@ -100,7 +105,7 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     func isReusable(epoch poolEpoch: Int, now: NIODeadline) -> Bool {
-        if broken || epoch < poolEpoch { return false }
+        if broken || cancelForwarded || epoch < poolEpoch { return false }
         if case .closed = state { return false }
         if let expiresAt, now > expiresAt { return false }
         return true
