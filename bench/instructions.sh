@@ -7,7 +7,8 @@
 #
 # Knobs (env): PG_DOORMAN_BIN (default .build/release/pg_doorman; BENCH_SKIP_BUILD=1 skips the
 # release build), INSTR_TX (2000 transactions per client, 4 clients), INSTR_CONNECTIONS (300
-# connections of one client with `pgbench -C`), BENCH_KEEP=1 (keep the work directory).
+# connections of one client with `pgbench -C`), INSTR_WAIT_TX (300 transactions per client, 120
+# clients on a pool of 40), BENCH_KEEP=1 (keep the work directory).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -21,6 +22,7 @@ die() { echo "[instructions] ERROR: $*" >&2; exit 1; }
 
 TX=${INSTR_TX:-2000}
 CONNECTIONS=${INSTR_CONNECTIONS:-300}
+WAIT_TX=${INSTR_WAIT_TX:-300}
 ensure_apt_deps
 if ! command -v valgrind >/dev/null; then
     [[ "${DEPS_SKIP:-0}" == 1 ]] && die "valgrind not installed"
@@ -130,6 +132,8 @@ for name in pgbouncer doorman; do
     measure $name "$port" simple $((4 * TX)) -c 4 -j 1 -t "$TX" -M simple
     measure $name "$port" extended $((4 * TX)) -c 4 -j 1 -t "$TX" -M extended
     measure $name "$port" connect "$CONNECTIONS" -C -c 1 -j 1 -t "$CONNECTIONS" -M simple
+    # 120 clients on 40 server connections: most transactions wait for a server (checkout queue).
+    measure $name "$port" waiting $((120 * WAIT_TX)) -c 120 -j 2 -t "$WAIT_TX" -M simple
 done
 
 ratio() { python3 -c "print(f'×{$1 / $2:.2f}')"; }
@@ -137,4 +141,5 @@ echo "| user-space instructions (callgrind) | PgBouncer $("$PGBOUNCER" --version
 echo "|---|---:|---:|---:|"
 echo "| per transaction, simple (4 c × $TX) | ${result[pgbouncer,simple]} | ${result[doorman,simple]} | $(ratio "${result[doorman,simple]}" "${result[pgbouncer,simple]}") |"
 echo "| per transaction, extended (4 c × $TX) | ${result[pgbouncer,extended]} | ${result[doorman,extended]} | $(ratio "${result[doorman,extended]}" "${result[pgbouncer,extended]}") |"
+echo "| per transaction, simple, 120 c on 40 server connections (120 c × $WAIT_TX, their logins included) | ${result[pgbouncer,waiting]} | ${result[doorman,waiting]} | $(ratio "${result[doorman,waiting]}" "${result[pgbouncer,waiting]}") |"
 echo "| per connection with its one transaction, SCRAM (-C, $CONNECTIONS) | ${result[pgbouncer,connect]} | ${result[doorman,connect]} | $(ratio "${result[doorman,connect]}" "${result[pgbouncer,connect]}") |"
