@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import struct
+import threading
 import time
 
 import psycopg
@@ -174,3 +176,38 @@ def test_closed_client_sessions_are_freed(doorman, doorman_config):
     churn(1500)
     grown = rss_kib() - before
     assert grown < 1500, f"RSS grew by {grown} KiB over 1500 connections"
+
+
+def test_idle_server_failing_its_liveness_check_is_replaced(doorman, doorman_config, pg):
+    """server_idle_check_timeout: a server connection idle for longer runs pooler_check_query before a
+    client gets it. A backend that stopped answering without closing its socket (SIGSTOP here; in
+    production a NAT or firewall that dropped the connection silently, a frozen host) fails the check
+    within connect_timeout and is replaced, so the client's query runs on a fresh backend instead of
+    hanging. A healthy idle backend passes the check and is reused."""
+    dm = doorman(doorman_config(pool_size=1, server_idle_check_timeout="1s", connect_timeout="1s"))
+
+    def backend_pid():
+        with psycopg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW,
+                             dbname="example_db", autocommit=True, connect_timeout=10) as c:
+            return c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    first = backend_pid()
+    time.sleep(1.5)
+    assert backend_pid() == first  # idle past the limit, checked, alive: reused
+    os.kill(first, signal.SIGSTOP)
+    # Resumed after 8 s in any case, so that a pooler that hands the stopped backend out fails the
+    # assertions below instead of hanging the test.
+    resume = threading.Timer(8.0, os.kill, (first, signal.SIGCONT))
+    resume.start()
+    try:
+        time.sleep(1.5)
+        t0 = time.monotonic()
+        second = backend_pid()
+        elapsed = time.monotonic() - t0
+    finally:
+        resume.cancel()
+        os.kill(first, signal.SIGCONT)
+    assert second != first
+    assert elapsed < 4.5, f"the query waited {elapsed:.1f}s for a replacement"
+    assert dm.wait_for_log(rf"pid {first} failed its liveness check after 1000 ms idle; replaced")
+    assert backend_pid() == second  # the replacement is pooled as usual

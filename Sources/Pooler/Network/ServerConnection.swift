@@ -274,6 +274,29 @@ public final class ServerConnection: ChannelInboundHandler {
         output?.writeAndFlush(out)
     }
 
+    /// Liveness check before an idle server is handed out (`server_idle_check_timeout`): runs
+    /// `query` and calls `done(alive)` once the server is back at an idle ReadyForQuery — false when
+    /// it answers with an error, closes, or stays silent for `timeout` (a connection a firewall or
+    /// NAT dropped without a word, a frozen host). Call on `loop`, with the server idle and owned by
+    /// no client.
+    func checkAlive(query: String, timeout: TimeAmount, done: @escaping (Bool) -> Void) {
+        guard case .idle = state, !broken else { return done(false) }
+        let deadline = loop.scheduleTask(in: timeout) { [self] in
+            guard let pending = cleanupDone else { return }
+            cleanupDone = nil
+            broken = true
+            pending(false)
+        }
+        state = .cleaning(expected: 1)
+        cleanupDone = { alive in
+            deadline.cancel()
+            done(alive)
+        }
+        var out = ByteBufferAllocator().buffer(capacity: 6 + query.utf8.count)
+        FrontendMessage.query(query, into: &out)
+        output?.writeAndFlush(out)
+    }
+
     /// Writes client bytes to PostgreSQL (on the server's loop; the caller hops if needed).
     @inline(__always)
     func write(_ buffer: ByteBuffer) {

@@ -52,6 +52,10 @@ public struct PoolSettings: Equatable, Sendable {
     public var serverPreparedStatementsCacheSize: Int = 8192
     /// server_tls_mode and its files (pool override ?? general).
     public var serverTLS = ServerTLSSettings()
+    /// A server idle for longer than this runs `checkQuery` before a client gets it (0: never).
+    public var serverIdleCheckMs: UInt64 = 0
+    /// The liveness query (`pooler_check_query`).
+    public var checkQuery = ";"
 
     public init(
         database: String, user: String, clientPassword: String,

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import Logging
 import NIOCore
 
 /// Why a client could not get a server connection.
@@ -131,9 +132,43 @@ public final class ServerPool {
                 return popIdleLocked(preferring: loop)
             }
             guard let server else { return nil }
-            if server.isReusable(epoch: epochNow, now: now) { return server }
-            discard(server)
+            if !server.isReusable(epoch: epochNow, now: now) {
+                discard(server)
+            } else if needsLivenessCheck(server, now: now) {
+                checkThenRelease(server)
+            } else {
+                return server
+            }
         }
+    }
+
+    private static let logger = Logger(label: "pg_doorman")
+
+    /// True when `server` has been idle for longer than `server_idle_check_timeout`.
+    @inline(__always)
+    private func needsLivenessCheck(_ server: ServerConnection, now: NIODeadline) -> Bool {
+        let limit = settings.serverIdleCheckMs
+        return limit > 0 && (now - server.lastUsed).nanoseconds > Int64(limit) * 1_000_000
+    }
+
+    /// Checks a server taken from the idle list before anyone uses it: a live one comes back
+    /// through `release` (to the oldest waiter, else idle again as just used), a dead one is
+    /// discarded, which lets waiters open a replacement. The client that found it stale goes on
+    /// to another idle server or waits.
+    private func checkThenRelease(_ server: ServerConnection) {
+        let timeout = TimeAmount.milliseconds(Int64(max(1, settings.connectTimeoutMs)))
+        let query = settings.checkQuery
+        let run = { [self] in
+            server.checkAlive(query: query, timeout: timeout) { [self] alive in
+                if alive {
+                    release(server)
+                } else {
+                    Self.logger.warning("server connection \(server.serverAddress) pid \(server.processID) failed its liveness check after \(settings.serverIdleCheckMs) ms idle; replaced")
+                    discard(server)
+                }
+            }
+        }
+        if server.loop.inEventLoop { run() } else { server.loop.execute(run) }
     }
 
     /// Gets a server for a client living on `loop`; `callback` runs on `loop`.
@@ -164,11 +199,16 @@ public final class ServerPool {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
         case .use(let server):
-            if server.isReusable(epoch: currentEpoch, now: now) {
-                if loop.inEventLoop { callback(.success(server)) } else { loop.execute { callback(.success(server)) } }
-            } else {
+            if !server.isReusable(epoch: currentEpoch, now: now) {
                 discard(server)
                 acquire(on: loop, callback)
+            } else if needsLivenessCheck(server, now: now) {
+                checkThenRelease(server)
+                acquire(on: loop, callback)
+            } else if loop.inEventLoop {
+                callback(.success(server))
+            } else {
+                loop.execute { callback(.success(server)) }
             }
         case .create:
             create(on: loop, enqueuedAt: now, callback)

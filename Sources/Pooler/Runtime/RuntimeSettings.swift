@@ -53,6 +53,8 @@ extension PoolSettings {
         s.preparedStatementsCacheSize = pool.effectivePreparedStatementsCacheSize(general)
         s.serverPreparedStatementsCacheSize = max(1, pool.effectiveServerPreparedStatementsCacheSize(general))
         s.serverTLS = ServerTLSSettings.resolve(pool: pool, general: general)
+        s.serverIdleCheckMs = general.serverIdleCheckTimeout
+        s.checkQuery = general.poolerCheckQuery.isEmpty ? ";" : general.poolerCheckQuery
         return s
     }
 }
