@@ -18,6 +18,22 @@ public enum InertSettings {
         if config.talos != nil {
             note("talos", "talos (JWT) authentication is not implemented in this build; these keys have no effect")
         }
+        let g = config.general
+        if g.syncServerParameters {
+            note("general.sync_server_parameters", "syncing client parameters to server connections at checkout "
+                 + "is not implemented in this build: servers keep the pool's startup parameters")
+        }
+        if g.tlsRateLimitPerSecond > 0 {
+            note("general.tls_rate_limit_per_second", "the TLS handshake rate limit is not implemented in this "
+                 + "build: handshakes are not limited")
+        }
+        if g.tcpSocketBufferSize > 0 {
+            note("general.tcp_socket_buffer_size", "is not applied by this build: client sockets keep the "
+                 + "kernel's (autotuned) buffer sizes")
+        }
+        if g.tcpSoLinger > 0 {
+            note("general.tcp_so_linger", "is not applied by this build: client sockets close normally")
+        }
         if let urls = config.general.patroniApiUrls, !urls.isEmpty {
             note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
                  + "pools connect only to their server_host")
@@ -32,6 +48,10 @@ public enum InertSettings {
             if let maxDb = pool.maxDbConnections, maxDb > 0 {
                 note("\(path).max_db_connections", "the per-database coordinator is not implemented in this "
                      + "build: server connections are limited per user (pool_size), not to \(maxDb) for the database")
+            }
+            if pool.logClientParameterStatusChanges {
+                note("\(path).log_client_parameter_status_changes", "is not implemented in this build: "
+                     + "parameter changes are not logged")
             }
             if let urls = pool.patroniApiUrls, !urls.isEmpty {
                 note("\(path).patroni_api_urls", "Patroni fallback is not implemented in this build; "

@@ -20,6 +20,11 @@ import Testing
             c.web.enabled = true
             c.talos = Talos(keys: ["k"], databases: ["db"])
             c.general.patroniApiUrls = ["http://patroni:8008"]
+            c.general.syncServerParameters = true
+            c.general.tlsRateLimitPerSecond = 200
+            c.general.tcpSocketBufferSize = 65536
+            c.general.tcpSoLinger = 5
+            c.pools["db"]?.logClientParameterStatusChanges = true
             c.pools["db"]?.authQuery = AuthQuery()
             c.pools["db"]?.maxDbConnections = 10
             c.pools["db"]?.patroniApiUrls = ["http://patroni:8008"]
@@ -31,13 +36,15 @@ import Testing
         let warnings = InertSettings.warnings(c)
         #expect(warnings.allSatisfy { $0.severity == .warning })
         #expect(warnings.map(\.keyPath) == [
-            "web.enabled", "talos", "general.patroni_api_urls",
-            "pools.db.auth_query", "pools.db.max_db_connections", "pools.db.patroni_api_urls",
+            "web.enabled", "talos", "general.sync_server_parameters", "general.tls_rate_limit_per_second",
+            "general.tcp_socket_buffer_size", "general.tcp_so_linger", "general.patroni_api_urls",
+            "pools.db.auth_query", "pools.db.max_db_connections", "pools.db.log_client_parameter_status_changes",
+            "pools.db.patroni_api_urls",
             "pools.db.users[1].auth_pam_service", "pools.db.users[2].password",
         ])
         #expect(warnings[0].message.contains("0.0.0.0:9127"))
-        #expect(warnings[4].message.contains("not to 10"))
-        #expect(warnings[7].message.contains("'svc'"))
+        #expect(warnings[8].message.contains("not to 10"))
+        #expect(warnings.last?.message.contains("'svc'") == true)
     }
 
     @Test func zeroMaxDbConnectionsAndEmptyUrlListsAreNotReported() {
