@@ -34,7 +34,7 @@ public enum InertSettings {
         if g.tcpSoLinger > 0 {
             note("general.tcp_so_linger", "is not applied by this build: client sockets close normally")
         }
-        if let urls = config.general.patroniApiUrls, !urls.isEmpty {
+        if let urls = g.patroniApiUrls, !urls.isEmpty {
             note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
                  + "pools connect only to their server_host")
         }
