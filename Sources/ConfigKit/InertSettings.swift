@@ -1,7 +1,7 @@
 // Settings this build loads and validates but does not act on yet (README, "Not implemented yet").
 //
 // A configuration written for the reference pg_doorman may rely on one of them — an auth_query
-// that lets users not listed in the file log in, a metrics endpoint a scraper polls. Silently
+// that lets users not listed in the file log in, a coordinator capping a database's connections. Silently
 // ignoring it would surface later as failed logins or missing metrics, so `pg_doorman -t` prints
 // these as warnings and the pooler logs them at start and after every RELOAD.
 
@@ -11,9 +11,14 @@ public enum InertSettings {
         var out: [Diagnostic] = []
         func note(_ path: String, _ message: String) { out.append(.warning(path, message)) }
 
-        if config.web.enabled {
-            note("web.enabled", "the web/Prometheus endpoint is not implemented in this build: nothing listens on "
-                 + "\(config.web.host):\(config.web.port) (use the admin console's SHOW commands)")
+        if config.web.ui {
+            let served = config.web.enabled
+                ? "only /metrics is served on \(config.web.host):\(config.web.port)"
+                : "nothing is served (web.enabled is false)"
+            note("web.ui", "the web UI is not implemented in this build: " + served)
+        }
+        if config.web.ssoEnabled {
+            note("web.sso_enabled", "web SSO is not implemented in this build")
         }
         if config.talos != nil {
             note("talos", "talos (JWT) authentication is not implemented in this build; these keys have no effect")

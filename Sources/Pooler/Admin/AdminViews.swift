@@ -261,7 +261,7 @@ struct AdminViews {
                          "close_wait", "last_ack", "listen", "closing", "new_syn_recv", "bound_inactive"]
         func countTCP(_ path: String) -> [Int] {
             var counts = [Int](repeating: 0, count: tcpStates.count)
-            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return counts }
+            guard let text = ProcFile.read(path) else { return counts }
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count > 3, let st = Int(f[3], radix: 16), st >= 1, st <= tcpStates.count else { continue }
@@ -272,7 +272,7 @@ struct AdminViews {
         let tcp = countTCP("/proc/net/tcp")
         let tcp6 = countTCP("/proc/net/tcp6")
         var unix = [Int](repeating: 0, count: 7)
-        if let text = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) {
+        if let text = ProcFile.read("/proc/net/unix") {
             for line in text.split(separator: "\n").dropFirst() {
                 let f = line.split(separator: " ", omittingEmptySubsequences: true)
                 guard f.count > 5, let type = Int(f[4], radix: 16), let st = Int(f[5], radix: 16) else { continue }

@@ -93,6 +93,7 @@ extension ClientSession {
             close()
             return true
         }
+        runtime.tlsConnections.wrappingIncrement(ordering: .relaxed)
         var out = context.channel.allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "S"))
         output.writeAndFlush(out)

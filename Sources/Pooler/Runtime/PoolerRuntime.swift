@@ -36,6 +36,10 @@ public final class PoolerRuntime {
     private let connectionCounter = ManagedAtomic<Int32>(0)
     public let totalConnections = ManagedAtomic<Int>(0)
     public let cancelRequests = ManagedAtomic<Int>(0)
+    /// Client connections that switched to TLS (SSLRequest answered `S`).
+    public let tlsConnections = ManagedAtomic<Int>(0)
+    /// The `/metrics` listener when `web.enabled`.
+    private(set) var metricsServer: MetricsServer?
     private let shuttingDown = ManagedAtomic<Bool>(false)
     private var listeners: [Channel] = []
     private var maintenanceTask: RepeatedTask?
@@ -170,6 +174,10 @@ public final class PoolerRuntime {
         // New client connections get the new TCP options (they inherit them from the listener).
         if Self.acceptedSocketsInheritTCPOptions && listenerFD >= 0 { Self.setTCPOptions(fd: listenerFD, newConfig.general) }
         for d in InertSettings.warnings(newConfig) { logger.warning("\(d.description)") }
+        let (w0, w1) = (before.web, newConfig.web)
+        if (w0.enabled, w0.host, w0.port) != (w1.enabled, w1.host, w1.port) {
+            logger.warning("web.enabled, web.host and web.port apply at start: restart or UPGRADE to change the metrics listener")
+        }
         let changes = ConfigDiff.lines(old: before, new: newConfig)
         if changes.isEmpty {
             logger.info("config unchanged")
@@ -341,6 +349,15 @@ public final class PoolerRuntime {
             listeners.append(unix)
             logger.info("listening on unix socket \(path)")
         }
+        if config.web.enabled {
+            let web = config.web
+            do {
+                metricsServer = try MetricsServer.start(web: web, group: group, runtime: self)
+                logger.info("metrics on http://\(web.host):\(web.port)/metrics")
+            } catch {
+                throw MetricsServer.ListenError(description: "cannot listen for metrics on \(web.host):\(web.port): \(error)")
+            }
+        }
         let loops = Array(group.makeIterator())
         maintenanceTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) {
             [weak self] _ in
@@ -436,6 +453,7 @@ public final class PoolerRuntime {
     /// Stops accepting, closes pools and event loops.
     public func stop() {
         shuttingDown.store(true, ordering: .relaxed)
+        metricsServer?.stop()
         maintenanceTask?.cancel()
         statsTask?.cancel()
         for task in loginSweepTasks { task.cancel() }
