@@ -153,7 +153,7 @@ def test_min_pool_size_prewarms_and_idle_timeout_closes(doorman, pg):
 def test_jwt_user_is_refused_and_inert_settings_are_logged(doorman, pg):
     """JWT authentication is not implemented: a `jwt-pkey-fpath:` password names a key file, it is not a
     password, so presenting the path as the password must not log in. The settings this build ignores
-    (here the JWT password, auth_query and max_db_connections) are named in warnings at start."""
+    (here the JWT password, auth_query and the coordinator's reserve pool) are named in warnings at start."""
     d = make_tmp_dir("pgdm-jwt-")
     key = d / "jwt.pem"
     subprocess.run(f"openssl genrsa 2048 2>/dev/null | openssl rsa -pubout -out {key} 2>/dev/null",
@@ -163,6 +163,7 @@ def test_jwt_user_is_refused_and_inert_settings_are_logged(doorman, pg):
         "general": {"admin_username": "admin", "admin_password": "admin"},
         "pools": {"example_db": {
             "max_db_connections": 5,
+            "reserve_pool_size": 1,
             "auth_query": {"query": "SELECT passwd FROM pg_shadow WHERE usename = $1", "user": "doorman"},
             "users": [
                 {"username": "svc", "password": key_ref, "pool_size": 1,
@@ -179,5 +180,5 @@ def test_jwt_user_is_refused_and_inert_settings_are_logged(doorman, pg):
     log = dm.log()
     assert "pools.example_db.users[0].password: JWT authentication is not implemented" in log
     assert "pools.example_db.auth_query: auth_query is not implemented" in log
-    assert "pools.example_db.max_db_connections: the per-database coordinator is not implemented" in log
+    assert "pools.example_db.reserve_pool_size: the coordinator's reserve pool is not implemented" in log
     rmtree_quiet(d)

@@ -38,6 +38,7 @@ import ConfigKit
         pools:
           db:
             max_db_connections: 10
+            reserve_pool_size: 2
             auth_query:
               query: "SELECT passwd FROM pg_shadow WHERE usename = $1"
               user: "doorman"
@@ -49,7 +50,7 @@ import ConfigKit
         #expect(out.stdout.count == 2)
         #expect(out.stderr.count == 2)
         #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.auth_query: auth_query is not implemented") })
-        #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.max_db_connections: the per-database coordinator") })
+        #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.reserve_pool_size: the coordinator's reserve pool") })
     }
 
     @Test func brokenFileListsAllProblems() {

@@ -207,12 +207,17 @@ struct AdminViews {
         return rs
     }
 
+    /// One row per database with `max_db_connections` (the reserve pool is not implemented: 0).
     func poolCoordinator() -> ResultSet {
-        // The per-database coordinator (max_db_connections) is not implemented: columns, no rows.
-        ResultSet(columns: [
+        var rs = ResultSet(columns: [
             ("database", .text), ("max_db_conn", .numeric), ("current", .numeric), ("reserve_size", .numeric),
             ("reserve_used", .numeric), ("evictions", .numeric), ("reserve_acq", .numeric), ("exhaustions", .numeric),
         ])
+        for c in runtime.coordinators {
+            let x = c.snapshot
+            rs.rows.append([c.database, s(x.limit), s(x.current), s(0), s(0), s(x.evictions), s(0), s(x.exhaustions)])
+        }
+        return rs
     }
 
     func poolScaling() -> ResultSet {

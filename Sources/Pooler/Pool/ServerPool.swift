@@ -70,11 +70,15 @@ public final class ServerPool {
 
     /// Told when a client starts waiting, so that waiter expiry runs only while someone waits.
     let waiterAlarm: WaiterAlarm?
+    /// The database's `max_db_connections` permits, when it has a limit.
+    let coordinator: DatabaseCoordinator?
 
-    init(settings: PoolSettings, connector: ServerConnector, waiterAlarm: WaiterAlarm? = nil) {
+    init(settings: PoolSettings, connector: ServerConnector, waiterAlarm: WaiterAlarm? = nil,
+         coordinator: DatabaseCoordinator? = nil) {
         self.settings = settings
         self.connector = connector
         self.waiterAlarm = waiterAlarm
+        self.coordinator = coordinator
         self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize,
                                                      counter: .shared)
     }
@@ -180,13 +184,14 @@ public final class ServerPool {
         let now = NIODeadline.now()
         var step: Step = .wait
         var currentEpoch = 0
+        var wantsPermit = false
         lock.withLock {
             currentEpoch = _epoch
             if _closed {
                 step = .closed
             } else if !_paused, let server = popIdleLocked(preferring: loop) {
                 step = .use(server)
-            } else if !_paused && open + opening < settings.poolSize {
+            } else if !_paused && open + opening < settings.poolSize && permitLocked(&wantsPermit) {
                 opening += 1
                 step = .create
             } else {
@@ -215,7 +220,18 @@ public final class ServerPool {
         case .wait:
             // Expired by `expireWaiters`, which the runtime calls while the alarm is armed.
             waiterAlarm?.waiterQueued()
+            if wantsPermit { coordinator?.want(self) }
         }
+    }
+
+    /// A `max_db_connections` permit for one more connection (always, without a limit); sets
+    /// `wants` when the database is at its limit. Called under `lock`.
+    @inline(__always)
+    private func permitLocked(_ wants: inout Bool) -> Bool {
+        guard let coordinator else { return true }
+        if coordinator.tryAcquire(for: self) { return true }
+        wants = true
+        return false
     }
 
     private func popIdleLocked(preferring loop: EventLoop) -> ServerConnection? {
@@ -268,6 +284,7 @@ public final class ServerPool {
                 Self.run(on: loop) { callback(.success(server)) }
             case .failure(let error):
                 lock.withLock { opening -= 1 }
+                coordinator?.release(from: self)
                 let poolError: PoolError
                 if let e = error as? ServerError { poolError = .serverRejected(e) }
                 else if let e = error as? PoolError { poolError = e }
@@ -284,6 +301,9 @@ public final class ServerPool {
     /// Returns a clean server to the pool (or hands it to the oldest waiter).
     public func release(_ server: ServerConnection, now: NIODeadline = .now()) {
         server.lastUsed = now
+        if let coordinator, coordinator.shouldYield(self, ownClientsWaiting: hasWaiters) {
+            return discard(server)  // its permit goes to another user pool of the database
+        }
         var reusable = true
         let waiter: Waiter? = lock.withLock {
             guard !_closed, server.isReusable(epoch: _epoch, now: now) else {
@@ -326,24 +346,50 @@ public final class ServerPool {
     private func forget(_ server: ServerConnection) {
         let counted: Bool = lock.withLock {
             if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
-            guard server.countedInPool else { return false }
-            server.countedInPool = false
-            open -= 1
-            return true
+            return uncountLocked(server)
         }
-        if counted { serveWaitersWithNewConnections() }
+        if counted {
+            coordinator?.release(from: self)
+            serveWaitersWithNewConnections()
+        }
     }
 
-    /// Opens connections for waiters while there is room.
-    private func serveWaitersWithNewConnections() {
+    /// Closes the least recently used idle server to make room for another pool of the database
+    /// (`DatabaseCoordinator.want`); false when none is idle.
+    func evictOneIdle() -> Bool {
+        var counted = false
+        let victim: ServerConnection? = lock.withLock {
+            guard !idle.isEmpty else { return nil }
+            let s = settings.serverRoundRobin ? idle.removeLast() : idle.removeFirst()
+            counted = uncountLocked(s)
+            return s
+        }
+        guard let victim else { return false }
+        victim.close()
+        if counted { coordinator?.release(from: self) }
+        return true
+    }
+
+    /// Stops counting `s` in `open` (once); true if it was counted. Called under `lock`.
+    private func uncountLocked(_ s: ServerConnection) -> Bool {
+        guard s.countedInPool else { return false }
+        s.countedInPool = false
+        open -= 1
+        return true
+    }
+
+    /// Opens connections for waiters while there is room (and, with `max_db_connections`, a permit).
+    func serveWaitersWithNewConnections() {
         while true {
+            var wantsPermit = false
             let waiter: Waiter? = lock.withLock {
-                guard !_paused, !_closed, open + opening < settings.poolSize, let w = popWaiterLocked() else {
-                    return nil
-                }
+                guard !_paused, !_closed, open + opening < settings.poolSize, !waiters.isEmpty,
+                      permitLocked(&wantsPermit), let w = popWaiterLocked()
+                else { return nil }
                 opening += 1
                 return w
             }
+            if wantsPermit { coordinator?.want(self) }
             guard let waiter else { return }
             create(on: waiter.loop, enqueuedAt: waiter.enqueuedAt, waiter.callback)
         }
@@ -369,17 +415,16 @@ public final class ServerPool {
 
     /// Retires every existing server: idle ones now, busy ones when they come back.
     public func reconnect() {
+        var uncounted = 0
         let drained: [ServerConnection] = lock.withLock {
             _epoch += 1
             let d = idle
             idle.removeAll()
-            for s in d where s.countedInPool {
-                s.countedInPool = false
-                open -= 1
-            }
+            uncounted = d.filter(uncountLocked).count
             return d
         }
         for s in drained { s.close() }
+        coordinator?.release(uncounted, from: self)
         serveWaitersWithNewConnections()
     }
 
@@ -406,18 +451,17 @@ public final class ServerPool {
 
     /// Marks the pool closed, closes its idle servers, and returns the waiters for the caller to settle.
     private func close(handingOverTo successor: ServerPool?) -> [Waiter] {
+        var uncounted = 0
         let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
             _closed = true
             _successor = successor
             let d = idle
             idle.removeAll()
-            for s in d where s.countedInPool {
-                s.countedInPool = false
-                open -= 1
-            }
+            uncounted = d.filter(uncountLocked).count
             return (d, waiters.removeAll())
         }
         for s in drained { s.close() }
+        coordinator?.release(uncounted, from: self)
         return pending
     }
 
@@ -428,6 +472,7 @@ public final class ServerPool {
     /// Closes idle servers past idle_timeout or server_lifetime, and opens servers up to min_pool_size.
     func maintain(now: NIODeadline, loops: [EventLoop]) {
         let idleLimit = settings.idleTimeoutMs
+        var uncounted = 0
         let expired: [ServerConnection] = lock.withLock {
             var out: [ServerConnection] = []
             idle.removeAll { s in
@@ -435,7 +480,7 @@ public final class ServerPool {
                 let tooOld = !s.isReusable(epoch: _epoch, now: now)
                 let tooIdle = idleLimit > 0 && idleFor > idleLimit && open > settings.minPoolSize
                 if tooOld || tooIdle {
-                    if s.countedInPool { s.countedInPool = false; open -= 1 }
+                    if uncountLocked(s) { uncounted += 1 }
                     out.append(s)
                     return true
                 }
@@ -444,11 +489,13 @@ public final class ServerPool {
             return out
         }
         for s in expired { s.close() }
-        // Pre-warm / replenish to min_pool_size.
+        coordinator?.release(uncounted, from: self)
+        // Pre-warm / replenish to min_pool_size (as far as max_db_connections permits).
         var toOpen = 0
         lock.withLock {
             if !_paused && !_closed && open + opening < settings.minPoolSize {
-                toOpen = settings.minPoolSize - open - opening
+                var unused = false
+                for _ in 0..<(settings.minPoolSize - open - opening) where permitLocked(&unused) { toOpen += 1 }
                 opening += toOpen
             }
         }
@@ -465,7 +512,7 @@ public final class ServerPool {
                     }
                     release(server)
                 case .failure:
-                    break
+                    coordinator?.release(from: self)
                 }
             }
         }

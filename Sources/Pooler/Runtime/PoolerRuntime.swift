@@ -28,6 +28,8 @@ public final class PoolerRuntime {
     private let lock = NIOLock()
     private var _config: Config
     private var _pools: [String: ServerPool] = [:]
+    /// `max_db_connections` per database (kept across RELOAD while the database has a limit).
+    private var _coordinators: [String: DatabaseCoordinator] = [:]
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
@@ -67,7 +69,10 @@ public final class PoolerRuntime {
         self.configPath = configPath
         self._config = config
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
-        self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm)
+        self._coordinators = Self.coordinators(config: config, previous: [:])
+        self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
+                                      coordinators: _coordinators)
+        for c in _coordinators.values { wireSiblings(c) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
     }
 
@@ -83,21 +88,54 @@ public final class PoolerRuntime {
     static func key(_ database: String, _ user: String) -> String { database + "\u{0}" + user }
 
     static func buildPools(config: Config, previous: [String: ServerPool], connector: ServerConnector,
-                           waiterAlarm: WaiterAlarm?) -> [String: ServerPool]
+                           waiterAlarm: WaiterAlarm?, coordinators: [String: DatabaseCoordinator])
+        -> [String: ServerPool]
     {
         var out: [String: ServerPool] = [:]
         for (name, pool) in config.pools {
+            let coordinator = coordinators[name]
             for user in pool.users {
                 let settings = PoolSettings.resolve(poolName: name, pool: pool, user: user, general: config.general)
                 let k = key(name, user.username)
-                if let old = previous[k], old.settings == settings, !old.isClosed {
+                if let old = previous[k], old.settings == settings, old.coordinator === coordinator, !old.isClosed {
                     out[k] = old
                 } else {
-                    out[k] = ServerPool(settings: settings, connector: connector, waiterAlarm: waiterAlarm)
+                    out[k] = ServerPool(settings: settings, connector: connector, waiterAlarm: waiterAlarm,
+                                        coordinator: coordinator)
                 }
             }
         }
         return out
+    }
+
+    /// One coordinator per database with `max_db_connections` > 0; an existing one is kept (with
+    /// its count of open connections) and gets the new limit.
+    static func coordinators(config: Config, previous: [String: DatabaseCoordinator]) -> [String: DatabaseCoordinator] {
+        var out: [String: DatabaseCoordinator] = [:]
+        for (name, pool) in config.pools {
+            guard let limit = pool.maxDbConnections, limit > 0 else { continue }
+            if let c = previous[name] {
+                c.setLimit(limit)
+                out[name] = c
+            } else {
+                out[name] = DatabaseCoordinator(database: name, limit: limit)
+            }
+        }
+        return out
+    }
+
+    /// The coordinator finds the database's current pools through the runtime's pool map.
+    private func wireSiblings(_ c: DatabaseCoordinator) {
+        let database = c.database
+        c.siblings = { [weak self] in
+            guard let self else { return [] }
+            return self.lock.withLock { self._pools.values.filter { $0.settings.database == database } }
+        }
+    }
+
+    /// The databases' coordinators, by name.
+    var coordinators: [DatabaseCoordinator] {
+        lock.withLock { Array(_coordinators.values) }.sorted { $0.database < $1.database }
     }
 
     func pool(database: String, user: String) -> ServerPool? {
@@ -161,11 +199,16 @@ public final class PoolerRuntime {
             let before = _config
             if newConfig == _config { return (before, []) }
             let old = _pools
-            _pools = Self.buildPools(config: newConfig, previous: old, connector: connector, waiterAlarm: waiterAlarm)
+            let fresh = Self.coordinators(config: newConfig, previous: _coordinators)
+            for (name, c) in fresh where _coordinators[name] !== c { wireSiblings(c) }
+            _coordinators = fresh
+            _pools = Self.buildPools(config: newConfig, previous: old, connector: connector, waiterAlarm: waiterAlarm,
+                                     coordinators: fresh)
             _config = newConfig
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
+        for c in coordinators { c.wake() }  // a raised max_db_connections serves waiting pools
         // Replaced pools hand their waiters and future checkouts to the new pool of the same
         // (database, user); connected clients keep working. Removed pools close.
         for (old, successor) in replaced {
