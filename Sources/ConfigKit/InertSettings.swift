@@ -28,10 +28,6 @@ public enum InertSettings {
             note("general.sync_server_parameters", "syncing client parameters to server connections at checkout "
                  + "is not implemented in this build: servers keep the pool's startup parameters")
         }
-        if g.tlsRateLimitPerSecond > 0 {
-            note("general.tls_rate_limit_per_second", "the TLS handshake rate limit is not implemented in this "
-                 + "build: handshakes are not limited")
-        }
         if g.tcpSocketBufferSize > 0 {
             note("general.tcp_socket_buffer_size", "is not applied by this build: client sockets keep the "
                  + "kernel's (autotuned) buffer sizes")

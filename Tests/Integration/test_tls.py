@@ -9,6 +9,7 @@ TLS plus a client certificate. The plain session `pg` fixture serves as the serv
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import signal
 import socket
@@ -425,3 +426,43 @@ def test_start_fails_when_key_does_not_match_certificate(pg, certs, tmp_dir):
     rc, out, err = run_doorman_cli([str(p)], timeout=30)
     assert rc == 78, (rc, out, err)
     assert "tls is incorrectly configured" in err, err
+
+
+def _s_answer_times(dm, n: int) -> list[float]:
+    """Sends n SSLRequests at once on raw sockets; returns when each got its `S` (seconds, sorted)."""
+    socks = [socket.create_connection((dm.host, dm.port), timeout=10) for _ in range(n)]
+    try:
+        t0 = time.monotonic()
+        for s in socks:
+            s.sendall(struct.pack("!ii", 8, 80877103))
+        times, pending = [], {s.fileno(): s for s in socks}
+        with selectors.DefaultSelector() as sel:
+            for s in socks:
+                sel.register(s, selectors.EVENT_READ)
+            while pending:
+                ready = sel.select(timeout=10)
+                assert ready, "no answer within 10 s"
+                now = time.monotonic() - t0
+                for key, _ in ready:
+                    s = pending.pop(key.fd)
+                    sel.unregister(s)
+                    assert s.recv(1) == b"S"
+                    times.append(now)
+        return sorted(times)
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_tls_rate_limit_spaces_handshakes(doorman, pg, certs):
+    """tls_rate_limit_per_second: 100 → one TLS handshake every 10 ms; clients over the limit get
+    their `S` later (not refused), and a full login still works. Without a limit the answers come at
+    once."""
+    free = doorman(config(pg, general=client_tls(certs)))
+    assert _s_answer_times(free, 12)[-1] < 0.1
+    dm = doorman(config(pg, general=client_tls(certs, tls_rate_limit_per_second=100)))
+    times = _s_answer_times(dm, 12)
+    assert times[-1] - times[0] >= 0.1, times  # 12 answers, at least 11 × 10 ms apart
+    assert sum(1 for a, b in zip(times, times[1:]) if b - a < 0.005) <= 1, times  # one at a time
+    assert ok(dm, "SELECT 1", sslmode="require") == "1"
+    assert ok(dm, "SELECT 2", sslmode="disable") == "2"  # plain logins are not limited

@@ -32,7 +32,7 @@ struct MetricsView {
 
     private func connections(_ out: inout PrometheusText) {
         let total = runtime.totalConnections.load(ordering: .relaxed)
-        let tls = runtime.tlsConnections.load(ordering: .relaxed)
+        let tls = runtime.tls.clientTLSConnections.load(ordering: .relaxed)
         let cancel = runtime.cancelRequests.load(ordering: .relaxed)
         out.family("pg_doorman_connection_count",
                    help: "Connections accepted since start, by type: plain, tls, cancel (cancel requests), total.")

@@ -12,6 +12,11 @@ extension ClientSession {
     // MARK: - Startup and authentication
 
     func processLoginInput() {
+        if tlsTurnPending {
+            // Bytes before the answer to the SSLRequest would be plaintext inside a TLS session.
+            if inbound.readableBytes > 0 { close() }
+            return
+        }
         while true {
             switch phase {
             case .startup:
@@ -88,12 +93,24 @@ extension ClientSession {
     /// handler; the StartupMessage then arrives encrypted. False when the answer must be `N`.
     func startTLS() -> Bool {
         guard !isUnixSocket, !usesTLS, let tlsContext = runtime.tls.clientContext else { return false }
-        // A client waits for the answer: anything already sent after the SSLRequest was not encrypted.
-        guard inbound.readableBytes == 0 else {
-            close()
-            return true
+        if let limiter = runtime.tlsHandshakeLimiter, let wait = limiter.reserve() {
+            // Over tls_rate_limit_per_second: the answer waits for this client's turn (the startup
+            // timeout still runs).
+            tlsTurnPending = true
+            loop.scheduleTask(in: wait) { [self] in
+                tlsTurnPending = false
+                guard context != nil, context.channel.isActive, !usesTLS else { return }
+                beginTLS(tlsContext)
+            }
+        } else {
+            beginTLS(tlsContext)
         }
-        runtime.tlsConnections.wrappingIncrement(ordering: .relaxed)
+        return true
+    }
+
+    private func beginTLS(_ tlsContext: NIOSSLContext) {
+        // A client waits for the answer: anything already sent after the SSLRequest was not encrypted.
+        guard inbound.readableBytes == 0 else { return close() }
         var out = context.channel.allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "S"))
         output.writeAndFlush(out)
@@ -102,12 +119,10 @@ extension ClientSession {
             try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext),
                                                            position: .before(self))
         } catch {
-            close()
-            return true
+            return close()
         }
         usesTLS = true
         runtime.tls.clientTLSConnections.wrappingIncrement(ordering: .relaxed)
-        return true
     }
 
     func nextMessage() -> (UInt8, ByteBuffer)? {

@@ -52,6 +52,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }()
     var isUnixSocket = false
     var usesTLS = false
+    /// An SSLRequest waits for its turn under tls_rate_limit_per_second: the client must send
+    /// nothing before its answer.
+    var tlsTurnPending = false
 
     // Relay state.
     var pool: ServerPool?

@@ -38,8 +38,8 @@ public final class PoolerRuntime {
     private let connectionCounter = ManagedAtomic<Int32>(0)
     public let totalConnections = ManagedAtomic<Int>(0)
     public let cancelRequests = ManagedAtomic<Int>(0)
-    /// Client connections that switched to TLS (SSLRequest answered `S`).
-    public let tlsConnections = ManagedAtomic<Int>(0)
+    /// `tls_rate_limit_per_second` (read at start, like the reference: not reloadable).
+    private(set) var tlsHandshakeLimiter: HandshakeLimiter?
     /// The `/metrics` listener when `web.enabled`.
     private(set) var metricsServer: MetricsServer?
     private let shuttingDown = ManagedAtomic<Bool>(false)
@@ -221,6 +221,9 @@ public final class PoolerRuntime {
         if (w0.enabled, w0.host, w0.port) != (w1.enabled, w1.host, w1.port) {
             logger.warning("web.enabled, web.host and web.port apply at start: restart or UPGRADE to change the metrics listener")
         }
+        if before.general.tlsRateLimitPerSecond != newConfig.general.tlsRateLimitPerSecond {
+            logger.warning("tls_rate_limit_per_second applies at start: restart or UPGRADE to change it")
+        }
         let changes = ConfigDiff.lines(old: before, new: newConfig)
         if changes.isEmpty {
             logger.info("config unchanged")
@@ -391,6 +394,9 @@ public final class PoolerRuntime {
             chmod(path, mode)
             listeners.append(unix)
             logger.info("listening on unix socket \(path)")
+        }
+        if general.tlsRateLimitPerSecond > 0 {
+            tlsHandshakeLimiter = HandshakeLimiter(perSecond: general.tlsRateLimitPerSecond)
         }
         if config.web.enabled {
             let web = config.web
