@@ -40,9 +40,9 @@ struct AdminViews {
         ])
         for p in runtime.pools {
             let c = p.counts()
-            let mine = snapshots.filter { $0.pool === p }
-            let clIdle = mine.filter { $0.state == "idle" }.count
-            let clActive = mine.filter { $0.state == "active" }.count
+            let mine = snapshots.of(p)
+            let clIdle = mine.count(inState: "idle")
+            let clActive = mine.count(inState: "active")
             let snap = p.stats.snapshot()
             let avgXact = snap.xactCount > 0 ? snap.xactTime / snap.xactCount : 0
             rs.rows.append([
@@ -98,10 +98,7 @@ struct AdminViews {
         ])
         var servers: [(ServerPool, ServerSnapshot)] = []
         for p in runtime.pools {
-            for srv in p.idleServers() { servers.append((p, srv.snapshot(state: "idle"))) }
-        }
-        for c in snapshots {
-            if let srv = c.server, let p = c.pool { servers.append((p, srv)) }
+            for srv in snapshots.servers(of: p) { servers.append((p, srv)) }
         }
         let now = NIODeadline.now()
         for (p, srv) in servers.sorted(by: { $0.1.id < $1.1.id }) {
@@ -173,10 +170,10 @@ struct AdminViews {
         for p in runtime.pools {
             let c = p.counts()
             let t = p.stats.snapshot()
-            let mine = snapshots.filter { $0.pool === p }
+            let mine = snapshots.of(p)
             let qh = p.stats.queryHistogram, xh = p.stats.xactHistogram
             rs.rows.append([
-                p.settings.database, p.settings.user, s(mine.filter { $0.state == "active" }.count), s(c.waiting),
+                p.settings.database, p.settings.user, s(mine.count(inState: "active")), s(c.waiting),
                 s(c.active), s(c.idle), s(0), s(c.opening), s(p.settings.poolSize),
                 String(format: "%.6f", Double(c.maxWaitMicros) / 1_000_000), s(Int(c.maxWaitMicros % 1_000_000)),
                 p.settings.mode.rawValue, s(t.received), s(t.sent), s(qh.percentile(0.99)), s(xh.percentile(0.99)),
@@ -196,7 +193,7 @@ struct AdminViews {
         for p in runtime.pools {
             let stmts = p.statementCache.statements
             let bytes = stmts.reduce(0) { $0 + $1.query.count }
-            let mine = snapshots.filter { $0.pool === p }
+            let mine = snapshots.of(p)
             let named = mine.reduce(0) { $0 + $1.namedStatements }
             let unnamed = mine.reduce(0) { $0 + $1.unnamedStatements }
             let clientBytes = mine.reduce(0) { $0 + $1.statementBytes }

@@ -61,12 +61,12 @@ struct MetricsView {
         for p in runtime.pools {
             let db = p.settings.database, user = p.settings.user
             let c = p.counts()
-            let mine = snapshots.filter { $0.pool === p }
+            let mine = snapshots.of(p)
             out.sample("pg_doorman_pools_clients", ["status": "idle", "user": user, "database": db],
-                       mine.filter { $0.state == "idle" }.count)
+                       mine.count(inState: "idle"))
             out.sample("pg_doorman_pools_clients", ["status": "waiting", "user": user, "database": db], c.waiting)
             out.sample("pg_doorman_pools_clients", ["status": "active", "user": user, "database": db],
-                       mine.filter { $0.state == "active" }.count)
+                       mine.count(inState: "active"))
             out.sample("pg_doorman_pools_servers", ["status": "active", "user": user, "database": db], c.active)
             out.sample("pg_doorman_pools_servers", ["status": "idle", "user": user, "database": db], c.idle)
 
@@ -88,7 +88,7 @@ struct MetricsView {
                        Double(runtime.statsAverages(for: p).waitTime) / 1000)
 
             var hits: UInt64 = 0, misses: UInt64 = 0
-            for s in p.idleServers().map({ $0.snapshot(state: "idle") }) + mine.compactMap(\.server) {
+            for s in snapshots.servers(of: p) {
                 hits &+= s.prepareHits
                 misses &+= s.prepareMisses
             }

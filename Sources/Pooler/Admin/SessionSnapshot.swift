@@ -57,3 +57,16 @@ extension PoolerRuntime {
         return EventLoopFuture.whenAllSucceed(futures, on: loop).map { $0.flatMap { $0 }.sorted { $0.id < $1.id } }
     }
 }
+
+extension Array where Element == SessionSnapshot {
+    /// The sessions of `pool`.
+    func of(_ pool: ServerPool) -> [SessionSnapshot] { filter { $0.pool === pool } }
+
+    /// How many are in `state` ("idle", "active", "waiting").
+    func count(inState state: String) -> Int { reduce(0) { $0 + ($1.state == state ? 1 : 0) } }
+
+    /// `pool`'s server connections: the idle ones and those its sessions (`self`) hold.
+    func servers(of pool: ServerPool) -> [ServerSnapshot] {
+        pool.idleServers().map { $0.snapshot(state: "idle") } + of(pool).compactMap(\.server)
+    }
+}
