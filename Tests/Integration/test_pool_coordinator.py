@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from harness import pgbench, psql
+from harness import pgbench, psql, to_yaml
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -138,4 +138,53 @@ def test_all_connections_busy_means_waiting_then_query_wait_timeout(doorman, doo
         assert c.execute("SELECT 1").fetchone()[0] == 1
     assert settles_within(pg, 2)
     for c in holders:
+        c.close()
+
+
+def test_reload_raises_lowers_and_removes_the_limit(doorman, doorman_config, pg):
+    """RELOAD keeps the database's count across the change: a raised limit serves waiting clients,
+    a lowered one opens nothing new until enough connections close (here RECONNECT), and without
+    a limit the database has no coordinator row and its pools are uncapped again."""
+    cfg = coordinated(doorman_config, limit=2, pool_size=4)
+    dm = doorman(cfg)
+
+    def reload():
+        dm.config_path.write_text(to_yaml(cfg))
+        rc, out, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-c", "RELOAD"],
+                            env={"PGPASSWORD": "admin"})
+        assert rc == 0, err
+
+    def busy(n):
+        conns = [connect(dm, MD5_USER, MD5_PW) for _ in range(n)]
+        for c in conns:
+            c.execute("BEGIN")
+            c.execute("SELECT 1")
+        return conns
+
+    held = busy(2)
+    assert coordinator_row(dm)["current"] == "2"
+    cfg["pools"]["example_db"]["max_db_connections"] = 3
+    reload()
+    assert coordinator_row(dm)["max_db_conn"] == "3"
+    held += busy(1)  # the third fits now
+    assert coordinator_row(dm)["current"] == "3"
+    for c in held:
+        c.execute("COMMIT")
+    cfg["pools"]["example_db"]["max_db_connections"] = 1
+    reload()
+    row = coordinator_row(dm)
+    assert row["max_db_conn"] == "1" and row["current"] == "3"  # nothing closed by the change itself
+    rc, _, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-c", "RECONNECT"],
+                      env={"PGPASSWORD": "admin"})
+    assert rc == 0, err
+    assert held[0].execute("SELECT 1").fetchone()[0] == 1
+    assert int(coordinator_row(dm)["current"]) <= 1
+    del cfg["pools"]["example_db"]["max_db_connections"]
+    reload()
+    rc, out, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-A", "-t",
+                         "-c", "SHOW POOL_COORDINATOR"], env={"PGPASSWORD": "admin"})
+    assert rc == 0 and out.strip() == "", out + err
+    more = busy(3)  # uncapped again
+    assert backends(pg) >= 3
+    for c in held + more:
         c.close()
