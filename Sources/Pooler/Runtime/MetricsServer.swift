@@ -23,8 +23,16 @@ final class MetricsServer {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
-                    channel.pipeline.addHandler(MetricsHTTPHandler(runtime: runtime))
+                do {
+                    let pipeline = channel.pipeline.syncOperations
+                    // A connection that sends no complete request within 30 s is closed (a scraper
+                    // sends one at once; an idle or half-open one must not hold a descriptor).
+                    try pipeline.addHandler(IdleStateHandler(readTimeout: .seconds(30)))
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(MetricsHTTPHandler(runtime: runtime))
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
                 }
             }
             .bind(host: web.host, port: Int(web.port)).wait()
@@ -70,6 +78,11 @@ private final class MetricsHTTPHandler: ChannelInboundHandler {
                 }
             }
         }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent { return context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 
     private func respond(_ context: ChannelHandlerContext, _ status: HTTPResponseStatus, _ body: String,
