@@ -30,6 +30,8 @@ public final class PoolerRuntime {
     private var _pools: [String: ServerPool] = [:]
     /// `max_db_connections` per database (kept across RELOAD while the database has a limit).
     private var _coordinators: [String: DatabaseCoordinator] = [:]
+    /// The pools of each database with a coordinator (what `DatabaseCoordinator.siblings` reads).
+    private var _coordinatedPools: [String: [ServerPool]] = [:]
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
@@ -72,6 +74,7 @@ public final class PoolerRuntime {
         self._coordinators = Self.coordinators(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
                                       coordinators: _coordinators)
+        self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
     }
@@ -129,8 +132,12 @@ public final class PoolerRuntime {
         let database = c.database
         c.siblings = { [weak self] in
             guard let self else { return [] }
-            return self.lock.withLock { self._pools.values.filter { $0.settings.database == database } }
+            return self.lock.withLock { self._coordinatedPools[database] ?? [] }
         }
+    }
+
+    static func coordinatedPools(_ pools: [String: ServerPool]) -> [String: [ServerPool]] {
+        Dictionary(grouping: pools.values.filter { $0.coordinator != nil }, by: \.settings.database)
     }
 
     /// The databases' coordinators, by name.
@@ -204,6 +211,7 @@ public final class PoolerRuntime {
             _coordinators = fresh
             _pools = Self.buildPools(config: newConfig, previous: old, connector: connector, waiterAlarm: waiterAlarm,
                                      coordinators: fresh)
+            _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
