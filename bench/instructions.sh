@@ -13,12 +13,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# shellcheck source=scripts/lib/deps.sh
-source scripts/lib/deps.sh
+BENCH_TAG=instructions
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-say() { echo "[instructions] $*" >&2; }
-die() { echo "[instructions] ERROR: $*" >&2; exit 1; }
 
 TX=${INSTR_TX:-2000}
 CONNECTIONS=${INSTR_CONNECTIONS:-300}

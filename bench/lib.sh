@@ -1,6 +1,12 @@
 # shellcheck shell=bash
-# What bench/run.sh and bench/instructions.sh share: one definition of the equivalently
-# configured PgBouncer and pg_doorman they compare. Source it.
+# What bench/run.sh and bench/instructions.sh share: the dependency installer, log helpers
+# prefixed with $BENCH_TAG, and one definition of the equivalently configured PgBouncer and
+# pg_doorman they compare. Source it from the repository root after setting BENCH_TAG.
+
+# shellcheck source=scripts/lib/deps.sh
+source scripts/lib/deps.sh
+say() { echo "[${BENCH_TAG:-bench}] $*" >&2; }
+die() { echo "[${BENCH_TAG:-bench}] ERROR: $*" >&2; exit 1; }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -19,13 +19,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# shellcheck source=scripts/lib/deps.sh
-source scripts/lib/deps.sh
+BENCH_TAG=bench
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-
-say() { echo "[bench] $*" >&2; }
-die() { echo "[bench] ERROR: $*" >&2; exit 1; }
 
 DURATION=${BENCH_DURATION:-10}
 CLIENTS=${BENCH_CLIENTS:-1 40 120 500 2000}
