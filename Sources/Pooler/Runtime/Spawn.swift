@@ -29,6 +29,7 @@ enum Spawn {
     }
 
     /// posix_spawn `path` with `args`; `fds` maps (source descriptor → descriptor in the child).
+    /// The child gets stdio and those descriptors, nothing else (every other one is closed in it).
     /// stdio: when `nullStdio`, stdin/stdout/stderr go to /dev/null.
     static func spawn(path: String, args: [String], extraEnv: [String: String], removeEnv: [String] = [],
                       fds: [(Int32, Int32)] = [], newSession: Bool = false, nullStdio: Bool = false) throws -> pid_t {
@@ -54,6 +55,17 @@ enum Spawn {
         for (src, dst) in copies {
             // dup2 onto a different number clears FD_CLOEXEC in the child.
             posix_spawn_file_actions_adddup2(&actions, src, dst)
+        }
+        // Only stdio and the handed descriptors cross the exec. SwiftNIO opens accepted client
+        // sockets and server connections without close-on-exec, so without this the new process
+        // would hold a copy of every connection the old one had: a client the old process ends
+        // would never see EOF, and PostgreSQL backends it closes would stay connected. Closing in
+        // the child (glibc runs close_range after the dup2s) also covers sockets another thread
+        // opens while we spawn, which marking descriptors in the parent could not.
+        let firstClosed = (fds.map { $0.1 }.max() ?? 2) + 1
+        let rcClose = closeFrom(&actions, max(3, firstClosed))
+        guard rcClose == 0 else {
+            throw ListenSocket.Failure(description: "cannot prepare the descriptors of \(path): \(String(cString: strerror(rcClose)))")
         }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -84,6 +96,29 @@ enum Spawn {
         let rc = posix_spawn(&pid, path, &actions, &attr, argv, envp)
         guard rc == 0 else { throw ListenSocket.Failure(description: "cannot start \(path): \(String(cString: strerror(rc)))") }
         return pid
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module does not
+    /// import; looked up once.
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np")
+        else { return nil }
+        return unsafeBitCast(sym, to: AddCloseFrom.self)
+    }()
+
+    /// Adds "close every descriptor from `first` on" to `actions`. Without the glibc call (older
+    /// glibc), every descriptor open now at or above `first` gets its own close action (a socket
+    /// opened by another thread in between would then still cross the exec).
+    private static func closeFrom(_ actions: inout posix_spawn_file_actions_t, _ first: Int32) -> Int32 {
+        if let addCloseFrom { return addCloseFrom(&actions, first) }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for fd in open.compactMap({ Int32($0) }) where fd >= first {
+            // The directory's own descriptor is gone by the time the child runs: ignore failures.
+            _ = posix_spawn_file_actions_addclose(&actions, fd)
+        }
+        return 0
     }
 
     /// Runs `path args` to completion and returns its exit status and combined output.
