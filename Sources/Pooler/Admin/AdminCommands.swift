@@ -14,7 +14,7 @@ struct AdminCommands {
         switch first {
         case "SHOW":
             guard tokens.count >= 2 else {
-                return .error(code: "58000", message: "Unsupported query against the admin database, please use SHOW HELP for a list of supported subcommands")
+                return .error(code: .systemError, message: "Unsupported query against the admin database, please use SHOW HELP for a list of supported subcommands")
             }
             return show(tokens[1].uppercased())
         case "PAUSE", "RESUME", "RECONNECT":
@@ -23,7 +23,7 @@ struct AdminCommands {
             let (_, diagnostics) = runtime.reload()
             let errors = diagnostics.filter { $0.severity == .error }
             if !errors.isEmpty {
-                return .error(code: "F0000", message: "RELOAD failed, the old configuration stays: "
+                return .error(code: .configFileError, message: "RELOAD failed, the old configuration stays: "
                     + errors.map { $0.description }.joined(separator: "; "))
             }
             return .command("RELOAD")
@@ -36,7 +36,7 @@ struct AdminCommands {
             runtime.requestUpgrade()
             return .result(ResultSet(columns: [("success", .text)], rows: [["t"]], tag: "UPGRADE"))
         default:
-            return .error(code: "58000", message: "Unsupported query against the admin database")
+            return .error(code: .systemError, message: "Unsupported query against the admin database")
         }
     }
 
@@ -54,7 +54,7 @@ struct AdminCommands {
     private func poolOperation(_ op: String, database: String?) -> AdminReply {
         let targets = runtime.pools.filter { database == nil || $0.settings.database == database }
         if let database, targets.isEmpty {
-            return .error(code: "3D000", message: "No pool for database \"\(database)\"")
+            return .error(code: .invalidCatalogName, message: "No pool for database \"\(database)\"")
         }
         for p in targets {
             switch op {
@@ -68,10 +68,10 @@ struct AdminCommands {
 
     private func setCommand(tokens: [String], raw: String) -> AdminReply {
         guard tokens.count >= 2 else {
-            return .error(code: "42601", message: "SET requires: SET <parameter> = '<value>'")
+            return .error(code: .syntaxError, message: "SET requires: SET <parameter> = '<value>'")
         }
         guard tokens[0].lowercased() == "log_level" else {
-            return .error(code: "42601", message: "Unknown SET parameter: \(tokens[0]). Supported: log_level")
+            return .error(code: .syntaxError, message: "Unknown SET parameter: \(tokens[0]). Supported: log_level")
         }
         var value = tokens.dropFirst().joined(separator: " ").trimmingCharacters(in: .whitespaces)
         if value.hasPrefix("=") { value.removeFirst() }
@@ -79,7 +79,7 @@ struct AdminCommands {
         value = value.trimmingCharacters(in: CharacterSet(charactersIn: " '\""))
         switch runtime.logLevels.set(value) {
         case .success: return .command("SET")
-        case .failure(let e): return .error(code: "42601", message: "\(e)")
+        case .failure(let e): return .error(code: .syntaxError, message: "\(e)")
         }
     }
 
@@ -100,7 +100,7 @@ struct AdminCommands {
             return .result(ResultSet(columns: [("log_level", .text)], rows: [[runtime.logLevels.current]]))
         default:
             if let rs = AdminViews(runtime: runtime, snapshots: snapshots).view(what) { return .result(rs) }
-            return .error(code: "58000", message: "Unsupported SHOW query against the admin database")
+            return .error(code: .systemError, message: "Unsupported SHOW query against the admin database")
         }
     }
 }

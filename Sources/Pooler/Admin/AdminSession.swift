@@ -31,7 +31,7 @@ final class AdminSession {
             do {
                 message = try MessageFramer.next(&inbound, maxLength: 1 << 20)
             } catch {
-                session.fatal(code: "08P01", "invalid message length")
+                session.fatal(code: .protocolViolation, "invalid message length")
                 return
             }
             guard let (type, body) = message else { break }
@@ -52,7 +52,7 @@ final class AdminSession {
                 session.close()
                 return
             default:
-                session.fatal(code: "08P01", "the admin console supports only the simple query protocol; use psql")
+                session.fatal(code: .protocolViolation, "the admin console supports only the simple query protocol; use psql")
                 return
             }
         }

@@ -30,6 +30,6 @@ public struct ResultSet: Equatable {
 public enum AdminReply: Equatable {
     case result(ResultSet)
     case command(String)
-    case error(code: String, message: String)
+    case error(code: SQLState, message: String)
     case terminate
 }

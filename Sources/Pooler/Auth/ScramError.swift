@@ -66,7 +66,7 @@ public enum ScramError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 
     /// SQLSTATE for the FATAL sent to a client (`invalid_password`).
-    public var sqlState: String { "28P01" }
+    public var sqlState: SQLState { .invalidPassword }
 
     /// The text sent to a client in the ErrorResponse (pg_doorman's wording, runtime-spec §2.2).
     public var clientMessage: String {

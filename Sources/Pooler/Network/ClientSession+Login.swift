@@ -59,7 +59,7 @@ extension ClientSession {
                 guard body.readCString() == "SCRAM-SHA-256", let n: Int32 = body.readInteger(), n >= 0,
                       let data = body.readBytes(length: Int(n))
                 else {
-                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                    return fatal(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
                 }
                 switch scram.receiveClientFirst(data) {
                 case .success(let serverFirst):
@@ -68,7 +68,7 @@ extension ClientSession {
                     BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
                     output.writeAndFlush(out)
                 case .failure:
-                    return fatal(code: "28P01", "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                    return fatal(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
                 }
             case .authSCRAMFinal(var scram):
                 guard let msg = nextMessage() else { return }
@@ -135,11 +135,11 @@ extension ClientSession {
     }
 
     func protocolViolation() {
-        fatal(code: "08P01", "invalid message during authentication")
+        fatal(code: .protocolViolation, "invalid message during authentication")
     }
 
     func authFailed() {
-        fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+        fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
     }
 
     func startup(_ params: [String: String]) {
@@ -147,13 +147,13 @@ extension ClientSession {
         database = params["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
         applicationName = params["application_name"] ?? ""
         if !usesTLS && !isUnixSocket && runtime.tls.clientMode.requiresTLS {
-            return fatal(code: "28000", "Connection without SSL is not allowed by tls_mode.")
+            return fatal(code: .invalidAuthorizationSpecification, "Connection without SSL is not allowed by tls_mode.")
         }
         if runtime.isShuttingDown {
-            return fatal(code: "57P03", "pg_doorman is shutting down")
+            return fatal(code: .cannotConnectNow, "pg_doorman is shutting down")
         }
         if !runtime.admitClient() {
-            return fatal(code: "53300", "sorry, too many clients already")
+            return fatal(code: .tooManyConnections, "sorry, too many clients already")
         }
         counted = true
         runtime.sessionStarted(self)
@@ -164,12 +164,12 @@ extension ClientSession {
         let method: ClientAuthMethod
         switch decision {
         case .method(let m): method = m
-        case .denied(let message): return fatal(code: "28000", message)
+        case .denied(let message): return fatal(code: .invalidAuthorizationSpecification, message)
         }
 
         if isAdmin {
             guard user == runtime.adminUsername else {
-                return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+                return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
             }
             if method == .trust { return authenticated(clientKey: nil) }
             let hash = MD5Password.hash(password: runtime.adminPassword, user: user)
@@ -178,16 +178,16 @@ extension ClientSession {
 
         guard let pool = runtime.pool(database: database, user: user) else {
             if !runtime.hasDatabase(database) {
-                return fatal(code: "3D000", "database \"\(database)\" does not exist")
+                return fatal(code: .invalidCatalogName, "database \"\(database)\" does not exist")
             }
-            return fatal(code: "28P01", "password authentication failed for user \"\(user)\"")
+            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
         }
         self.pool = pool
         let stored = pool.settings.clientPassword
         if method == .trust { return authenticated(clientKey: nil) }
         if stored.hasPrefix("SCRAM-SHA-256$") {
             guard let keys = pool.clientScramKeys else {
-                return fatal(code: "28P01", "Server authentication configuration error. Please contact your database administrator.")
+                return fatal(code: .invalidPassword, "Server authentication configuration error. Please contact your database administrator.")
             }
             return beginSCRAM(keys)
         }
@@ -199,11 +199,11 @@ extension ClientSession {
             return beginMD5(hash: stored)
         }
         if stored.isEmpty {
-            return fatal(code: "28P01", "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
+            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
         }
         if stored.hasPrefix(User.jwtPasswordPrefix) {
             // JWT authentication is not implemented: the key's path is not a password.
-            return fatal(code: "28P01", "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
+            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
         }
         // Plaintext password in the config: SCRAM with a verifier derived once per pool.
         guard let keys = pool.clientScramKeys else { return authFailed() }
@@ -254,7 +254,8 @@ extension ClientSession {
             pool.scramClientKey = clientKey
         }
         phase = .loggingIn
-        sessionMode = pool.settings.mode == .session
+        let sessionMode = pool.settings.mode == .session
+        relay = ClientSessionStateMachine(sessionMode: sessionMode)
         if !sessionMode && pool.settings.preparedStatementsCacheSize > 0 {
             rewriter = PreparedStatementRewriter(cache: pool.statementCache)
         }
@@ -288,7 +289,7 @@ extension ClientSession {
         case .serverRejected(let e):
             fatal(code: e.code, e.message)
         default:
-            fatal(code: "08006", "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
+            fatal(code: .connectionFailure, "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
         }
     }
 

@@ -2,10 +2,6 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-private let Z = UInt8(ascii: "Z"), Q = UInt8(ascii: "Q"), S = UInt8(ascii: "S"), P = UInt8(ascii: "P")
-private let B = UInt8(ascii: "B"), D = UInt8(ascii: "D"), E = UInt8(ascii: "E"), C = UInt8(ascii: "C")
-private let H = UInt8(ascii: "H"), X = UInt8(ascii: "X"), F = UInt8(ascii: "F"), I = UInt8(ascii: "I")
-
 /// One client connection: front door (startup, auth), then the relay to a checked-out server.
 ///
 /// Confined to its channel's event loop. The relay looks only at message headers (and the first
@@ -65,51 +61,26 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var crossLoopOut: ByteBuffer?
     var clientScanner = MessageScanner()
     var serverScanner = MessageScanner()
-    var expectedReady = 0
-    var extendedOpen = false
-    var txStatus: UInt8 = I
-    var dirty = false
-    /// The server is in COPY IN/OUT (CopyInResponse/CopyOutResponse seen, no CommandComplete yet):
-    /// such a server can only be closed if its client goes away.
-    var serverInCopy = false
-    /// The client has sent Flush (asynchronous extended protocol), for SHOW POOLS_MEMORY.
-    var usedFlush = false
-    /// Raw path: Syncs sent since the last Query/Execute, and whether the client is streaming COPY data.
-    var syncsSinceStatement = 0
-    var clientInCopy = false
-    var sessionMode = false
-    var terminating = false
+    /// Where the streams stand and whether the server may go back (`ClientSessionStateMachine`).
+    var relay = ClientSessionStateMachine(sessionMode: false)
     var counted = false
     var attachedAt = NIODeadline.now()
     /// When the server started working on what the client sent (for total_query_time).
     var busySince: NIODeadline?
-    /// Graceful shutdown: close at the next transaction boundary.
-    var closeAtBoundary = false
 
-    // Prepared statements in transaction mode: the rewriter, and whether the current attachment
-    // relays whole messages through it (set at attach once the client has used the extended protocol).
+    // Prepared statements in transaction mode: the rewriter (nil in session mode or without a
+    // statement cache); `relay.mode` says whether the current attachment relays through it.
     var rewriter: PreparedStatementRewriter?
-    var extendedClient = false
-    /// The client sent Parse of the unnamed statement on the current server (raw path).
-    var unnamedParsed = false
     /// Raw path, for a later switch to the rewriter: the client's unnamed statement (its whole
-    /// Parse message; empty when it did not fit in one read; nil when there is none), the
-    /// Parse/Bind/Describe/Close/Execute messages sent since the last Sync/Query whose last reply
-    /// has not arrived, and whether the backend answered that open batch with an error.
+    /// Parse message; nil when there is none) and how many of its body bytes are still to come.
     var rawUnnamed: ByteBuffer?
     var rawUnnamedMissing = 0
-    var rawOpen = 0
-    var rawSkipping = false
-    var messageMode = false
+    /// Rewriting: a partial message from the client and from the server, kept for the next read.
     var clientAcc: ByteBuffer?
     var serverAcc: ByteBuffer?
-    /// Message mode: what the rewriter puts after a backend message (reused between messages).
+    /// Rewriting: what the rewriter puts after a backend message (reused between messages).
     var serverExtra = ByteBuffer()
 
-    // Counters for SHOW CLIENTS.
-    var transactionCount = 0
-    var queryCount = 0
-    var errorCount = 0
     var stateName: String {
         if waitingForServer { return "waiting" }
         return server == nil ? "idle" : "active"
@@ -142,7 +113,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         loginWatch = nil
         switch phase {
         case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
-            fatal(code: "08P01", "client did not complete startup within \(runtime.startupTimeout.nanoseconds / 1_000_000_000) seconds")
+            fatal(code: .protocolViolation, "client did not complete startup within \(runtime.startupTimeout.nanoseconds / 1_000_000_000) seconds")
         default: break
         }
     }
@@ -190,14 +161,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         runtime.sessionEnded(self, admin: wasAdmin)
         if let server {
             self.server = nil
-            let clientQuiet = messageMode ? (clientAcc?.readableBytes ?? 0) == 0 : clientScanner.atBoundary
-            let serverQuiet = messageMode ? (serverAcc?.readableBytes ?? 0) == 0 && !(rewriter?.needsServerFiltering ?? false)
-                : serverScanner.atBoundary
-            let clean = expectedReady <= 0 && !extendedOpen && !serverInCopy && clientQuiet && serverQuiet
-            if clean {
-                releaseToPool(server, rollback: txStatus != I)
-            } else {
-                discardServer(server)
+            if let disposal = releaseVerdict(at: .clientClosed).disposal {
+                runRelease(disposal, of: server)
             }
         }
     }
@@ -233,7 +198,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     // MARK: - Errors and closing
 
     /// Sends an error to the client and closes the connection.
-    func fatal(code: String, _ message: String) {
+    func fatal(code: SQLState, _ message: String) {
         guard context != nil, context.channel.isActive else { return }
         if case .closed = phase { return }
         var out = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
@@ -261,12 +226,13 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         if case .admin = phase { isAdmin = true }
         return SessionSnapshot(
             id: id, database: database, user: user, applicationName: applicationName, peer: peer, tls: usesTLS,
-            state: stateName, transactionCount: transactionCount, queryCount: queryCount, errorCount: errorCount,
+            state: stateName, transactionCount: relay.transactionCount, queryCount: relay.queryCount,
+            errorCount: relay.errorCount,
             ageSeconds: ageSeconds, pool: pool, server: server?.snapshot(state: "active"), isAdmin: isAdmin,
             namedStatements: rewriter?.namedStatementCount ?? 0,
-            unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) || (!extendedClient && rawUnnamed != nil) ? 1 : 0,
-            statementBytes: (rewriter?.statementBytes ?? 0) + (extendedClient ? 0 : rawUnnamed?.readableBytes ?? 0),
-            usedFlush: usedFlush)
+            unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) || (!relay.extendedClient && rawUnnamed != nil) ? 1 : 0,
+            statementBytes: (rewriter?.statementBytes ?? 0) + (relay.extendedClient ? 0 : rawUnnamed?.readableBytes ?? 0),
+            usedFlush: relay.usedFlush)
     }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }

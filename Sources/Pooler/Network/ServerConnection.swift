@@ -348,7 +348,7 @@ public final class ServerConnection: ChannelInboundHandler {
         output = nil
         switch previous {
         case .login:
-            failLogin(ServerError(code: "08006", message: "server closed the connection during login"))
+            failLogin(ServerError(code: .connectionFailure, message: "server closed the connection during login"))
         case .active:
             if let owner {
                 self.owner = nil

@@ -72,12 +72,12 @@ public enum BackendMessage {
 
     /// ErrorResponse ('E') or NoticeResponse ('N'): fields S, V, C, M (and optional D, H), then a NUL.
     public static func errorResponse(
-        type: UInt8 = UInt8(ascii: "E"), severity: String, code: String, message: String,
+        type: UInt8 = UInt8(ascii: "E"), severity: String, code: SQLState, message: String,
         detail: String? = nil, hint: String? = nil, into buf: inout ByteBuffer
     ) {
         var fields: [(UInt8, String)] = [
             (UInt8(ascii: "S"), severity), (UInt8(ascii: "V"), severity),
-            (UInt8(ascii: "C"), code), (UInt8(ascii: "M"), message),
+            (UInt8(ascii: "C"), code.code), (UInt8(ascii: "M"), message),
         ]
         if let detail { fields.append((UInt8(ascii: "D"), detail)) }
         if let hint { fields.append((UInt8(ascii: "H"), hint)) }

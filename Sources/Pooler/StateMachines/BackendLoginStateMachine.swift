@@ -42,7 +42,7 @@ struct BackendLoginStateMachine {
     }
 
     private static func configError(_ text: String) -> ServerError {
-        ServerError(code: "28000", message: text)
+        ServerError(code: .invalidAuthorizationSpecification, message: text)
     }
 
     mutating func receive(type: UInt8, body: ByteBuffer) -> Action {
@@ -68,7 +68,7 @@ struct BackendLoginStateMachine {
         case UInt8(ascii: "N"):
             return .wait
         default:
-            return .fail(ServerError(code: "08P01", message: "unexpected message '\(Character(UnicodeScalar(type)))' during server login"))
+            return .fail(ServerError(code: .protocolViolation, message: "unexpected message '\(Character(UnicodeScalar(type)))' during server login"))
         }
     }
 

@@ -89,6 +89,17 @@ public struct PreparedStatementRewriter {
     /// and never change the state, so a caller may relay those raw even while this is true.
     public var needsServerFiltering: Bool { !expected.isEmpty }
 
+    /// Whether the server may hold statements or portals the cache does not know of: a Parse, Close
+    /// or raw message whose reply has not arrived. Such a server is closed at release.
+    public var releaseIsUncertain: Bool {
+        expected.contains { e in
+            switch e.reply {
+            case .relay(.parse), .relay(.raw), .dropParseComplete, .dropCloseComplete: return true
+            default: return false
+            }
+        }
+    }
+
     /// True between a CopyInResponse to an extended Execute and the client's CopyDone/CopyFail:
     /// PostgreSQL ignores Sync (and Flush) meanwhile, so a caller counting ReadyForQuery replies
     /// must not count a Sync sent now.
@@ -549,12 +560,7 @@ public struct PreparedStatementRewriter {
     /// `DEALLOCATE ALL` and call `ServerStatements.removeAll()` (or close the backend).
     @discardableResult
     public mutating func serverReleased() -> Bool {
-        let uncertain = expected.contains { e in
-            switch e.reply {
-            case .relay(.parse), .relay(.raw), .dropParseComplete, .dropCloseComplete: return true
-            default: return false
-            }
-        }
+        let uncertain = releaseIsUncertain
         expected.removeAll(keepingCapacity: true)
         serverSkipping = false
         copyInActive = false
@@ -611,7 +617,7 @@ public struct PreparedStatementRewriter {
             BackendMessage.commandComplete("DEALLOCATE", into: &out)
         case .deallocate(let name, false):
             _ = name
-            BackendMessage.errorResponse(severity: "ERROR", code: "26000",
+            BackendMessage.errorResponse(severity: "ERROR", code: .invalidSQLStatementName,
                                          message: "prepared statement \"\(name)\" does not exist", into: &out)
             if status == UInt8(ascii: "T") { status = UInt8(ascii: "E") }
         case .deallocateAll:

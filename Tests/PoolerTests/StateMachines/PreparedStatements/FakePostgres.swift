@@ -95,7 +95,7 @@ final class FakePostgres {
         return out
     }
 
-    private func error(_ code: String, _ message: String, _ out: inout ByteBuffer, extended: Bool = true) {
+    private func error(_ code: SQLState, _ message: String, _ out: inout ByteBuffer, extended: Bool = true) {
         BackendMessage.errorResponse(severity: "ERROR", code: code, message: message, into: &out)
         if extended { skipping = true }
     }

@@ -1,10 +1,10 @@
 import Testing
 @testable import Pooler
 
-struct ClientSessionTagTests {
+struct CommandTagTests {
     private func dirty(_ tag: String) -> Bool {
         let bytes = Array(tag.utf8.prefix(8)) + (tag.utf8.count < 8 ? [0] : [])
-        return bytes.withUnsafeBytes { ClientSession.tagMakesSessionState($0) }
+        return bytes.withUnsafeBytes { CommandTag.makesSessionState($0) }
     }
 
     @Test func sessionStateTags() {

@@ -1,83 +1,10 @@
-import ConfigKit
 import Foundation
-import Logging
 import Testing
 @testable import Pooler
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-// MARK: - ConfigDiff
-
-private func config(poolSize: Int = 3, adminPassword: String = "admin", shutdownTimeout: UInt64 = 10_000) -> Config {
-    var c = Config()
-    c.general.adminUsername = "admin"
-    c.general.adminPassword = adminPassword
-    c.general.shutdownTimeout = shutdownTimeout
-    var pool = Pool()
-    pool.serverHost = "127.0.0.1"
-    pool.users = [User(username: "u", password: "secret-hash", poolSize: poolSize)]
-    c.pools["db"] = pool
-    return c
-}
-
-@Test func configDiffUnchangedIsEmpty() {
-    #expect(ConfigDiff.lines(old: config(), new: config()).isEmpty)
-}
-
-@Test func configDiffNamesTheChangedSetting() {
-    let lines = ConfigDiff.lines(old: config(poolSize: 3), new: config(poolSize: 9))
-    #expect(lines == ["pools.db.users[u].pool_size: 3 -> 9"])
-    let g = ConfigDiff.lines(old: config(), new: config(shutdownTimeout: 5000))
-    #expect(g == ["general.shutdown_timeout: 10000 -> 5000"])
-}
-
-@Test func configDiffNeverPrintsSecrets() {
-    let lines = ConfigDiff.lines(old: config(adminPassword: "old-pw"), new: config(adminPassword: "new-pw"))
-    #expect(lines == ["general.admin_password changed"])
-    var added = config()
-    added.pools["db"]!.users.append(User(username: "v", password: "pw-v", poolSize: 2))
-    let l2 = ConfigDiff.lines(old: config(), new: added)
-    #expect(l2.contains("pools.db.users[v].password added"))
-    #expect(l2.contains("pools.db.users[v].pool_size added: 2"))
-    #expect(!l2.joined().contains("pw-v"))
-}
-
-@Test func configDiffPoolRemoved() {
-    var none = config()
-    none.pools = [:]
-    let lines = ConfigDiff.lines(old: config(), new: none)
-    #expect(lines.contains("pools.db.server_host removed (was 127.0.0.1)"))
-}
-
-// MARK: - Log levels and handler
-
-@Test func logLevelParsing() {
-    #expect(LogLevels.parseLevel("DEBUG") == .debug)
-    #expect(LogLevels.parseLevel("warning") == .warning)
-    #expect(LogLevels.parseLevel("loud") == nil)
-    let l = LogLevels(startup: .info)
-    #expect(!l.allows(.debug, label: "pg_doorman"))
-    #expect(l.allows(.info, label: "pg_doorman"))
-    if case .failure = l.set("warn,pg_doorman::pool=debug") { Issue.record("valid filter rejected") }
-    #expect(l.allows(.debug, label: "pg_doorman::pool"))
-    #expect(!l.allows(.info, label: "pg_doorman"))
-    if case .success = l.set("info,debug") { Issue.record("two base levels accepted") }
-    _ = l.set("default")
-    #expect(l.current == "info")
-}
-
-@Test func syslogPriorities() {
-    #expect(LogSink.priority(.error) == LOG_ERR)
-    #expect(LogSink.priority(.warning) == LOG_WARNING)
-    #expect(LogSink.priority(.debug) == LOG_DEBUG)
-}
-
-@Test func timestampFormat() {
-    let ts = PoolerLogHandler.timestamp()
-    #expect(ts.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$"#, options: .regularExpression) != nil)
-}
 
 // MARK: - Spawn readiness
 
@@ -132,6 +59,30 @@ private func config(poolSize: Int = 3, adminPassword: String = "admin", shutdown
     #expect(n == 5)
     #expect(String(decoding: buf[0..<max(0, n)], as: UTF8.self) == "hello")
 }
+
+@Test func spawnedChildHoldsOnlyStdioAndTheHandedDescriptors() throws {
+    // A descriptor without close-on-exec, like SwiftNIO's accepted and connected sockets.
+    // (Above the descriptors the child is handed, which a dup2 would replace.)
+    let devNull = open("/dev/null", O_RDONLY)
+    try #require(devNull >= 0)
+    let leaked = fcntl(devNull, F_DUPFD, 20)
+    close(devNull)
+    try #require(leaked >= 20)
+    defer { close(leaked) }
+    #expect(fcntl(leaked, F_GETFD) & FD_CLOEXEC == 0)
+    let p = try #require(Spawn.cloexecPipe())
+    // The child reports on fd 3 (handed to it) whether the other descriptor crossed the exec.
+    let script = "if [ -e /proc/$$/fd/\(leaked) ]; then printf leaked >&3; else printf closed >&3; fi"
+    let pid = try Spawn.spawn(path: "/bin/sh", args: ["-c", script], extraEnv: [:], fds: [(p.write, 3)])
+    close(p.write)
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    var buf = [UInt8](repeating: 0, count: 16)
+    let n = read(p.read, &buf, buf.count)
+    close(p.read)
+    #expect(String(decoding: buf[0..<max(0, n)], as: UTF8.self) == "closed")
+}
+
 
 // MARK: - Pid file and socket identity
 

@@ -1,0 +1,460 @@
+/// The relay's view of one client session: where each stream stands (replies still due, open
+/// extended-protocol batch, COPY, transaction status), what the client left in the server's
+/// session, and — in one function, `releaseVerdict` — whether the server it uses may go back to the
+/// pool now, and how it is cleaned first.
+///
+/// Pure: no channel, event loop, clock or logger. The handler (`ClientSession`) feeds it the message
+/// headers its scanners find (type byte and the first body bytes) and runs what it answers. Stored
+/// inline in the handler; every event is a small mutating method that the optimiser inlines into the
+/// scanner's callback.
+struct ClientSessionStateMachine {
+    /// How client bytes reach the server: forwarded as read (raw), or message by message through the
+    /// prepared-statement rewriter (rewriting; transaction mode once the client named a statement).
+    enum RelayMode: Equatable {
+        case raw
+        case rewriting
+    }
+
+    /// Session mode keeps the server until the client leaves; transaction mode releases it at each
+    /// idle ReadyForQuery.
+    let sessionMode: Bool
+
+    var mode: RelayMode = .raw
+    /// The client has used named statements: each new server is relayed through the rewriter.
+    var extendedClient = false
+
+    /// ReadyForQuery replies still due for what was sent (Query, FunctionCall, Sync).
+    private(set) var expectedReady = 0
+    /// An extended-protocol batch is open (Parse/Bind/Describe/Execute/Close/Flush since the last Sync).
+    private(set) var extendedOpen = false
+    private(set) var transactionStatus: TransactionStatus = .idle
+    /// The client left state in the server's session (SET, PREPARE, LISTEN, DECLARE, temp tables,
+    /// named statements sent raw): the server is cleaned before its next user.
+    private(set) var leftSessionState = false
+    /// The server is in COPY IN/OUT: such a server can only be closed if its client goes away.
+    private(set) var serverInCopy = false
+    /// The client streams COPY data (PostgreSQL ignores Sync meanwhile).
+    private(set) var clientInCopy = false
+    /// Raw path: Syncs sent since the last Query/Execute (a COPY FROM STDIN started by them makes
+    /// PostgreSQL ignore them).
+    private(set) var syncsSinceStatement = 0
+    /// Raw path: extended messages sent since the last Sync/Query whose reply has not arrived, and
+    /// whether the backend answered that open batch with an error (it now skips to Sync). Handed to
+    /// the rewriter if the session switches to it mid-stream.
+    private(set) var openMessages = 0
+    private(set) var backendSkipping = false
+    /// Raw path: the client parsed the unnamed statement on the current server.
+    private(set) var unnamedParsed = false
+    /// The client has sent Flush (asynchronous extended protocol), for SHOW POOLS_MEMORY.
+    private(set) var usedFlush = false
+    /// The client sent Terminate: close once the server is released.
+    private(set) var terminating = false
+    /// Graceful shutdown: close at the next transaction boundary.
+    var closeAtBoundary = false
+
+    // Counters for SHOW CLIENTS.
+    private(set) var transactionCount = 0
+    private(set) var queryCount = 0
+    private(set) var errorCount = 0
+
+    init(sessionMode: Bool) {
+        self.sessionMode = sessionMode
+    }
+
+    // MARK: - Server attached and released
+
+    /// A server was checked out for this client. `rewriterAvailable`: prepared statements are
+    /// remapped in this pool.
+    mutating func serverAttached(rewriterAvailable: Bool) {
+        mode = rewriterAvailable && extendedClient ? .rewriting : .raw
+        serverInCopy = false
+        unnamedParsed = false
+        openMessages = 0
+        backendSkipping = false
+        syncsSinceStatement = 0
+        clientInCopy = false
+    }
+
+    /// The server left this client (released, discarded or closed): nothing is due from it any more.
+    mutating func serverDetached() {
+        mode = .raw
+        expectedReady = 0
+        transactionStatus = .idle
+        leftSessionState = false
+    }
+
+    /// The client sent Terminate (also a lone one with no server).
+    mutating func clientTerminated() {
+        terminating = true
+    }
+
+    // MARK: - Frontend messages
+
+    /// What to do with one frontend message on the raw path.
+    enum RawFrontendAction: Equatable {
+        case forward
+        /// Forward it, and keep a copy of this Parse of the unnamed statement (for a later switch
+        /// to the rewriter, which replays it on another server).
+        case forwardRememberingUnnamedParse
+        /// Forward it; the unnamed statement is gone (simple Query, Close of it).
+        case forwardForgettingUnnamedParse
+        /// Terminate: for the pooler, never for a shared server. Nothing from here is forwarded.
+        case terminate
+        /// This message needs the rewriter: switch to it from this message on.
+        case switchToRewriter
+        /// Bind/Describe of an unnamed statement this client never parsed on this server, when the
+        /// switch is impossible: refused rather than run against another client's statement.
+        case refuseUnknownUnnamed
+    }
+
+    /// Whether the raw path may switch to the rewriter in this read: only with a rewriter, at a
+    /// backend message boundary and outside COPY.
+    func canSwitchToRewriter(rewriterAvailable: Bool, serverAtBoundary: Bool) -> Bool {
+        rewriterAvailable && serverAtBoundary && !clientInCopy && !serverInCopy
+    }
+
+    /// One frontend message seen by the raw relay (`prefix`: its first body bytes, as asked by
+    /// `rawPrefixLength`). `canSwitch`: the switch to the rewriter is possible at this message.
+    mutating func rawFrontend(_ type: UInt8, prefix p: UnsafeRawBufferPointer, rewriterAvailable: Bool,
+                              canSwitch: Bool) -> RawFrontendAction {
+        guard let id = FrontendMessageID(rawValue: type) else {
+            // Not a frontend message type: forwarded, PostgreSQL answers it (see the isolation work).
+            return .forward
+        }
+        if rewriterAvailable, Self.namesStatement(id), needsRewriter(id, p) {
+            if canSwitch { return .switchToRewriter }
+            if id != .parse && p.count >= 2 && p[1] == 0 && (id == .bind ? p[0] == 0 : true) {
+                return .refuseUnknownUnnamed
+            }
+            leftSessionState = true  // a client-named statement reached the server
+        }
+        var action = RawFrontendAction.forward
+        switch id {
+        case .terminate:
+            terminating = true
+            return .terminate
+        case .parse:
+            if p.count > 0 && p[0] == 0 {
+                unnamedParsed = true
+                if rewriterAvailable { action = .forwardRememberingUnnamedParse }
+            }
+            if !rewriterAvailable && p.count > 0 && p[0] != 0 { leftSessionState = true }
+            openMessages += 1
+        case .query, .functionCall:
+            unnamedParsed = false
+            action = .forwardForgettingUnnamedParse
+            syncsSinceStatement = 0
+            openMessages = 0
+        case .execute:
+            syncsSinceStatement = 0
+            openMessages += 1
+        case .sync:
+            if clientInCopy { return .forward }  // PostgreSQL ignores Sync during COPY FROM STDIN
+            syncsSinceStatement += 1
+            openMessages = 0
+            backendSkipping = false
+        case .copyDone, .copyFail:
+            clientInCopy = false
+        case .close:
+            if p.count >= 2 && p[0] == UInt8(ascii: "S") && p[1] == 0 {
+                unnamedParsed = false
+                action = .forwardForgettingUnnamedParse
+            }
+            openMessages += 1
+        case .bind, .describe:
+            openMessages += 1
+        case .copyData, .flush, .password:
+            break
+        }
+        count(type)
+        return action
+    }
+
+    /// How many body bytes the raw relay needs to see of a frontend message: the statement/portal
+    /// names of Parse, Bind, Describe and Close.
+    @inline(__always)
+    static func rawPrefixLength(_ type: UInt8) -> Int {
+        switch FrontendMessageID(rawValue: type) {
+        case .parse: return 1
+        case .bind, .describe, .close: return 2
+        default: return 0
+        }
+    }
+
+    /// Bookkeeping for a frontend message on its way to the server (both paths): how many
+    /// ReadyForQuery replies are due, whether an extended batch is open, the query count.
+    @inline(__always)
+    mutating func count(_ type: UInt8) {
+        switch FrontendMessageID(rawValue: type) {
+        case .query, .functionCall:
+            expectedReady += 1
+            queryCount &+= 1
+        case .sync:
+            expectedReady += 1
+            extendedOpen = false
+        case .execute:
+            extendedOpen = true
+            queryCount &+= 1
+        case .flush:
+            extendedOpen = true
+            usedFlush = true
+        case .parse, .bind, .describe, .close:
+            extendedOpen = true
+        default:
+            break
+        }
+    }
+
+    @inline(__always)
+    private static func namesStatement(_ id: FrontendMessageID) -> Bool {
+        switch id {
+        case .parse, .bind, .describe, .close: return true
+        default: return false
+        }
+    }
+
+    /// Whether a Parse/Bind/Describe/Close (first body bytes in `p`) needs the rewriter: anything
+    /// naming a statement, or an unnamed statement this client has not parsed on the current server.
+    @inline(__always)
+    private func needsRewriter(_ id: FrontendMessageID, _ p: UnsafeRawBufferPointer) -> Bool {
+        switch id {
+        case .parse:
+            return p.count < 1 || p[0] != 0
+        case .bind:  // portal\0 statement\0 ...: only an unnamed portal lets us see the statement name
+            guard p.count >= 2, p[0] == 0 else { return true }
+            return p[1] != 0 || !unnamedParsed
+        case .describe, .close:  // 'S'|'P', name\0
+            guard p.count >= 2 else { return true }
+            if p[0] == UInt8(ascii: "P") { return false }
+            if p[1] == 0 { return id == .describe ? !unnamedParsed : false }
+            return true
+        default:
+            return false
+        }
+    }
+
+    // MARK: - Backend messages
+
+    /// What a backend message means for the handler beyond the bookkeeping.
+    enum BackendEffect: Equatable {
+        case none
+        /// ReadyForQuery idle with nothing else due: a transaction boundary.
+        case transactionBoundary
+        /// DISCARD ALL / DEALLOCATE ALL completed: the backend holds no prepared statements.
+        case statementsDropped
+    }
+
+    /// ReadyForQuery with `status`; true when it ends the transaction with nothing else due.
+    @inline(__always)
+    mutating func readyForQuery(status: UInt8?) -> Bool {
+        if expectedReady > 0 { expectedReady -= 1 }
+        transactionStatus = status.flatMap(TransactionStatus.init(rawValue:)) ?? .idle
+        return expectedReady == 0 && transactionStatus == .idle
+    }
+
+    /// CommandComplete with the first bytes of its tag.
+    @inline(__always)
+    mutating func commandComplete(tag: UnsafeRawBufferPointer) {
+        serverInCopy = false
+        if CommandTag.makesSessionState(tag) { leftSessionState = true }
+    }
+
+    @inline(__always)
+    mutating func copyResponse() {
+        serverInCopy = true
+    }
+
+    @inline(__always)
+    mutating func errorResponse() {
+        errorCount &+= 1
+        serverInCopy = false
+    }
+
+    /// One backend message seen by the raw relay (`prefix`: the first bytes asked for by
+    /// `backendPrefixLength`).
+    @inline(__always)
+    mutating func rawBackend(_ type: UInt8, prefix: UnsafeRawBufferPointer) -> BackendEffect {
+        var effect = BackendEffect.none
+        switch BackendMessageID(rawValue: type) {
+        case .readyForQuery:
+            if readyForQuery(status: prefix.count > 0 ? prefix[0] : nil) { effect = .transactionBoundary }
+        case .commandComplete:
+            commandComplete(tag: prefix)
+            if CommandTag.dropsAllStatements(prefix) { effect = .statementsDropped }
+        case .copyInResponse:
+            copyResponse()
+            // COPY FROM STDIN started: Syncs the client sent after the statement are ignored by
+            // PostgreSQL (no ReadyForQuery will answer them), and so are later ones until
+            // CopyDone/CopyFail.
+            expectedReady = max(0, expectedReady - syncsSinceStatement)
+            syncsSinceStatement = 0
+            clientInCopy = true
+        case .copyOutResponse, .copyBothResponse:
+            copyResponse()
+        case .errorResponse:
+            errorResponse()
+            // After the replies to everything synced, an error answers the open batch: the backend
+            // now skips to Sync.
+            if expectedReady == 0 && openMessages > 0 {
+                openMessages = 0
+                backendSkipping = true
+            }
+        default:
+            break
+        }
+        if openMessages > 0 && expectedReady == 0 && PreparedStatementRewriter.isCompletion(type) { openMessages -= 1 }
+        return effect
+    }
+
+    /// How many body bytes the relay needs to see of a backend message.
+    @inline(__always)
+    static func backendPrefixLength(_ type: UInt8) -> Int {
+        switch BackendMessageID(rawValue: type) {
+        case .readyForQuery: return 1
+        case .commandComplete: return 15
+        default: return 0
+        }
+    }
+
+    /// The rewriter found that PostgreSQL ignored `count` Syncs (COPY FROM STDIN started by an
+    /// extended Execute): no ReadyForQuery answers them.
+    mutating func syncsIgnored(_ count: Int) {
+        if count > 0 { expectedReady = max(0, expectedReady - count) }
+    }
+
+    /// The session switched to the rewriter mid-stream (which took over `openMessages` etc.).
+    mutating func switchedToRewriter() {
+        extendedClient = true
+        mode = .rewriting
+    }
+
+    /// A transaction ended at an idle ReadyForQuery.
+    mutating func transactionEnded() {
+        transactionCount &+= 1
+    }
+
+    // MARK: - The release decision
+
+    /// Where the relay asks whether its server can go back.
+    enum ReleasePoint: Equatable {
+        /// An idle ReadyForQuery with nothing else due.
+        case transactionBoundary
+        /// Rewriting: a read from the client sent nothing to the server (a DEALLOCATE answered
+        /// locally, Terminate).
+        case nothingSent
+        /// The client's connection closed.
+        case clientClosed
+    }
+
+    /// Facts about the byte streams that only the handler's scanners and rewriter know.
+    struct Streams: Equatable {
+        /// The client's stream is at a message boundary (nothing half received).
+        var clientAtBoundary: Bool
+        /// The server's stream is at a message boundary.
+        var serverAtBoundary: Bool
+        /// The rewriter still expects replies it must filter (injected Parse/Close).
+        var rewriterExpectsReplies: Bool
+        /// The rewriter cannot tell what the server holds (a Parse or raw message without its reply).
+        var rewriterUncertain: Bool
+
+        init(clientAtBoundary: Bool = true, serverAtBoundary: Bool = true, rewriterExpectsReplies: Bool = false,
+             rewriterUncertain: Bool = false) {
+            self.clientAtBoundary = clientAtBoundary
+            self.serverAtBoundary = serverAtBoundary
+            self.rewriterExpectsReplies = rewriterExpectsReplies
+            self.rewriterUncertain = rewriterUncertain
+        }
+    }
+
+    /// What the server is to run before the next client may have it.
+    struct Cleanup: Equatable {
+        /// A transaction is open (the client left mid-transaction): ROLLBACK.
+        var rollback: Bool
+        /// Session state was left behind and the pool cleans it (`cleanup_server_connections`):
+        /// DISCARD ALL.
+        var discardAll: Bool
+
+        static let none = Cleanup(rollback: false, discardAll: false)
+        var isNone: Bool { !rollback && !discardAll }
+    }
+
+    enum ReleaseVerdict: Equatable {
+        /// The client keeps its server.
+        case keep
+        /// Back to the pool after `cleanup` (the pool still checks the server's own reuse verdict:
+        /// broken, cancelled, epoch, lifetime).
+        case release(Cleanup)
+        /// Close the server: it may hold bytes or state the pooler did not account for.
+        case discard
+
+        /// What becomes of the server when the client lets it go; nil when it keeps it.
+        var disposal: ServerDisposal? {
+            switch self {
+            case .keep: return nil
+            case .release(let cleanup): return .release(cleanup)
+            case .discard: return .discard
+            }
+        }
+    }
+
+    /// What becomes of a server its client lets go.
+    enum ServerDisposal: Equatable {
+        case release(Cleanup)
+        case discard
+    }
+
+    /// THE decision whether this client's server goes back to the pool: at a transaction boundary
+    /// (transaction mode, or session mode once the client terminates), when a read sent the server
+    /// nothing, or when the client's connection closes. A server that may be dirty is discarded,
+    /// never handed to another client.
+    func releaseVerdict(at point: ReleasePoint, streams: Streams, cleanupEnabled: Bool) -> ReleaseVerdict {
+        switch point {
+        case .transactionBoundary:
+            guard !extendedOpen && streams.clientAtBoundary && (!sessionMode || terminating) else { return .keep }
+        case .nothingSent:
+            guard expectedReady <= 0 && !extendedOpen && !streams.rewriterExpectsReplies && streams.clientAtBoundary
+                    && !terminating && transactionStatus == .idle else { return .keep }
+        case .clientClosed:
+            let quiet = expectedReady <= 0 && !extendedOpen && !serverInCopy && streams.clientAtBoundary
+                && streams.serverAtBoundary && !streams.rewriterExpectsReplies
+            guard quiet else { return .discard }
+        }
+        if streams.rewriterUncertain { return .discard }
+        return .release(Cleanup(rollback: transactionStatus != .idle,
+                                discardAll: leftSessionState && cleanupEnabled))
+    }
+}
+
+/// Recognises the CommandComplete tags the relay cares about (from the tag's first bytes).
+enum CommandTag {
+    /// Tags that leave state in the server session (SET, DECLARE, PREPARE, LISTEN, CREATE TABLE for
+    /// temporary tables): the server is cleaned before its next user.
+    @inline(__always)
+    static func makesSessionState(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard p.count >= 3 else { return false }
+        switch p[0] {
+        case UInt8(ascii: "S"):  // "SET" but not "SELECT"
+            return p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "T") && (p.count == 3 || p[3] == 0)
+        case UInt8(ascii: "D"):  // "DECLARE CURSOR"
+            return p.count >= 7 && p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "C")
+        case UInt8(ascii: "P"):  // "PREPARE"
+            return p.count >= 7 && p[1] == UInt8(ascii: "R") && p[2] == UInt8(ascii: "E") && p[3] == UInt8(ascii: "P")
+        case UInt8(ascii: "L"):  // "LISTEN"
+            return p[1] == UInt8(ascii: "I") && p[2] == UInt8(ascii: "S")
+        case UInt8(ascii: "C"):  // "CREATE TABLE"
+            return p.count >= 8 && p[1] == UInt8(ascii: "R") && p[7] == UInt8(ascii: "T")
+        default:
+            return false
+        }
+    }
+
+    /// `DISCARD ALL` / `DEALLOCATE ALL` completed: the backend holds no prepared statements any more.
+    static func dropsAllStatements(_ p: UnsafeRawBufferPointer) -> Bool {
+        func starts(_ text: StaticString) -> Bool {
+            let n = text.utf8CodeUnitCount
+            guard p.count >= n else { return false }
+            return text.withUTF8Buffer { t in (0..<n).allSatisfy { p[$0] == t[$0] } }
+        }
+        return starts("DISCARD ALL") || starts("DEALLOCATE ALL")
+    }
+}

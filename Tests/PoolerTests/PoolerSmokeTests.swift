@@ -1,4 +1,0 @@
-import Testing
-@testable import Pooler
-
-@Test func PoolerBuilds() { #expect(Bool(true)) }
