@@ -43,10 +43,11 @@ extension ClientSession {
         let queriesBefore = relay.queryCount
         var switchAt = -1
         var refuse = false
+        var stray: UInt8?
         do {
             try clientScanner.scan(buffer, wantPrefix: ClientSessionStateMachine.rawPrefixLength) {
                 type, length, prefix, start in
-                if switchAt >= 0 || refuse || terminateAt >= 0 { return }
+                if switchAt >= 0 || refuse || terminateAt >= 0 || stray != nil { return }
                 switch relay.rawFrontend(type, prefix: prefix, rewriterAvailable: rewriterAvailable,
                                          canSwitch: canSwitch && start >= 0) {
                 case .forward:
@@ -61,8 +62,11 @@ extension ClientSession {
                     switchAt = start
                 case .refuseUnknownUnnamed:
                     refuse = true
+                case .protocolViolation:
+                    stray = type
                 }
             }
+            if let stray { return refuseStrayMessage(stray) }
             if refuse {
                 return fatal(code: .invalidSQLStatementName, "unnamed prepared statement does not exist")
             }
@@ -101,6 +105,12 @@ extension ClientSession {
         if relay.terminating && relay.expectedReady <= 0 && !relay.extendedOpen {
             close()
         }
+    }
+
+    /// A frontend message PostgreSQL would answer with FATAL: answered here, nothing of this read
+    /// reaches the server, and the client is closed (its server goes back only if it is clean).
+    func refuseStrayMessage(_ type: UInt8) {
+        fatal(code: .protocolViolation, "invalid frontend message type \(type)")
     }
 
     /// Exactly one Terminate message (a client leaving while it holds no server).
@@ -179,7 +189,9 @@ extension ClientSession {
         let queriesBefore = relay.queryCount
         do {
             while let (type, body) = try MessageFramer.next(&input, maxLength: clientScanner.maxMessageLength) {
-                switch FrontendMessageID(rawValue: type) {
+                switch ClientSessionStateMachine.acceptedInSession(type) {
+                case nil:
+                    return refuseStrayMessage(type)
                 case .terminate:
                     relay.clientTerminated()
                 case .query:

@@ -105,6 +105,25 @@ struct ClientSessionStateMachine {
         /// Bind/Describe of an unnamed statement this client never parsed on this server, when the
         /// switch is impossible: refused rather than run against another client's statement.
         case refuseUnknownUnnamed
+        /// A message PostgreSQL does not accept in an established session (an unknown type, or a
+        /// password message outside authentication). PostgreSQL would answer FATAL 08P01 and close —
+        /// possibly after its server went to another client — so the pooler answers it itself and
+        /// the message never reaches a server.
+        case protocolViolation
+    }
+
+    /// The frontend message types PostgreSQL accepts once a session is established (its
+    /// PostgresMain loop); nil for any other byte. CopyData/CopyDone/CopyFail outside COPY are
+    /// accepted and ignored by PostgreSQL, so they pass.
+    @inline(__always)
+    static func acceptedInSession(_ type: UInt8) -> FrontendMessageID? {
+        guard let id = FrontendMessageID(rawValue: type) else { return nil }
+        switch id {
+        case .password: return nil
+        case .bind, .close, .copyData, .copyDone, .copyFail, .describe, .execute, .flush, .functionCall, .parse,
+             .query, .sync, .terminate:
+            return id
+        }
     }
 
     /// Whether the raw path may switch to the rewriter in this read: only with a rewriter, at a
@@ -117,10 +136,7 @@ struct ClientSessionStateMachine {
     /// `rawPrefixLength`). `canSwitch`: the switch to the rewriter is possible at this message.
     mutating func rawFrontend(_ type: UInt8, prefix p: UnsafeRawBufferPointer, rewriterAvailable: Bool,
                               canSwitch: Bool) -> RawFrontendAction {
-        guard let id = FrontendMessageID(rawValue: type) else {
-            // Not a frontend message type: forwarded, PostgreSQL answers it (see the isolation work).
-            return .forward
-        }
+        guard let id = Self.acceptedInSession(type) else { return .protocolViolation }
         if rewriterAvailable, Self.namesStatement(id), needsRewriter(id, p) {
             if canSwitch { return .switchToRewriter }
             if id != .parse && p.count >= 2 && p[1] == 0 && (id == .bind ? p[0] == 0 : true) {
@@ -163,8 +179,10 @@ struct ClientSessionStateMachine {
             openMessages += 1
         case .bind, .describe:
             openMessages += 1
-        case .copyData, .flush, .password:
+        case .copyData, .flush:
             break
+        case .password:
+            return .protocolViolation  // (never: acceptedInSession refuses it)
         }
         count(type)
         return action

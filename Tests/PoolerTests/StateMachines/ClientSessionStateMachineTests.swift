@@ -230,4 +230,14 @@ struct ClientSessionStateMachineTests {
         m.serverAttached(rewriterAvailable: true)
         #expect(m.mode == .rewriting)
     }
+
+    @Test func messagesPostgreSQLRejectsInASessionAreRefused() {
+        let (_, actions, _) = Self.replay([.fe("Q"), .fe("z"), .fe("p"), .fe("d"), .fe("c"), .fe("f")])
+        #expect(actions == [.forwardForgettingUnnamedParse, .protocolViolation, .protocolViolation,
+                            .forward, .forward, .forward])
+        for byte in UInt8(0)...UInt8(255) {
+            let accepted = Machine.acceptedInSession(byte) != nil
+            #expect(accepted == "QPBEDCHSFXdcf".utf8.contains(byte), "type \(byte)")
+        }
+    }
 }
