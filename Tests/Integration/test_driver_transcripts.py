@@ -39,10 +39,13 @@ import pytest
 
 from harness import Doorman, free_port, make_tmp_dir, rmtree_quiet, to_yaml
 
-_STARTUP = "#18: startup parameters dropped (TimeZone, DateStyle, application_name, statement_timeout, extra_float_digits show server defaults)"
-_STARTUP_JDBC = "#18: startup parameters dropped (TimeZone, application_name, statement_timeout, extra_float_digits=3 show server defaults)"
-_SET = "#18: SET TimeZone / IntervalStyle outside a transaction is not carried to the next transactions"
-_SET_JDBC = _SET + "; pgjdbc's startup TimeZone=UTC dropped too"
+_STARTUP = ("#18: startup parameters dropped: TimeZone, DateStyle, application_name (also in pg_stat_activity), "
+            "statement_timeout, extra_float_digits show server defaults; timestamptz and 1/3 text differ")
+_STARTUP_JDBC = ("#18: startup parameters dropped: TimeZone, application_name (also in pg_stat_activity), "
+                 "statement_timeout, extra_float_digits=3 show server defaults; timestamptz text differs")
+_SET = ("#18: SET TimeZone / IntervalStyle outside a transaction is lost (the server is cleaned after it): "
+        "the next transactions show Etc/UTC and the postgres interval style")
+_SET_JDBC = _SET + "; the other client's startup TimeZone=UTC is dropped too"
 _ENCODING = "#18: client_encoding=LATIN1 dropped: server sends UTF8 bytes and reports UTF8"
 _TIMEOUT = "#18: statement_timeout=1500 from the startup packet dropped: pg_sleep(3) completes"
 _CONCURRENCY = "#18: each worker's startup TimeZone dropped: every worker sees the server's Etc/UTC"
