@@ -1,0 +1,173 @@
+"""psql's session parameters, straight to PostgreSQL and through the pooler in transaction mode.
+
+libpq puts PGTZ / PGDATESTYLE / PGOPTIONS / PGCLIENTENCODING / PGAPPNAME in the startup packet. Each test
+runs psql directly first (the reference, checked against the expected value), then through the pooler,
+and compares the two outputs. XFAIL lists what differs today (issue #18): those tests are strict and
+only absorb a SessionDiffers; when the pooler is fixed they XPASS, which fails the run, and the table is
+trimmed. Companion of test_driver_transcripts.py.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import subprocess
+
+import pytest
+
+XFAIL: dict[str, str] = {
+    "pgtz": "#18: TimeZone from PGTZ dropped: the pooled session shows the server's Etc/UTC",
+    "pgdatestyle": "#18: DateStyle from PGDATESTYLE dropped: the pooled session shows ISO, MDY",
+    "pgoptions_search_path": "#18: options=-c search_path=... dropped: the pooled session shows \"$user\", public",
+    "pgclientencoding_latin1": "#18: client_encoding=LATIN1 dropped: the pooled session sends UTF8 bytes",
+    "application_name": "#18: application_name not given to the server: pg_stat_activity and SHOW say pg_doorman",
+    "alternating_pgtz_pool_size_1": "#18: startup TimeZone dropped: both clients see Etc/UTC",
+    "alternating_set_pool_size_1": ("#18: SET TimeZone is not kept for its client (the server is cleaned after the "
+                                    "SET): both clients see Etc/UTC"),
+}
+
+USER, PASSWORD = "example_user_scram", "scrampass"
+TS = "SELECT '2024-03-01 12:34:56+00'::timestamptz::text"
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+class SessionDiffers(AssertionError):
+    """The pooled psql output is not the direct one (the only failure XFAIL absorbs)."""
+
+
+def case(name: str):
+    """Mark a test with its XFAIL entry, if any."""
+    reason = XFAIL.get(name)
+    if reason is None:
+        return lambda f: f
+    return pytest.mark.xfail(strict=True, raises=SessionDiffers, reason=reason)
+
+
+def _env(host: str, port: int, extra: dict[str, str]) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("PGTZ", "PGDATESTYLE", "PGOPTIONS", "PGCLIENTENCODING", "PGAPPNAME", "PGSERVICE", "TZ")}
+    e.update({"PGHOST": host, "PGPORT": str(port), "PGUSER": USER, "PGPASSWORD": PASSWORD,
+              "PGDATABASE": "example_db", "PGPASSFILE": "/dev/null", "PGCONNECT_TIMEOUT": "10"})
+    e.update(extra)
+    return e
+
+
+def run_psql(host: str, port: int, extra_env: dict[str, str], commands: list[str], timeout: float = 30) -> bytes:
+    """psql -X -At with one -c per command; returns raw stdout (bytes: the encoding test needs them)."""
+    args = ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1"]
+    for c in commands:
+        args += ["-c", c]
+    cp = subprocess.run(args, env=_env(host, port, extra_env), capture_output=True, timeout=timeout,
+                        stdin=subprocess.DEVNULL)
+    assert cp.returncode == 0, f"psql rc={cp.returncode} port={port}: {cp.stderr.decode(errors='replace')}"
+    return cp.stdout
+
+
+def compare(direct: bytes, pooled: bytes) -> None:
+    if direct != pooled:
+        a = direct.decode("latin-1").splitlines()
+        b = pooled.decode("latin-1").splitlines()
+        diff = "\n".join(difflib.unified_diff(a, b, "direct", "pooled", lineterm=""))
+        raise SessionDiffers(f"pooled psql output differs from direct\n{diff}\n(raw: {direct!r} vs {pooled!r})")
+
+
+def check_param(pg, dm, extra_env: dict[str, str], commands: list[str], expected: bytes) -> None:
+    direct = run_psql(pg.host, pg.port, extra_env, commands)
+    assert direct == expected, f"direct run: {direct!r}, expected {expected!r}"  # the reference itself
+    compare(direct, run_psql(dm.host, dm.port, extra_env, commands))
+
+
+@pytest.fixture
+def pooled(doorman, doorman_config):
+    return doorman(doorman_config(pool_mode="transaction", pool_size=2))
+
+
+@case("pgtz")
+def test_pgtz(pg, pooled):
+    check_param(pg, pooled, {"PGTZ": "Asia/Tokyo"}, ["SHOW TimeZone", TS],
+                b"Asia/Tokyo\n2024-03-01 21:34:56+09\n")
+
+
+@case("pgdatestyle")
+def test_pgdatestyle(pg, pooled):
+    check_param(pg, pooled, {"PGDATESTYLE": "German, DMY"}, ["SHOW DateStyle", "SELECT '2024-03-01'::date::text"],
+                b"German, DMY\n01.03.2024\n")
+
+
+@case("pgoptions_search_path")
+def test_pgoptions_search_path(pg, pooled):
+    check_param(pg, pooled, {"PGOPTIONS": "-c search_path=transcript_s,public"}, ["SHOW search_path"],
+                b"transcript_s,public\n")
+
+
+@case("pgclientencoding_latin1")
+def test_pgclientencoding_latin1(pg, pooled):
+    check_param(pg, pooled, {"PGCLIENTENCODING": "LATIN1"},
+                ["SHOW client_encoding", "SELECT 'caf' || chr(233) || ' ' || chr(241)"],
+                b"LATIN1\ncaf\xe9 \xf1\n")
+
+
+@case("application_name")
+def test_application_name(pg, pooled):
+    check_param(pg, pooled, {"PGAPPNAME": "psql_session_params"},
+                ["SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()",
+                 "SHOW application_name"],
+                b"psql_session_params\npsql_session_params\n")
+
+
+# --------------------------------------------------------------------------- two clients, one server
+
+ROUNDS = 15
+CLIENT_TZS = ("Asia/Tokyo", "America/New_York")
+
+
+def alternate(host: str, port: int, use_set: bool) -> dict[str, list[str]]:
+    """Two psql clients at once, each with its own TimeZone (PGTZ at startup, or SET first), each
+    running ROUNDS short transactions `SHOW TimeZone` with a pause between; returns the values each saw."""
+    procs = {}
+    for tz in CLIENT_TZS:
+        script = (f"SET TimeZone = '{tz}';\n" if use_set else "") + \
+            "SHOW TimeZone;\nSELECT pg_sleep(0.02);\n" * ROUNDS
+        env = {} if use_set else {"PGTZ": tz}
+        p = subprocess.Popen(["psql", "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1"], env=_env(host, port, env),
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        procs[tz] = (p, script)
+    seen = {}
+    try:
+        for tz, (p, script) in procs.items():
+            p.stdin.write(script.encode())
+            p.stdin.close()
+        for tz, (p, _) in procs.items():
+            out = p.stdout.read()
+            err = p.stderr.read()
+            rc = p.wait(timeout=60)
+            assert rc == 0, f"psql ({tz}) rc={rc}: {err.decode(errors='replace')}"
+            seen[tz] = [line for line in out.decode().splitlines() if line]
+    finally:
+        for p, _ in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return seen
+
+
+def check_alternating(pg, dm, use_set: bool) -> None:
+    direct = alternate(pg.host, pg.port, use_set)
+    assert direct == {tz: [tz] * ROUNDS for tz in CLIENT_TZS}, direct
+    pooled = alternate(dm.host, dm.port, use_set)
+    if pooled != direct:
+        lines = [f"{tz}: direct saw {sorted(set(direct[tz]))} x{len(direct[tz])}, "
+                 f"pooled saw {sorted(set(pooled.get(tz, [])))} x{len(pooled.get(tz, []))}" for tz in CLIENT_TZS]
+        raise SessionDiffers("two clients on one server do not keep their own TimeZone\n" + "\n".join(lines))
+
+
+@case("alternating_pgtz_pool_size_1")
+def test_alternating_pgtz_pool_size_1(pg, doorman, doorman_config):
+    dm = doorman(doorman_config(pool_mode="transaction", pool_size=1))
+    check_alternating(pg, dm, use_set=False)
+
+
+@case("alternating_set_pool_size_1")
+def test_alternating_set_pool_size_1(pg, doorman, doorman_config):
+    dm = doorman(doorman_config(pool_mode="transaction", pool_size=1))
+    check_alternating(pg, dm, use_set=True)
