@@ -4,7 +4,8 @@
 #   scripts/test.sh [PYTEST_ARGS...]
 #
 # 1. installs missing dependencies (apt: pgbouncer, libpq-dev, PostgreSQL 15; pip: asyncpg,
-#    psycopg[binary], pytest, pytest-timeout) — skipped quickly when present;
+#    psycopg[binary], pytest, pytest-timeout; the driver suites' pgjdbc + JDK, Go + pgx v4, node-pg,
+#    ruby-pg: scripts/lib/driver-deps.sh) — skipped quickly when present;
 # 2. swift build (debug) and swift test (every unit test);
 # 3. the integration suite: python3 -m pytest -q Tests/Integration [PYTEST_ARGS...] against
 #    $PG_DOORMAN_BIN (default .build/debug/pg_doorman), each test session with its own throwaway
@@ -40,6 +41,8 @@ summary() {
 
 stage "dependencies"
 ensure_deps
+# shellcheck source=scripts/lib/driver-deps.sh
+source scripts/lib/driver-deps.sh && ensure_driver_deps
 
 stage "swift build"
 set +e
