@@ -18,10 +18,10 @@ concurrency section runs 4 workers), and the two transcripts are compared sectio
 Transcript format: `== <section>` headers, then one `label: value` per line; `== end` closes a run.
 The programs read PGT_HOST PGT_PORT PGT_USER PGT_PASSWORD PGT_DB.
 
-XFAIL lists the (driver, section) pairs that differ today (issue #18, the pooler does not keep client
-session parameters yet). They are strict and only absorb a transcript difference (SectionDiffers): a crash,
-a build failure or a broken direct run still fails. When the pooler is fixed they XPASS, which fails the
-run, and the table is trimmed.
+XFAIL lists (driver, section) pairs known to differ, with the issue that tracks each (empty since #18
+made every client keep its own session). Entries are strict and only absorb a transcript difference
+(SectionDiffers): a crash, a build failure or a broken direct run still fails, and a fixed entry XPASSes,
+which fails the run until it is removed.
 """
 from __future__ import annotations
 
@@ -39,48 +39,8 @@ import pytest
 
 from harness import Doorman, free_port, make_tmp_dir, rmtree_quiet, to_yaml
 
-_STARTUP = ("#18: startup parameters dropped: TimeZone, DateStyle, application_name (also in pg_stat_activity), "
-            "statement_timeout, extra_float_digits show server defaults; timestamptz and 1/3 text differ")
-_STARTUP_JDBC = ("#18: startup parameters dropped: TimeZone, application_name (also in pg_stat_activity), "
-                 "statement_timeout, extra_float_digits=3 show server defaults; timestamptz text differs")
-_SET = ("#18: SET TimeZone / IntervalStyle outside a transaction is lost (the server is cleaned after it): "
-        "the next transactions show Etc/UTC and the postgres interval style")
-_SET_JDBC = _SET + "; the other client's startup TimeZone=UTC is dropped too"
-_ENCODING = "#18: client_encoding=LATIN1 dropped: server sends UTF8 bytes and reports UTF8"
-_TIMEOUT = "#18: statement_timeout=1500 from the startup packet dropped: pg_sleep(3) completes"
-_CONCURRENCY = "#18: each worker's startup TimeZone dropped: every worker sees the server's Etc/UTC"
-
-# (driver, section) pairs whose pooled transcript differs from the direct one today.
-XFAIL: dict[tuple[str, str], str] = {
-    ("psycopg", "startup"): _STARTUP,
-    ("psycopg", "set"): _SET,
-    ("psycopg", "encoding"): _ENCODING,
-    ("psycopg", "timeout"): _TIMEOUT,
-    ("psycopg", "concurrency"): _CONCURRENCY,
-    ("asyncpg", "startup"): _STARTUP,
-    ("asyncpg", "set"): _SET,
-    ("asyncpg", "encoding"): _ENCODING,
-    ("asyncpg", "timeout"): _TIMEOUT,
-    ("asyncpg", "concurrency"): _CONCURRENCY,
-    ("pgx", "startup"): _STARTUP,
-    ("pgx", "set"): _SET,
-    ("pgx", "encoding"): _ENCODING,
-    ("pgx", "timeout"): _TIMEOUT,
-    ("pgx", "concurrency"): _CONCURRENCY,
-    ("node-pg", "startup"): _STARTUP,
-    ("node-pg", "set"): _SET,
-    ("node-pg", "timeout"): _TIMEOUT,
-    ("node-pg", "concurrency"): _CONCURRENCY,
-    ("ruby-pg", "startup"): _STARTUP,
-    ("ruby-pg", "set"): _SET,
-    ("ruby-pg", "encoding"): _ENCODING,
-    ("ruby-pg", "timeout"): _TIMEOUT,
-    ("ruby-pg", "concurrency"): _CONCURRENCY,
-    ("pgjdbc", "startup"): _STARTUP_JDBC,
-    ("pgjdbc", "set"): _SET_JDBC,
-    ("pgjdbc", "timeout"): _TIMEOUT,
-    ("pgjdbc", "concurrency"): _CONCURRENCY,
-}
+# (driver, section) pairs whose pooled transcript differs from the direct one, with the issue tracking it.
+XFAIL: dict[tuple[str, str], str] = {}
 
 DRIVERS = ["psycopg", "asyncpg", "pgx", "node-pg", "ruby-pg", "pgjdbc"]
 SECTIONS = ["startup", "set", "encoding", "timeout", "prepared", "concurrency"]

@@ -2,9 +2,9 @@
 
 libpq puts PGTZ / PGDATESTYLE / PGOPTIONS / PGCLIENTENCODING / PGAPPNAME in the startup packet. Each test
 runs psql directly first (the reference, checked against the expected value), then through the pooler,
-and compares the two outputs. XFAIL lists what differs today (issue #18): those tests are strict and
-only absorb a SessionDiffers; when the pooler is fixed they XPASS, which fails the run, and the table is
-trimmed. Companion of test_driver_transcripts.py.
+and compares the two outputs. XFAIL lists what is known to differ, with its issue (empty since #18): such
+tests are strict and only absorb a SessionDiffers; a fixed one XPASSes, which fails the run until it is
+removed. Companion of test_driver_transcripts.py.
 """
 from __future__ import annotations
 
@@ -14,16 +14,7 @@ import subprocess
 
 import pytest
 
-XFAIL: dict[str, str] = {
-    "pgtz": "#18: TimeZone from PGTZ dropped: the pooled session shows the server's Etc/UTC",
-    "pgdatestyle": "#18: DateStyle from PGDATESTYLE dropped: the pooled session shows ISO, MDY",
-    "pgoptions_search_path": "#18: options=-c search_path=... dropped: the pooled session shows \"$user\", public",
-    "pgclientencoding_latin1": "#18: client_encoding=LATIN1 dropped: the pooled session sends UTF8 bytes",
-    "application_name": "#18: application_name not given to the server: pg_stat_activity and SHOW say pg_doorman",
-    "alternating_pgtz_pool_size_1": "#18: startup TimeZone dropped: both clients see Etc/UTC",
-    "alternating_set_pool_size_1": ("#18: SET TimeZone is not kept for its client (the server is cleaned after the "
-                                    "SET): both clients see Etc/UTC"),
-}
+XFAIL: dict[str, str] = {}
 
 USER, PASSWORD = "example_user_scram", "scrampass"
 TS = "SELECT '2024-03-01 12:34:56+00'::timestamptz::text"

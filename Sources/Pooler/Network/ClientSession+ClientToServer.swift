@@ -53,7 +53,7 @@ extension ClientSession {
                 case .forward:
                     break
                 case .forwardRememberingUnnamedParse:
-                    rememberUnnamedParse(buffer, start: start, bodyLength: length)
+                    rememberUnnamedParse(buffer, prefix: prefix, start: start, bodyLength: length)
                 case .forwardForgettingUnnamedParse:
                     rawUnnamed = nil
                 case .terminate:
@@ -65,6 +65,7 @@ extension ClientSession {
                 case .protocolViolation:
                     stray = type
                 }
+                if watchesSets { watchSet(type, prefix, complete: prefix.count == length) }
             }
             if let stray { return refuseStrayMessage(stray) }
             if refuse {
@@ -85,7 +86,7 @@ extension ClientSession {
                 queueForServer(server, head)
             }
             clientScanner = MessageScanner()
-            rewriter?.adoptRawStream(readyForQuery: relay.expectedReady, openMessages: relay.openMessages,
+            rewriter?.adoptRawStream(readyForQuery: relay.clientReadyDue, openMessages: relay.openMessages,
                               serverSkipping: relay.backendSkipping, openBatch: relay.extendedOpen,
                               unnamed: rawUnnamed, unnamedOnServer: relay.unnamedParsed)
             rawUnnamed = nil
@@ -107,6 +108,32 @@ extension ClientSession {
         }
     }
 
+    /// A Query or Parse whose text sets one of the client's startup parameters PostgreSQL does not
+    /// report (`p`: the first bytes of its body): held until its transaction ends well.
+    func watchSet(_ type: UInt8, _ p: UnsafeRawBufferPointer, complete: Bool) {
+        var text = p
+        switch FrontendMessageID(rawValue: type) {
+        case .query:
+            break
+        case .parse:
+            guard let nul = p.firstIndex(of: 0) else { return }
+            text = UnsafeRawBufferPointer(rebasing: p[(nul + 1)...])
+        default:
+            return
+        }
+        guard let (name, value) = SessionParameters.parseSet(text, complete: complete),
+              parameters[name] != nil, !SessionParameters.reportedSettable.contains(name) else { return }
+        relay.clientSet(name, value)
+    }
+
+    /// The client's SETs that took effect become its own values (and the server's).
+    func adoptCommittedSets() {
+        for (name, value) in relay.takeCommittedSets() {
+            parameters[name] = value
+            server?.parameterValues[name] = value
+        }
+    }
+
     /// A frontend message PostgreSQL would answer with FATAL: answered here, nothing of this read
     /// reaches the server, and the client is closed (its server goes back only if it is clean).
     func refuseStrayMessage(_ type: UInt8) {
@@ -124,7 +151,7 @@ extension ClientSession {
     /// read and, when it continues, from the next ones) so the rewriter can replay it on another
     /// server if the session switches to it.
     @inline(__always)
-    func rememberUnnamedParse(_ buffer: ByteBuffer, start: Int, bodyLength: Int) {
+    func rememberUnnamedParse(_ buffer: ByteBuffer, prefix: UnsafeRawBufferPointer, start: Int, bodyLength: Int) {
         let total = 5 + bodyLength
         var copy: ByteBuffer
         if let previous = rawUnnamed, previous.capacity >= total {
@@ -136,15 +163,18 @@ extension ClientSession {
         }
         copy.writeInteger(FrontendMessageID.parse.rawValue)
         copy.writeInteger(Int32(4 + bodyLength))
-        let bodyStart = start + 5  // never negative: the callback comes once the first body byte is here
-        let here = max(0, min(bodyLength, buffer.readableBytes - bodyStart))
+        // The body's first bytes are the scanner's prefix (they may have come in earlier reads); the
+        // rest starts in this read right after them (the callback comes as the prefix completes).
+        copy.writeBytes(prefix)
+        let restStart = max(0, start + 5 + prefix.count)
+        let here = max(0, min(bodyLength - prefix.count, buffer.readableBytes - restStart))
         if here > 0 {
             buffer.withUnsafeReadableBytes { p in
-                _ = copy.writeBytes(UnsafeRawBufferPointer(rebasing: p[bodyStart..<(bodyStart + here)]))
+                _ = copy.writeBytes(UnsafeRawBufferPointer(rebasing: p[restStart..<(restStart + here)]))
             }
         }
         rawUnnamed = copy
-        rawUnnamedMissing = bodyLength - here
+        rawUnnamedMissing = bodyLength - prefix.count - here
     }
 
     /// The rest of a raw unnamed Parse that did not fit in the read it started in.
@@ -197,6 +227,9 @@ extension ClientSession {
                 case .query:
                     var q = body
                     let sql = q.readCString() ?? ""
+                    if watchesSets {
+                        Array(sql.utf8.prefix(256)).withUnsafeBytes { watchSet(type, $0, complete: sql.utf8.count <= 256) }
+                    }
                     let action = rewriter?.simpleQuery(sql) ?? PreparedStatementRewriter.SimpleQueryAction.none
                     switch action {
                     case .deallocate(_, false) where relay.transactionStatus != .idle:
@@ -211,6 +244,9 @@ extension ClientSession {
                     case .discardAll, .none:
                         break
                     }
+                    relay.count(type)
+                case .parse where watchesSets:
+                    body.withUnsafeReadableBytes { watchSet(type, $0, complete: true) }
                     relay.count(type)
                 case .sync where rewriter?.isInCopyIn == true:
                     // PostgreSQL ignores a Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
@@ -299,12 +335,32 @@ extension ClientSession {
         }
     }
 
+    /// Queues, ahead of the client's bytes, the query that makes `s` match this client's parameters
+    /// (its replies are swallowed: `ClientSessionStateMachine.setupPending`).
+    func matchParameters(of s: ServerConnection) {
+        let changes = parameters.changes(server: s.parameterValues, baseline: parameterBaseline)
+        guard !changes.isEmpty else {
+            s.matchedParameterSet = parameterSetID
+            return
+        }
+        for c in changes where !SessionParameters.reportedSettable.contains(c.name) {
+            s.parameterValues[c.name] = c.value  // (PostgreSQL does not report these)
+        }
+        var out = allocator.buffer(capacity: 64)
+        FrontendMessage.query(SessionParameters.query(for: changes), into: &out)
+        queueForServer(s, out)
+        relay.setupSent()
+    }
+
     func attach(_ s: ServerConnection, now: NIODeadline = .now()) {
         server = s
         serverSameLoop = s.loop === loop
         serverScanner = MessageScanner()
         attachedAt = now
         relay.serverAttached(rewriterAvailable: rewriter != nil)
+        if !(parametersAtDefault && s.atLoginParameters) && (parameterSetID == 0 || s.matchedParameterSet != parameterSetID) {
+            matchParameters(of: s)
+        }
         if serverSameLoop {
             s.attach(to: self)
         } else {

@@ -146,6 +146,7 @@ extension ClientSession {
         user = params["user"] ?? ""
         database = params["database"].flatMap { $0.isEmpty ? nil : $0 } ?? user
         applicationName = params["application_name"] ?? ""
+        startupParameters = params
         if !usesTLS && !isUnixSocket && runtime.tls.clientMode.requiresTLS {
             return fatal(code: .invalidAuthorizationSpecification, "Connection without SSL is not allowed by tls_mode.")
         }
@@ -259,6 +260,71 @@ extension ClientSession {
         if !sessionMode && pool.settings.preparedStatementsCacheSize > 0 {
             rewriter = PreparedStatementRewriter(cache: pool.statementCache)
         }
+        let pinned = Set(pool.settings.startupParameterPairs.map { SessionParameters.canonicalName($0.key) })
+        parameters = SessionParameters.fromStartup(startupParameters, pinned: pinned)
+        startupParameters = [:]
+        watchesSets = parameters.values.keys.contains { !SessionParameters.reportedSettable.contains($0) }
+        checkParameters(pool: pool) { [self] in continueLogin(pool: pool, sessionMode: sessionMode) }
+    }
+
+    /// The client's startup parameters (other than application_name) are tried on a server once per
+    /// distinct set and pool: PostgreSQL refuses an unknown parameter or a bad value (the client gets
+    /// its error as FATAL, as from PostgreSQL itself) and reports the values in its own spelling
+    /// (`DateStyle` `German, DMY`), which the client is told at login.
+    func checkParameters(pool: ServerPool, then proceed: @escaping () -> Void) {
+        let tried = parameters.values.filter { $0.key != "application_name" }
+        if tried.isEmpty { return proceed() }
+        let key = parameters.cacheKey
+        if let known = pool.validatedParameters(key) { return parametersChecked(known, then: proceed) }
+        pool.acquire(on: loop) { [self] result in
+            guard case .loggingIn = phase else {
+                if case .success(let s) = result { pool.release(s) }
+                return
+            }
+            switch result {
+            case .failure(let error):
+                loginFailed(error)
+            case .success(let s):
+                pool.serverParameters = ParameterStatusBlock(s.parameters)
+                let wanted = parameters.values
+                let query = SessionParameters.query(for: wanted.map { SessionParameters.Change(name: $0.key, value: $0.value) })
+                let run = { [self] in
+                    s.apply(query: query) { error in
+                        var reported: [String: String] = [:]
+                        if error == nil {
+                            for (name, value) in wanted {
+                                if SessionParameters.reportedSettable.contains(name) {
+                                    reported[name] = s.parameterValues[name] ?? value
+                                } else {
+                                    s.parameterValues[name] = value
+                                }
+                            }
+                        }
+                        pool.release(s)
+                        let verdict: ServerPool.ValidatedParameters = error.map { .refused($0) } ?? .accepted(reported: reported)
+                        pool.rememberParameters(key, verdict)
+                        loop.execute {
+                            guard case .loggingIn = phase else { return }
+                            parametersChecked(verdict, then: proceed)
+                        }
+                    }
+                }
+                if s.loop === loop { run() } else { s.loop.execute(run) }
+            }
+        }
+    }
+
+    func parametersChecked(_ verdict: ServerPool.ValidatedParameters, then proceed: () -> Void) {
+        switch verdict {
+        case .refused(let e):
+            fatal(code: e.code, e.message)
+        case .accepted(let reported):
+            for (name, value) in reported { parameters[name] = value }
+            proceed()
+        }
+    }
+
+    func continueLogin(pool: ServerPool, sessionMode: Bool) {
         if let params = pool.serverParameters, !sessionMode {
             finishLogin(params)
             return
@@ -272,6 +338,7 @@ extension ClientSession {
             switch result {
             case .success(let s):
                 pool.serverParameters = ParameterStatusBlock(s.parameters)
+                parameterBaseline = pool.serverParameters?.values ?? [:]
                 if sessionMode {
                     attach(s)
                 } else {
@@ -294,9 +361,14 @@ extension ClientSession {
     }
 
     func finishLogin(_ params: ParameterStatusBlock) {
+        parameterBaseline = params.values
         var out = context.channel.allocator.buffer(capacity: params.encoded.readableBytes + 128)
         BackendMessage.authenticationOk(into: &out)
-        params.write(clientApplicationName: applicationName, into: &out)
+        if parameters.values.keys.allSatisfy({ $0 == "application_name" }) {
+            params.write(clientApplicationName: applicationName, into: &out)
+        } else {
+            params.write(overrides: parameters.values, into: &out)
+        }
         BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
         BackendMessage.readyForQuery(into: &out)
         output.writeAndFlush(out)

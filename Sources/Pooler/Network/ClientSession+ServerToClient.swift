@@ -9,21 +9,38 @@ extension ClientSession {
         guard server != nil else { return }
         if case .rewriting = relay.mode { return serverMessages(buffer) }
         var boundary = false
+        // Replies to the pooler's own parameter query come first; the client's start after its
+        // ReadyForQuery (whose callback always comes in the read that holds its last byte).
+        var setupEnd = 0
         do {
-            try serverScanner.scan(buffer, wantPrefix: ClientSessionStateMachine.backendPrefixLength) { type, _, prefix, _ in
+            try serverScanner.scan(buffer, wantPrefix: ClientSessionStateMachine.backendPrefixLength) {
+                type, length, prefix, start in
                 switch relay.rawBackend(type, prefix: prefix) {
                 case .none: break
                 case .transactionBoundary: boundary = true
                 case .statementsDropped: self.server?.statements.removeAll()
+                case .parameterStatus: noteParameterStatus(prefix, bodyLength: length)
+                case .setupReply: break
+                case .setupFailed: parameterSetupFailed()
+                case .setupDone:
+                    setupEnd = start + 5 + length
+                    parameterSetupDone()
                 }
             }
         } catch {
             // The server sent garbage: it cannot be trusted any more, nor can this client's stream.
             return serverStreamBroken()
         }
-        let n = buffer.readableBytes
+        if !relay.pendingSets.isEmpty { adoptCommittedSets() }
+        var toClient = buffer
+        if relay.setupPending {
+            toClient = buffer.getSlice(at: buffer.readerIndex, length: 0) ?? buffer
+        } else if setupEnd > 0 {
+            toClient = buffer.getSlice(at: buffer.readerIndex + setupEnd, length: buffer.readableBytes - setupEnd) ?? buffer
+        }
+        let n = toClient.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
-        output.write(buffer)
+        if n > 0 { output.write(toClient) }
         if relay.expectedReady == 0 {
             // One clock read for the end of the query, the transaction and the checkin.
             let now = NIODeadline.now()
@@ -51,6 +68,21 @@ extension ClientSession {
             while true {
                 let start = input.readerIndex
                 guard let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) else { break }
+                if relay.setupPending {
+                    // A reply to the pooler's own parameter query: not for the client, nor the rewriter.
+                    switch relay.setupBackend(type) {
+                    case .parameterStatus:
+                        body.withUnsafeReadableBytes { noteParameterStatus($0, bodyLength: body.readableBytes) }
+                    case .setupFailed:
+                        parameterSetupFailed(ServerError(body: body))
+                    case .setupDone:
+                        parameterSetupDone()
+                    default:
+                        break
+                    }
+                    runs.message(at: start, end: input.readerIndex, keep: false, then: &serverExtra)
+                    continue
+                }
                 switch BackendMessageID(rawValue: type) {
                 case .readyForQuery:
                     boundary = relay.readyForQuery(status: body.getInteger(at: body.readerIndex, as: UInt8.self))
@@ -62,6 +94,8 @@ extension ClientSession {
                     relay.copyResponse()
                 case .errorResponse:
                     relay.errorResponse()
+                case .parameterStatus:
+                    body.withUnsafeReadableBytes { noteParameterStatus($0, bodyLength: body.readableBytes) }
                 default:
                     break
                 }
@@ -74,6 +108,7 @@ extension ClientSession {
         } catch {
             return serverStreamBroken()
         }
+        if !relay.pendingSets.isEmpty { adoptCommittedSets() }
         let toClient = runs.finish(at: input.readerIndex)
         if input.readableBytes > 0 { serverAcc = input }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
@@ -87,6 +122,45 @@ extension ClientSession {
             if quiet { serverWentQuiet(now: now) }
             if atBoundary { transactionBoundary(now: now) }
         }
+    }
+
+    /// A ParameterStatus from the server (`p`: the first bytes of its body, `bodyLength` in all):
+    /// the server's value is tracked; outside the pooler's own query it is the client's value too
+    /// (its own SET, or a reset it ran), which then follows it to its next server.
+    func noteParameterStatus(_ p: UnsafeRawBufferPointer, bodyLength: Int) {
+        guard let (name, value) = Self.parseParameterStatus(p, complete: p.count == bodyLength) else { return }
+        guard let value else {
+            server?.parameterValues.removeValue(forKey: name)  // too long to track: unknown now
+            return
+        }
+        server?.parameterValues[name] = value
+        if !relay.setupPending && SessionParameters.reportedSettable.contains(name) {
+            parameters[name] = value
+        }
+    }
+
+    /// The query making a server match this client's parameters failed (a value the server accepted
+    /// at login no longer valid, or a server configured differently): the server's tracked values
+    /// are dropped so the next checkout sets them all again.
+    func parameterSetupFailed(_ error: ServerError? = nil) {
+        runtime.logger.warning("client \(peer) \(user)@\(database): setting its session parameters failed: \(error.map { "\($0)" } ?? "error from the server")")
+        server?.parameterValues = [:]
+        parameterSetupBroken = true
+    }
+
+    /// The pooler's parameter query is answered: unless it failed, the server matches this client.
+    func parameterSetupDone() {
+        if !parameterSetupBroken { server?.matchedParameterSet = parameterSetID }
+        parameterSetupBroken = false
+    }
+
+    /// name\0value\0 → (name, value); value nil when the body was cut short.
+    static func parseParameterStatus(_ p: UnsafeRawBufferPointer, complete: Bool) -> (String, String?)? {
+        guard let nul = p.firstIndex(of: 0) else { return nil }
+        let name = String(decoding: UnsafeRawBufferPointer(rebasing: p[0..<nul]), as: UTF8.self)
+        let rest = UnsafeRawBufferPointer(rebasing: p[(nul + 1)...])
+        guard complete, let end = rest.firstIndex(of: 0) else { return (name, nil) }
+        return (name, String(decoding: UnsafeRawBufferPointer(rebasing: rest[rest.startIndex..<end]), as: UTF8.self))
     }
 
     /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
@@ -212,6 +286,7 @@ extension ClientSession {
             if cleanup.discardAll {
                 queries.append("DISCARD ALL")
                 s.statements.removeAll()
+                s.forgetUnreportedParameters()
             }
             let detach = {
                 s.detach(runningCleanup: queries) { clean in

@@ -63,6 +63,29 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverScanner = MessageScanner()
     /// Where the streams stand and whether the server may go back (`ClientSessionStateMachine`).
     var relay = ClientSessionStateMachine(sessionMode: false)
+    /// The client's own session parameters (startup keys, then what its SETs changed), which every
+    /// server it gets is made to match.
+    var parameters = SessionParameters() {
+        didSet {
+            parametersAtDefault = parameters.values.allSatisfy { parameterBaseline[$0.key] == $0.value }
+            parameterSetID = parameters.isEmpty ? 0 : (pool?.parameterSetID(parameters.cacheKey) ?? 0)
+        }
+    }
+    /// This client's parameter values as an id shared by every client with the same values (0: none).
+    var parameterSetID = 0
+    /// The pooler's parameter query on the current server failed (its values are unknown now).
+    var parameterSetupBroken = false
+    /// The pool's server values at this client's login (what it follows where it set nothing).
+    var parameterBaseline: [String: String] = [:] {
+        didSet { parametersAtDefault = parameters.values.allSatisfy { parameterBaseline[$0.key] == $0.value } }
+    }
+    /// The client wants exactly the pool's values: a server still at its login values needs no SET.
+    var parametersAtDefault = true
+    /// The client set parameters at startup that PostgreSQL does not report: its SETs of them are
+    /// watched for (`SessionParameters.parseSet`).
+    var watchesSets = false
+    /// The client's startup packet, kept until its parameters are taken at login.
+    var startupParameters: [String: String] = [:]
     var counted = false
     var attachedAt = NIODeadline.now()
     /// When the server started working on what the client sent (for total_query_time).

@@ -26,6 +26,8 @@ public final class ServerConnection: ChannelInboundHandler {
         case idle
         case active
         case cleaning(expected: Int)
+        /// Running a parameter query for a client's login (`apply`): its first error, if any.
+        case applying(ServerError?)
         case closed
     }
 
@@ -49,6 +51,23 @@ public final class ServerConnection: ChannelInboundHandler {
     public private(set) var processID: Int32 = 0
     public private(set) var secretKey: Int32 = 0
     public private(set) var parameters: [(String, String)] = []
+    /// The session's parameter values now: what the server reported (login, then every
+    /// ParameterStatus) and what the pooler set that PostgreSQL does not report. Touched by the
+    /// client's loop while checked out, by `loop` otherwise.
+    var parameterValues: [String: String] = [:] {
+        didSet {
+            atLoginParameters = parameterValues == loginParameterValues
+            matchedParameterSet = 0
+        }
+    }
+    /// The values reported at login (every server of a pool logs in with the same parameters).
+    private var loginParameterValues: [String: String] = [:]
+    /// The session's parameters are still those of its login: a client that wants the pool's
+    /// values needs no SET (the common case, checked with one load per checkout).
+    private(set) var atLoginParameters = true
+    /// The client parameter set (`ServerPool.parameterSetID`) this server's values were last made
+    /// to match; 0 once they changed since.
+    var matchedParameterSet = 0
     public let createdAt: NIODeadline
     let expiresAt: NIODeadline?
     let epoch: Int
@@ -70,6 +89,7 @@ public final class ServerConnection: ChannelInboundHandler {
     /// Set while waiting for the one-byte answer to our SSLRequest.
     private var tlsNegotiation: ServerTLSAttempt?
     private var cleanupDone: ((Bool) -> Void)?
+    private var applyDone: ((ServerError?) -> Void)?
 
     // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
     public var transactionCount = 0
@@ -81,7 +101,7 @@ public final class ServerConnection: ChannelInboundHandler {
         case .connecting, .login: return "login"
         case .idle: return "idle"
         case .active: return "active"
-        case .cleaning: return "used"
+        case .cleaning, .applying: return "used"
         case .closed: return "closed"
         }
     }
@@ -158,7 +178,7 @@ public final class ServerConnection: ChannelInboundHandler {
             bytesReceived &+= buffer.readableBytes
             guard let owner else { break }
             if owner.loop === loop { owner.serverRead(buffer) } else { owner.loop.execute { owner.serverRead(buffer) } }
-        case .login, .idle, .cleaning:
+        case .login, .idle, .cleaning, .applying:
             var b = buffer
             accumulator.writeBuffer(&b)
             processAccumulated()
@@ -189,6 +209,10 @@ public final class ServerConnection: ChannelInboundHandler {
                         processID = sm.processID
                         secretKey = sm.secretKey
                         parameters = sm.parameters
+                        var values: [String: String] = [:]
+                        for (name, value) in sm.parameters { values[name] = value }
+                        loginParameterValues = values
+                        parameterValues = values
                         state = .idle
                         let p = loginPromise
                         loginPromise = nil
@@ -205,6 +229,7 @@ public final class ServerConnection: ChannelInboundHandler {
                         return
                     }
                 case .cleaning(let expected):
+                    if type == BackendMessageID.parameterStatus.rawValue { noteParameterStatus(body) }
                     if type == UInt8(ascii: "E") { broken = true }
                     if type == UInt8(ascii: "Z") {
                         var b = body
@@ -219,6 +244,23 @@ public final class ServerConnection: ChannelInboundHandler {
                             state = .cleaning(expected: expected - 1)
                         }
                     }
+                case .applying(let error):
+                    switch BackendMessageID(rawValue: type) {
+                    case .parameterStatus:
+                        noteParameterStatus(body)
+                    case .errorResponse where error == nil:
+                        state = .applying(ServerError(body: body))
+                    case .readyForQuery:
+                        if body.getInteger(at: body.readerIndex, as: UInt8.self) != TransactionStatus.idle.rawValue {
+                            broken = true
+                        }
+                        state = .idle
+                        let done = applyDone
+                        applyDone = nil
+                        done?(error)
+                    default:
+                        break
+                    }
                 case .active, .connecting, .closed:
                     return
                 }
@@ -227,6 +269,36 @@ public final class ServerConnection: ChannelInboundHandler {
         } catch {
             broken = true
             if case .login = state { failLogin(error) } else { pool?.discard(self) }
+        }
+    }
+
+    /// Records a ParameterStatus body (name\0value\0).
+    func noteParameterStatus(_ body: ByteBuffer) {
+        var b = body
+        guard let name = b.readCString(), let value = b.readCString() else { return }
+        parameterValues[name] = value
+    }
+
+    /// Runs `query` (setting parameters) on this idle server and calls `done` with its first error,
+    /// or nil, once the server is back at ReadyForQuery; the ParameterStatus replies update
+    /// `parameterValues`. Call on `loop`, with the server idle and owned by no client.
+    func apply(query: String, done: @escaping (ServerError?) -> Void) {
+        guard case .idle = state, !broken else {
+            return done(ServerError(code: .connectionFailure, message: "server connection is not usable"))
+        }
+        state = .applying(nil)
+        applyDone = done
+        var out = ByteBufferAllocator().buffer(capacity: 6 + query.utf8.count)
+        FrontendMessage.query(query, into: &out)
+        output?.writeAndFlush(out)
+    }
+
+    /// The session was reset (RESET ALL / DISCARD ALL): what the pooler set and PostgreSQL does not
+    /// report is back to its default. (Reported values arrive as ParameterStatus.)
+    func forgetUnreportedParameters() {
+        for name in parameterValues.keys where !SessionParameters.reportedSettable.contains(name)
+            && !parameters.contains(where: { $0.0 == name }) {
+            parameterValues.removeValue(forKey: name)
         }
     }
 
@@ -359,6 +431,11 @@ public final class ServerConnection: ChannelInboundHandler {
             let done = cleanupDone
             cleanupDone = nil
             done?(false)
+            pool?.serverDidClose(self)
+        case .applying:
+            let done = applyDone
+            applyDone = nil
+            done?(ServerError(code: .connectionFailure, message: "server closed the connection unexpectedly"))
             pool?.serverDidClose(self)
         case .idle, .connecting, .closed:
             pool?.serverDidClose(self)

@@ -42,6 +42,12 @@ public final class ServerPool {
     private var _scramClientKey: [UInt8]?
     private var _clientScramKeys: ScramServer.Keys??
     private var _serverParameters: ParameterStatusBlock?
+    private var _validatedParameters: [String: ValidatedParameters] = [:]
+    private var _parameterSetIDs: [String: Int] = [:]
+    /// Parameter-set ids are unique in the process (a client keeps its id when RELOAD moves it to
+    /// a successor pool).
+    private static let idLock = NIOLock()
+    nonisolated(unsafe) private static var lastParameterSetID = 0
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
     public let stats = PoolStats()
@@ -98,6 +104,42 @@ public final class ServerPool {
     public var serverParameters: ParameterStatusBlock? {
         get { lock.withLock { _serverParameters } }
         set { lock.withLock { if _serverParameters == nil { _serverParameters = newValue } } }
+    }
+
+    /// What a server said of a set of client startup parameters: accepted (with the values it
+    /// reported, in its own spelling) or refused (its error, which the client gets as FATAL).
+    enum ValidatedParameters {
+        case accepted(reported: [String: String])
+        case refused(ServerError)
+    }
+
+    /// Startup parameter sets already tried on a server (`SessionParameters.cacheKey`), so that
+    /// clients sending the same ones log in without a round trip. Bounded: emptied at 1,024.
+    func validatedParameters(_ key: String) -> ValidatedParameters? {
+        lock.withLock { _validatedParameters[key] }
+    }
+
+    func rememberParameters(_ key: String, _ verdict: ValidatedParameters) {
+        lock.withLock {
+            if _validatedParameters.count >= 1024 { _validatedParameters.removeAll() }
+            _validatedParameters[key] = verdict
+        }
+    }
+
+    /// One id per distinct set of client parameter values (`SessionParameters.cacheKey`): a server
+    /// remembers the id it was last made to match, so a client with the same values needs no
+    /// comparison at checkout. Bounded: forgotten at 4,096 sets (new ids are then handed out).
+    func parameterSetID(_ key: String) -> Int {
+        lock.withLock {
+            if let id = _parameterSetIDs[key] { return id }
+            if _parameterSetIDs.count >= 4096 { _parameterSetIDs.removeAll() }
+            let id = Self.idLock.withLock {
+                Self.lastParameterSetID += 1
+                return Self.lastParameterSetID
+            }
+            _parameterSetIDs[key] = id
+            return id
+        }
     }
 
     public struct Counts {

@@ -9,6 +9,9 @@ public struct ParameterStatusBlock {
     public let encoded: ByteBuffer
     /// The server's `application_name`, when it reported one.
     public let applicationName: String?
+    /// Every parameter the server reported, by name (a client's parameters start from these).
+    public let values: [String: String]
+    private let pairs: [(String, String)]
 
     public init(_ parameters: [(String, String)]) {
         var out = ByteBufferAllocator().buffer(capacity: 512)
@@ -22,6 +25,19 @@ public struct ParameterStatusBlock {
         }
         encoded = out
         self.applicationName = applicationName
+        self.pairs = parameters
+        var values: [String: String] = [:]
+        for (name, value) in parameters { values[name] = value }
+        self.values = values
+    }
+
+    /// Appends the block with `overrides` in place of the server's values (a client's own
+    /// parameters; names PostgreSQL would not report are skipped).
+    public func write(overrides: [String: String], into out: inout ByteBuffer) {
+        for (name, value) in pairs { BackendMessage.parameterStatus(name, overrides[name] ?? value, into: &out) }
+        for (name, value) in overrides where values[name] == nil && SessionParameters.reportedSettable.contains(name) {
+            BackendMessage.parameterStatus(name, value, into: &out)
+        }
     }
 
     /// Appends the block, with `clientApplicationName` in place of the server's when not empty.

@@ -41,6 +41,14 @@ public enum ProcessRunner {
     }
 
     public static func main(_ options: ProcessOptions) -> Int32 {
+        // The signals we handle stay blocked in every thread (threads inherit the mask; none exists
+        // yet): they wait, pending, until the dispatch sources read them. Without this, a signal that
+        // came between the listener opening and the sources being armed by libdispatch's manager
+        // thread was ignored (SIG_IGN) and lost — a SIGUSR2 right after start did nothing.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for sig in [SIGHUP, SIGTERM, SIGINT, SIGUSR2] { sigaddset(&handled, sig) }
+        pthread_sigmask(SIG_BLOCK, &handled, nil)
         let env = ProcessInfo.processInfo.environment
         let isDaemonChild = env[daemonChildEnv] == "1"
         let isUpgradeChild = env[upgradeEnv] == "1"
@@ -152,7 +160,9 @@ final class SignalHandlers {
     }
 
     func install() {
-        for sig in [SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGPIPE] { signal(sig, SIG_IGN) }
+        // SIGHUP/SIGTERM/SIGINT/SIGUSR2 are blocked in every thread since `main` (ignoring them here
+        // would discard one already pending); the dispatch sources read them.
+        signal(SIGPIPE, SIG_IGN)
         add(SIGHUP) { [self] in
             work.async { self.reload(reason: "SIGHUP") }
         }

@@ -51,6 +51,9 @@ struct ClientSessionStateMachine {
     private(set) var terminating = false
     /// Graceful shutdown: close at the next transaction boundary.
     var closeAtBoundary = false
+    /// The pooler sent the server a query of its own (the client's parameters) ahead of the
+    /// client's bytes: its replies, up to its ReadyForQuery, are not the client's.
+    private(set) var setupPending = false
 
     // Counters for SHOW CLIENTS.
     private(set) var transactionCount = 0
@@ -75,8 +78,46 @@ struct ClientSessionStateMachine {
         clientInCopy = false
     }
 
+    /// SETs the client ran of parameters it set at startup (PostgreSQL does not report them), held
+    /// until the transaction that ran them ends well: they then become its own values and follow
+    /// it to its next server. Dropped if an error comes first.
+    private(set) var pendingSets: [(String, String)] = []
+    private var pendingSetsFailed = false
+    /// A ReadyForQuery outside a transaction block came after the pending SETs.
+    private var pendingSetsSettled = false
+
+    /// The client's statement sets one of its startup parameters.
+    mutating func clientSet(_ name: String, _ value: String) {
+        pendingSets.append((name, value))
+        pendingSetsSettled = false
+    }
+
+    /// The SETs that took effect (the transaction that ran them ended at an idle ReadyForQuery
+    /// without error); empty otherwise. Call after a ReadyForQuery.
+    mutating func takeCommittedSets() -> [(String, String)] {
+        guard !pendingSets.isEmpty, pendingSetsSettled else { return [] }
+        let failed = pendingSetsFailed || transactionStatus == .failedTransaction
+        let sets = pendingSets
+        pendingSets = []
+        pendingSetsFailed = false
+        pendingSetsSettled = false
+        return failed ? [] : sets
+    }
+
+    /// ReadyForQuery replies due for what the client sent (the pooler's own query excluded): what
+    /// the rewriter is told when the session switches to it mid-stream (it never sees the
+    /// pooler's query or its replies).
+    var clientReadyDue: Int { expectedReady - (setupPending ? 1 : 0) }
+
+    /// The pooler queued its own parameter query ahead of the client's bytes.
+    mutating func setupSent() {
+        setupPending = true
+        expectedReady += 1
+    }
+
     /// The server left this client (released, discarded or closed): nothing is due from it any more.
     mutating func serverDetached() {
+        setupPending = false
         mode = .raw
         expectedReady = 0
         transactionStatus = .idle
@@ -193,7 +234,7 @@ struct ClientSessionStateMachine {
     @inline(__always)
     static func rawPrefixLength(_ type: UInt8) -> Int {
         switch FrontendMessageID(rawValue: type) {
-        case .parse: return 1
+        case .parse, .query: return 128  // names, and the start of the text (`SET ...`)
         case .bind, .describe, .close: return 2
         default: return 0
         }
@@ -260,6 +301,30 @@ struct ClientSessionStateMachine {
         case transactionBoundary
         /// DISCARD ALL / DEALLOCATE ALL completed: the backend holds no prepared statements.
         case statementsDropped
+        /// ParameterStatus: a parameter of the session changed (the client's own SET, or a reset).
+        case parameterStatus
+        /// A reply to the pooler's own parameter query: not for the client.
+        case setupReply
+        /// The pooler's parameter query failed (the server keeps its values; logged).
+        case setupFailed
+        /// The ReadyForQuery ending the pooler's parameter query: the client's replies follow.
+        case setupDone
+    }
+
+    /// A backend message while the pooler's parameter query is answered: consumed, without the
+    /// client's bookkeeping (its `SET`-like replies must not mark the server dirty).
+    @inline(__always)
+    mutating func setupBackend(_ type: UInt8) -> BackendEffect {
+        guard type == BackendMessageID.readyForQuery.rawValue else {
+            switch BackendMessageID(rawValue: type) {
+            case .parameterStatus: return .parameterStatus
+            case .errorResponse: return .setupFailed
+            default: return .setupReply
+            }
+        }
+        setupPending = false
+        if expectedReady > 0 { expectedReady -= 1 }
+        return .setupDone
     }
 
     /// ReadyForQuery with `status`; true when it ends the transaction with nothing else due.
@@ -267,6 +332,7 @@ struct ClientSessionStateMachine {
     mutating func readyForQuery(status: UInt8?) -> Bool {
         if expectedReady > 0 { expectedReady -= 1 }
         transactionStatus = status.flatMap(TransactionStatus.init(rawValue:)) ?? .idle
+        if !pendingSets.isEmpty && transactionStatus != .inTransaction { pendingSetsSettled = true }
         return expectedReady == 0 && transactionStatus == .idle
     }
 
@@ -286,12 +352,14 @@ struct ClientSessionStateMachine {
     mutating func errorResponse() {
         errorCount &+= 1
         serverInCopy = false
+        if !pendingSets.isEmpty { pendingSetsFailed = true }
     }
 
     /// One backend message seen by the raw relay (`prefix`: the first bytes asked for by
     /// `backendPrefixLength`).
     @inline(__always)
     mutating func rawBackend(_ type: UInt8, prefix: UnsafeRawBufferPointer) -> BackendEffect {
+        if setupPending { return setupBackend(type) }
         var effect = BackendEffect.none
         switch BackendMessageID(rawValue: type) {
         case .readyForQuery:
@@ -309,6 +377,8 @@ struct ClientSessionStateMachine {
             clientInCopy = true
         case .copyOutResponse, .copyBothResponse:
             copyResponse()
+        case .parameterStatus:
+            effect = .parameterStatus
         case .errorResponse:
             errorResponse()
             // After the replies to everything synced, an error answers the open batch: the backend
@@ -330,6 +400,7 @@ struct ClientSessionStateMachine {
         switch BackendMessageID(rawValue: type) {
         case .readyForQuery: return 1
         case .commandComplete: return 15
+        case .parameterStatus: return 256  // name and value (longer ones are left untracked)
         default: return 0
         }
     }
