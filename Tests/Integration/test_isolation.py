@@ -71,3 +71,121 @@ def test_stray_message_in_session_mode_is_answered_by_the_pooler(doorman, doorma
     nxt.send(query("SELECT 4"))
     assert rows(nxt.read_until_ready()) == [[b"4"]]
     nxt.close()
+
+
+# --------------------------------------------------------------------------- memory stays bounded
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def send_for(sock, header: bytes, total: int, seconds: float) -> int:
+    """Sends a message header then up to `total` body bytes for at most `seconds`, without blocking
+    on a full socket (a pooler that stops reading makes the send stall). Returns the bytes sent."""
+    sock.setblocking(False)
+    sent = 0
+    chunk = b"x" * 65536
+    deadline = time.monotonic() + seconds
+    pending = header
+    import select
+    while time.monotonic() < deadline and sent < total:
+        _, w, _ = select.select([], [sock], [], 0.05)
+        if not w:
+            continue
+        data = pending or chunk[: min(len(chunk), total - sent)]
+        try:
+            n = sock.send(data)
+        except BlockingIOError:
+            continue
+        if pending:
+            pending = pending[n:]
+        else:
+            sent += n
+    return sent
+
+
+def test_client_waiting_for_a_server_cannot_fill_the_poolers_memory(doorman, doorman_config):
+    dm = doorman(doorman_config(pool_size=1, query_wait_timeout=20000))
+    holder = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    holder.send(query("BEGIN"))
+    holder.read_until_ready()  # holds the only server
+    waiter = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    before = rss_kib(dm.pid)
+    size = 200 * 1024 * 1024
+    header = b"Q" + struct.pack("!i", 4 + size + 1)
+    sent = send_for(waiter.sock, header, size, 6.0)
+    grown = rss_kib(dm.pid) - before
+    # the pooler stopped reading: the client could not push the whole query, and memory stayed small
+    assert sent < size, sent
+    assert grown < 64 * 1024, f"RSS grew by {grown} KiB while a waiting client sent {sent} bytes"
+    holder.abort()
+    waiter.abort()
+
+
+def test_huge_query_in_prepared_mode_is_streamed_and_others_keep_running(doorman, doorman_config):
+    dm = doorman(doorman_config(pool_size=4, prepared_statements_cache_size=100))
+    big = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    # switch the big client to the rewriter first (a named statement)
+    from wire import parse, bind, execute, sync
+    big.send(parse("s1", "SELECT 1"), bind("", "s1"), execute(), sync())
+    big.read_until_ready()
+    others = [Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW) for _ in range(3)]
+    before = rss_kib(dm.pid)
+    size = 120 * 1024 * 1024
+    sql_head = b"SELECT length('"
+    header = b"Q" + struct.pack("!i", 4 + len(sql_head) + size + 3)  # body: head, x…, quote, paren, NUL
+    worst = [0.0]
+    stop = threading.Event()
+
+    def probe():
+        while not stop.is_set():
+            for o in others:
+                t0 = time.monotonic()
+                o.send(query("SELECT 1"))
+                o.read_until_ready()
+                worst[0] = max(worst[0], time.monotonic() - t0)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    try:
+        sent = send_for(big.sock, header + sql_head, size, 20.0)
+    finally:
+        stop.set()
+        t.join(30)
+    grown = rss_kib(dm.pid) - before
+    assert sent == size, f"only {sent} of {size} bytes went through in 20 s"
+    assert grown < 96 * 1024, f"RSS grew by {grown} KiB for a {size >> 20} MiB query"
+    assert worst[0] < 2.0, f"another client waited {worst[0]:.2f} s for SELECT 1"
+    big.sock.setblocking(True)
+    big.send(b"')")
+    big.sock.sendall(b"\0")
+    msgs = big.read_until_ready(timeout=60)
+    assert rows(msgs) == [[str(size).encode()]], msgs[:3]
+    for o in others:
+        o.close()
+    big.close()
+
+
+# --------------------------------------------------------------------------- a client that dies mid-statement
+
+def test_client_killed_mid_statement_has_its_statement_cancelled(doorman, doorman_config, pg):
+    import psycopg
+    pg.su_psql("CREATE TABLE IF NOT EXISTS isolation_lock (id int primary key, v int); "
+               "INSERT INTO isolation_lock VALUES (1, 0) ON CONFLICT DO NOTHING; "
+               f"GRANT ALL ON isolation_lock TO {MD5_USER}", db="example_db")
+    dm = doorman(doorman_config(pool_size=2))
+    victim = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    victim.send(query("BEGIN; UPDATE isolation_lock SET v = v + 1 WHERE id = 1; SELECT pg_sleep(20)"))
+    time.sleep(0.5)
+    victim.abort()  # gone in the middle of its statement, its row lock held
+    t0 = time.monotonic()
+    with psycopg.connect(pg.dsn(MD5_USER), autocommit=True) as c:
+        c.execute("SET lock_timeout = '15s'")
+        c.execute("UPDATE isolation_lock SET v = v + 1 WHERE id = 1")
+    waited = time.monotonic() - t0
+    assert waited < 3.0, f"the next writer waited {waited:.1f} s for the dead client's row lock"

@@ -21,6 +21,7 @@ extension ClientSession {
                 var b = buffer
                 pending?.writeBuffer(&b)
             }
+            if (pending?.readableBytes ?? 0) >= Self.pendingLimit { pauseClientReads() }
             if !waitingForServer { acquireServer() }
             return
         }
@@ -217,16 +218,38 @@ extension ClientSession {
         var toServer = context.channel.allocator.buffer(capacity: buffer.readableBytes + 64)
         var toClient = context.channel.allocator.buffer(capacity: 0)
         let queriesBefore = relay.queryCount
+        if clientPassThrough > 0, let piece = input.readSlice(length: min(clientPassThrough, input.readableBytes)) {
+            // The rest of a message too large to hold, forwarded as it comes.
+            toServer.writeImmutableBuffer(piece)
+            clientPassThrough -= piece.readableBytes
+        }
         do {
-            while let (type, body) = try MessageFramer.next(&input, maxLength: clientScanner.maxMessageLength) {
+            while true {
+                if let (type, length) = try Self.largeIncompleteMessage(input, maxLength: clientScanner.maxMessageLength) {
+                    // A Query or CopyData too large to hold: forwarded in pieces (the rewriter never
+                    // changes them), with the bookkeeping of a whole one.
+                    if type == FrontendMessageID.query.rawValue { relay.count(type) }
+                    var header = context.channel.allocator.buffer(capacity: 8)
+                    let empty = context.channel.allocator.buffer(capacity: 0)
+                    if case .malformed(let why)? = rewriter?.clientMessage(
+                        type: type, body: empty, server: server.statements, toServer: &header, toClientNow: &toClient) {
+                        return fatal(code: .protocolViolation, "malformed message from client: \(why)")
+                    }
+                    let piece = input.readSlice(length: input.readableBytes) ?? input
+                    toServer.writeImmutableBuffer(piece)
+                    clientPassThrough = 1 + length - piece.readableBytes
+                    break
+                }
+                guard let (type, body) = try MessageFramer.next(&input, maxLength: clientScanner.maxMessageLength) else { break }
                 switch ClientSessionStateMachine.acceptedInSession(type) {
                 case nil:
                     return refuseStrayMessage(type)
                 case .terminate:
                     relay.clientTerminated()
                 case .query:
+                    // Only a short text can be DEALLOCATE/DISCARD: a long one is not turned into a String.
                     var q = body
-                    let sql = q.readCString() ?? ""
+                    let sql = body.readableBytes <= 4096 ? (q.readCString() ?? "") : ""
                     if watchesSets {
                         Array(sql.utf8.prefix(256)).withUnsafeBytes { watchSet(type, $0, complete: sql.utf8.count <= 256) }
                     }
@@ -288,6 +311,41 @@ extension ClientSession {
         }
     }
 
+    /// Messages larger than this that the rewriter never changes (Query, CopyData) are forwarded in
+    /// pieces as they arrive instead of being collected whole.
+    static let streamThreshold = 1 << 20
+    /// A client waiting for a server has at most this much of what it sent held; then its reads
+    /// pause until it gets one (the rest waits in the kernel's socket buffers).
+    static let pendingLimit = 256 << 10
+
+    /// The header of a Query or CopyData at the start of `input` that is larger than
+    /// `streamThreshold` and not complete yet: (type, length field).
+    static func largeIncompleteMessage(_ input: ByteBuffer, maxLength: Int) throws -> (UInt8, Int)? {
+        guard input.readableBytes >= 5,
+              let type = input.getInteger(at: input.readerIndex, as: UInt8.self),
+              type == FrontendMessageID.query.rawValue || type == FrontendMessageID.copyData.rawValue,
+              let length = input.getInteger(at: input.readerIndex + 1, as: Int32.self).map(Int.init),
+              length - 4 > streamThreshold, input.readableBytes < 1 + length
+        else { return nil }
+        guard length <= maxLength else { throw MessageScanner.ScanError.badLength(type: type, length: length) }
+        return (type, length)
+    }
+
+    /// Stops reading from the client (it waits for a server with `pendingLimit` bytes held).
+    func pauseClientReads() {
+        guard !clientReadsPaused, context != nil else { return }
+        clientReadsPaused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    }
+
+    /// Reads from the client again (it has a server now).
+    func resumeClientReads() {
+        guard clientReadsPaused, context != nil else { return }
+        clientReadsPaused = false
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        context.read()
+    }
+
     /// Checkout hot path: an idle server attached synchronously (nothing queued, not a lone Terminate).
     @inline(__always)
     func attachIdleServer(for buffer: ByteBuffer) -> ServerConnection? {
@@ -321,6 +379,7 @@ extension ClientSession {
                     relayFromClient(p)
                     channelReadComplete(context: context)
                 }
+                resumeClientReads()
             case .failure(let error):
                 pool.stats.errors.wrappingIncrement(ordering: .relaxed)
                 switch error {

@@ -254,7 +254,7 @@ extension ClientSession {
             return .init(clientAtBoundary: clientScanner.atBoundary, serverAtBoundary: serverScanner.atBoundary,
                          rewriterExpectsReplies: false, rewriterUncertain: rewriter?.releaseIsUncertain ?? false)
         case .rewriting:
-            return .init(clientAtBoundary: (clientAcc?.readableBytes ?? 0) == 0,
+            return .init(clientAtBoundary: (clientAcc?.readableBytes ?? 0) == 0 && clientPassThrough == 0,
                          serverAtBoundary: (serverAcc?.readableBytes ?? 0) == 0,
                          rewriterExpectsReplies: rewriter?.needsServerFiltering ?? false,
                          rewriterUncertain: rewriter?.releaseIsUncertain ?? false)
@@ -273,6 +273,7 @@ extension ClientSession {
         relay.serverDetached()
         clientAcc = nil
         serverAcc = nil
+        clientPassThrough = 0
         guard let pool else { return discardServer(s) }
         switch disposal {
         case .discard:

@@ -101,6 +101,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// Rewriting: a partial message from the client and from the server, kept for the next read.
     var clientAcc: ByteBuffer?
     var serverAcc: ByteBuffer?
+    /// Rewriting: bytes of a large Query/CopyData still to forward as they come (never collected).
+    var clientPassThrough = 0
+    /// Reads from the client are paused while it waits for a server with `pendingLimit` held.
+    var clientReadsPaused = false
     /// Rewriting: what the rewriter puts after a backend message (reused between messages).
     var serverExtra = ByteBuffer()
 
@@ -184,9 +188,13 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         runtime.sessionEnded(self, admin: wasAdmin)
         if let server {
             self.server = nil
-            if let disposal = releaseVerdict(at: .clientClosed).disposal {
-                runRelease(disposal, of: server)
+            guard let disposal = releaseVerdict(at: .clientClosed).disposal else { return }
+            if disposal == .discard && relay.statementMayBeRunning {
+                // The client is gone in the middle of a statement: cancel it, so that its backend
+                // does not run on (holding its locks) until the statement ends by itself.
+                cancel(server)
             }
+            runRelease(disposal, of: server)
         }
     }
 
@@ -210,12 +218,19 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// server is not reused after this client releases it (`ServerConnection.cancelForwarded`).
     func cancelCurrentQuery() {
         loop.execute { [self] in
-            guard let s = server, let pool else { return }
-            s.cancelForwarded = true
-            runtime.sendCancel(host: pool.settings.serverHost, port: pool.settings.serverPort,
-                               processID: s.processID, secretKey: s.secretKey,
-                               tls: s.usesTLS ? pool.settings.serverTLS : nil)
+            guard let s = server else { return }
+            cancel(s)
         }
+    }
+
+    /// Sends PostgreSQL a CancelRequest for `s`'s backend. Such a server is never reused
+    /// (`ServerConnection.cancelForwarded`).
+    func cancel(_ s: ServerConnection) {
+        guard let pool else { return }
+        s.cancelForwarded = true
+        runtime.sendCancel(host: pool.settings.serverHost, port: pool.settings.serverPort,
+                           processID: s.processID, secretKey: s.secretKey,
+                           tls: s.usesTLS ? pool.settings.serverTLS : nil)
     }
 
     // MARK: - Errors and closing

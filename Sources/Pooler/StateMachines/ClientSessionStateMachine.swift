@@ -104,6 +104,9 @@ struct ClientSessionStateMachine {
         return failed ? [] : sets
     }
 
+    /// The server may be executing something of the client's (replies due, an open batch, COPY).
+    var statementMayBeRunning: Bool { clientReadyDue > 0 || extendedOpen || serverInCopy || clientInCopy }
+
     /// ReadyForQuery replies due for what the client sent (the pooler's own query excluded): what
     /// the rewriter is told when the session switches to it mid-stream (it never sees the
     /// pooler's query or its replies).
