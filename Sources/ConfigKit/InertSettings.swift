@@ -24,10 +24,6 @@ public enum InertSettings {
             note("talos", "talos (JWT) authentication is not implemented in this build; these keys have no effect")
         }
         let g = config.general
-        if g.syncServerParameters {
-            note("general.sync_server_parameters", "syncing client parameters to server connections at checkout "
-                 + "is not implemented in this build: servers keep the pool's startup parameters")
-        }
         if g.tcpSocketBufferSize > 0 {
             note("general.tcp_socket_buffer_size", "is not applied by this build: client sockets keep the "
                  + "kernel's (autotuned) buffer sizes")

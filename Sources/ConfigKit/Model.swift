@@ -102,7 +102,7 @@ public struct General: Sendable, Equatable {
     public var scalingFastRetries: Int = 10
     public var scalingMaxParallelCreates: Int = 2
     public var serverRoundRobin: Bool = false
-    public var syncServerParameters: Bool = false
+    public var syncServerParameters: Bool = true
     public var poolerCheckQuery: String = ";"
     public var preparedStatements: Bool = true
     public var preparedStatementsCacheSize: Int = 8192

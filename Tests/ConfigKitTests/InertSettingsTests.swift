@@ -23,7 +23,7 @@ import Testing
             c.web.ssoEnabled = true
             c.talos = Talos(keys: ["k"], databases: ["db"])
             c.general.patroniApiUrls = ["http://patroni:8008"]
-            c.general.syncServerParameters = true
+            c.general.syncServerParameters = false  // implemented (either value): no warning
             c.general.tlsRateLimitPerSecond = 200  // implemented: no warning
             c.general.tcpSocketBufferSize = 65536
             c.general.tcpSoLinger = 5
@@ -41,7 +41,7 @@ import Testing
         let warnings = InertSettings.warnings(c)
         #expect(warnings.allSatisfy { $0.severity == .warning })
         #expect(warnings.map(\.keyPath) == [
-            "web.ui", "web.sso_enabled", "talos", "general.sync_server_parameters",
+            "web.ui", "web.sso_enabled", "talos",
             "general.tcp_socket_buffer_size", "general.tcp_so_linger", "general.patroni_api_urls",
             "pools.db.auth_query", "pools.db.reserve_pool_size", "pools.db.min_guaranteed_pool_size",
             "pools.db.log_client_parameter_status_changes",
@@ -49,7 +49,7 @@ import Testing
             "pools.db.users[1].auth_pam_service", "pools.db.users[2].password",
         ])
         #expect(warnings[0].message.contains("only /metrics is served on 0.0.0.0:9127"))
-        #expect(warnings[8].message.contains("max_db_connections is a hard limit"))
+        #expect(warnings[7].message.contains("max_db_connections is a hard limit"))
         #expect(warnings.last?.message.contains("'svc'") == true)
     }
 

@@ -162,3 +162,40 @@ def test_alternating_pgtz_pool_size_1(pg, doorman, doorman_config):
 def test_alternating_set_pool_size_1(pg, doorman, doorman_config):
     dm = doorman(doorman_config(pool_mode="transaction", pool_size=1))
     check_alternating(pg, dm, use_set=True)
+
+
+# --------------------------------------------------------------------------- sync_server_parameters
+
+def test_sync_server_parameters_false_keeps_the_pools_values(pg, doorman, doorman_config):
+    """The reference pooler's default: servers keep the pool's values, the client is told its own back."""
+    from wire import Wire
+    cfg = doorman_config(pool_size=1, sync_server_parameters=False)
+    dm = doorman(cfg)
+    direct = Wire.connect(pg.host, pg.port, USER, PASSWORD)
+    server_tz = direct.scalar("SHOW TimeZone")
+    direct.close()
+    w = Wire.connect(dm.host, dm.port, USER, PASSWORD, params={"TimeZone": "Asia/Tokyo"})
+    assert w.params.get("TimeZone") == "Asia/Tokyo"
+    assert w.scalar("SHOW TimeZone") == server_tz
+    w.close()
+
+
+def test_bad_startup_parameter_gets_postgresqls_error(pg, doorman, doorman_config):
+    from wire import Wire, WireError
+    dm = doorman(doorman_config(pool_size=1))
+    for params in ({"TimeZone": "Mars/Olympus_Mons"}, {"no_such_parameter": "1"}):
+        errors = []
+        for host, port in ((pg.host, pg.port), (dm.host, dm.port)):
+            try:
+                Wire.connect(host, port, USER, PASSWORD, params=params).close()
+                errors.append(None)
+            except WireError as e:
+                errors.append(str(e))
+        assert errors[0] is not None and errors[1] is not None, errors
+        # the same SQLSTATE and message as PostgreSQL's own
+        direct, pooled = (eval(e.split("startup error: ", 1)[1]) for e in errors)
+        assert (pooled.get("C"), pooled.get("M")) == (direct.get("C"), direct.get("M")), (direct, pooled)
+    # and a good client still gets in
+    w = Wire.connect(dm.host, dm.port, USER, PASSWORD, params={"TimeZone": "Asia/Tokyo"})
+    assert w.params["TimeZone"] == "Asia/Tokyo" and w.scalar("SHOW TimeZone") == "Asia/Tokyo"
+    w.close()

@@ -261,8 +261,15 @@ extension ClientSession {
             rewriter = PreparedStatementRewriter(cache: pool.statementCache)
         }
         let pinned = Set(pool.settings.startupParameterPairs.map { SessionParameters.canonicalName($0.key) })
-        parameters = SessionParameters.fromStartup(startupParameters, pinned: pinned)
+        let requested = SessionParameters.fromStartup(startupParameters, pinned: pinned)
         startupParameters = [:]
+        guard pool.settings.syncServerParameters else {
+            // sync_server_parameters: false — servers keep the pool's values; the client is only told
+            // its own startup values back (the reference pooler's default).
+            reportedOnly = requested.values
+            return continueLogin(pool: pool, sessionMode: sessionMode)
+        }
+        parameters = requested
         watchesSets = parameters.values.keys.contains { !SessionParameters.reportedSettable.contains($0) }
         checkParameters(pool: pool) { [self] in continueLogin(pool: pool, sessionMode: sessionMode) }
     }
@@ -364,7 +371,10 @@ extension ClientSession {
         parameterBaseline = params.values
         var out = context.channel.allocator.buffer(capacity: params.encoded.readableBytes + 128)
         BackendMessage.authenticationOk(into: &out)
-        if parameters.values.keys.allSatisfy({ $0 == "application_name" }) {
+        if let reportedOnly {
+            params.write(overrides: reportedOnly, into: &out)
+            self.reportedOnly = nil
+        } else if parameters.values.keys.allSatisfy({ $0 == "application_name" }) {
             params.write(clientApplicationName: applicationName, into: &out)
         } else {
             params.write(overrides: parameters.values, into: &out)

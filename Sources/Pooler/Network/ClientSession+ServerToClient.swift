@@ -134,7 +134,7 @@ extension ClientSession {
             return
         }
         server?.parameterValues[name] = value
-        if !relay.setupPending && SessionParameters.reportedSettable.contains(name) {
+        if !relay.setupPending && SessionParameters.reportedSettable.contains(name) && pool?.settings.syncServerParameters != false {
             parameters[name] = value
         }
     }

@@ -84,6 +84,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// The client set parameters at startup that PostgreSQL does not report: its SETs of them are
     /// watched for (`SessionParameters.parseSet`).
     var watchesSets = false
+    /// sync_server_parameters off: the startup values the client is told back at login (nothing is set).
+    var reportedOnly: [String: String]?
     /// The client's startup packet, kept until its parameters are taken at login.
     var startupParameters: [String: String] = [:]
     var counted = false

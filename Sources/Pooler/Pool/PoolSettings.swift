@@ -56,6 +56,9 @@ public struct PoolSettings: Equatable, Sendable {
     public var serverIdleCheckMs: UInt64 = 0
     /// The liveness query (`pooler_check_query`).
     public var checkQuery = ";"
+    /// Clients get their own session parameters on every server (`sync_server_parameters`); when
+    /// false, servers keep the pool's and clients are only told their startup values back.
+    public var syncServerParameters = true
 
     public init(
         database: String, user: String, clientPassword: String,

@@ -55,6 +55,7 @@ extension PoolSettings {
         s.serverTLS = ServerTLSSettings.resolve(pool: pool, general: general)
         s.serverIdleCheckMs = general.serverIdleCheckTimeout
         s.checkQuery = general.poolerCheckQuery.isEmpty ? ";" : general.poolerCheckQuery
+        s.syncServerParameters = general.syncServerParameters
         return s
     }
 }
