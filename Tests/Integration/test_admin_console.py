@@ -29,7 +29,7 @@ COLUMNS: dict[str, list[list[str]]] = {
     "DATABASES": [["name", "host", "port", "database", "force_user", "pool_size", "min_pool_size", "reserve_pool",
                    "pool_mode", "max_connections", "current_connections"]],
     "CLIENTS": [["client_id", "database", "user", "application_name", "addr", "tls", "state", "wait",
-                 "transaction_count", "query_count", "error_count", "age_seconds"]],
+                 "transaction_count", "query_count", "error_count", "age_seconds", "parameters"]],
     "SERVERS": [
         ["server_id", "server_process_id", "database_name", "user", "application_name", "state", "wait",
          "transaction_count", "query_count", "bytes_sent", "bytes_received", "age_seconds", "prepare_cache_hit",

@@ -199,3 +199,34 @@ def test_bad_startup_parameter_gets_postgresqls_error(pg, doorman, doorman_confi
     w = Wire.connect(dm.host, dm.port, USER, PASSWORD, params={"TimeZone": "Asia/Tokyo"})
     assert w.params["TimeZone"] == "Asia/Tokyo" and w.scalar("SHOW TimeZone") == "Asia/Tokyo"
     w.close()
+
+
+def test_cleanup_resets_what_the_client_left_and_keeps_the_poolers_statements(pg, doorman, doorman_config):
+    """A client's SET is reset before the server's next user (RESET ALL), but the pooler's own
+    prepared statements stay on the backend (DISCARD ALL used to drop them)."""
+    from wire import Wire, bind, execute, parse, sync
+    dm = doorman(doorman_config(pool_size=1, prepared_statements_cache_size=100))
+    a = Wire.connect(dm.host, dm.port, USER, PASSWORD)
+    a.send(parse("s1", "SELECT 41 + 1"), bind("", "s1"), execute(), sync())
+    a.read_until_ready()
+    b = Wire.connect(dm.host, dm.port, USER, PASSWORD)
+    default_work_mem = b.scalar("SHOW work_mem")
+    b.scalar("SET work_mem = '8MB'")
+    assert a.scalar("SHOW work_mem") == default_work_mem, "another client's SET leaked"
+    kept = a.scalar("SELECT count(*) FROM pg_prepared_statements WHERE name ILIKE 'doorman%'")
+    assert int(kept) >= 1, "the pooler's prepared statement was dropped by the cleanup"
+    a.close()
+    b.close()
+
+
+def test_show_clients_lists_each_clients_own_parameters(doorman, doorman_config):
+    from wire import Wire
+    dm = doorman(doorman_config(pool_size=1))
+    w = Wire.connect(dm.host, dm.port, USER, PASSWORD, params={"TimeZone": "Asia/Tokyo", "statement_timeout": "5s"})
+    w.scalar("SELECT 1")
+    env = {"PGHOST": dm.host, "PGPORT": str(dm.port), "PGUSER": "admin", "PGPASSWORD": "admin",
+           "PGDATABASE": "pgdoorman"}
+    out = subprocess.run(["psql", "-X", "-At", "-F", "|", "-c", "SHOW CLIENTS"], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=20).stdout
+    assert "TimeZone=Asia/Tokyo, statement_timeout=5s" in out, out
+    w.close()

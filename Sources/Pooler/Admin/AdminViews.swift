@@ -77,12 +77,13 @@ struct AdminViews {
             ("client_id", .text), ("database", .text), ("user", .text), ("application_name", .text), ("addr", .text),
             ("tls", .text), ("state", .text), ("wait", .text), ("transaction_count", .numeric),
             ("query_count", .numeric), ("error_count", .numeric), ("age_seconds", .numeric),
+            ("parameters", .text),
         ])
         for c in snapshots {
             rs.rows.append([
                 "#c\(c.id)", c.database, c.user, c.applicationName, c.peer == "unix" ? "127.0.0.1:0" : c.peer,
                 c.tls ? "true" : "false", c.state, c.state == "waiting" ? "write" : "idle",
-                s(c.transactionCount), s(c.queryCount), s(c.errorCount), s(Int(c.ageSeconds)),
+                s(c.transactionCount), s(c.queryCount), s(c.errorCount), s(Int(c.ageSeconds)), c.parameters,
             ])
         }
         return rs

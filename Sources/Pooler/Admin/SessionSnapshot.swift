@@ -20,6 +20,8 @@ struct SessionSnapshot {
     var unnamedStatements = 0
     var statementBytes = 0
     var usedFlush = false
+    /// The client's own session parameters that differ from the pool's ("name=value, …").
+    var parameters = ""
 }
 
 struct ServerSnapshot {

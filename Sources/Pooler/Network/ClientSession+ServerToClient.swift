@@ -282,13 +282,9 @@ extension ClientSession {
             // Common case: clean server on our loop, no cleanup, no closures.
             if s.detachClean() { pool.release(s, now: now) } else { pool.discard(s) }
         case .release(let cleanup):
-            var queries: [String] = []
-            if cleanup.rollback { queries.append("ROLLBACK") }
-            if cleanup.discardAll {
-                queries.append("DISCARD ALL")
-                s.statements.removeAll()
-                s.forgetUnreportedParameters()
-            }
+            let queries = cleanup.queries
+            if cleanup.reset.contains(.statements) { s.statements.removeAll() }
+            if cleanup.reset.contains(.parameters) { s.forgetUnreportedParameters() }
             let detach = {
                 s.detach(runningCleanup: queries) { clean in
                     if clean { pool.release(s) } else { pool.discard(s) }

@@ -272,7 +272,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             namedStatements: rewriter?.namedStatementCount ?? 0,
             unnamedStatements: (rewriter?.hasUnnamedStatement ?? false) || (!relay.extendedClient && rawUnnamed != nil) ? 1 : 0,
             statementBytes: (rewriter?.statementBytes ?? 0) + (relay.extendedClient ? 0 : rawUnnamed?.readableBytes ?? 0),
-            usedFlush: relay.usedFlush)
+            usedFlush: relay.usedFlush,
+            parameters: parameters.values.filter { parameterBaseline[$0.key] != $0.value }
+                .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
     }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }

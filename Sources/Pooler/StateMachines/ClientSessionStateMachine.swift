@@ -30,7 +30,7 @@ struct ClientSessionStateMachine {
     private(set) var transactionStatus: TransactionStatus = .idle
     /// The client left state in the server's session (SET, PREPARE, LISTEN, DECLARE, temp tables,
     /// named statements sent raw): the server is cleaned before its next user.
-    private(set) var leftSessionState = false
+    private(set) var leftSessionState: SessionState = []
     /// The server is in COPY IN/OUT: such a server can only be closed if its client goes away.
     private(set) var serverInCopy = false
     /// The client streams COPY data (PostgreSQL ignores Sync meanwhile).
@@ -124,7 +124,7 @@ struct ClientSessionStateMachine {
         mode = .raw
         expectedReady = 0
         transactionStatus = .idle
-        leftSessionState = false
+        leftSessionState = []
     }
 
     /// The client sent Terminate (also a lone one with no server).
@@ -186,7 +186,7 @@ struct ClientSessionStateMachine {
             if id != .parse && p.count >= 2 && p[1] == 0 && (id == .bind ? p[0] == 0 : true) {
                 return .refuseUnknownUnnamed
             }
-            leftSessionState = true  // a client-named statement reached the server
+            leftSessionState.insert(.statements)  // a client-named statement reached the server
         }
         var action = RawFrontendAction.forward
         switch id {
@@ -198,7 +198,7 @@ struct ClientSessionStateMachine {
                 unnamedParsed = true
                 if rewriterAvailable { action = .forwardRememberingUnnamedParse }
             }
-            if !rewriterAvailable && p.count > 0 && p[0] != 0 { leftSessionState = true }
+            if !rewriterAvailable && p.count > 0 && p[0] != 0 { leftSessionState.insert(.statements) }
             openMessages += 1
         case .query, .functionCall:
             unnamedParsed = false
@@ -343,7 +343,7 @@ struct ClientSessionStateMachine {
     @inline(__always)
     mutating func commandComplete(tag: UnsafeRawBufferPointer) {
         serverInCopy = false
-        if CommandTag.makesSessionState(tag) { leftSessionState = true }
+        leftSessionState.formUnion(CommandTag.sessionState(tag))
     }
 
     @inline(__always)
@@ -464,10 +464,28 @@ struct ClientSessionStateMachine {
         var rollback: Bool
         /// Session state was left behind and the pool cleans it (`cleanup_server_connections`):
         /// DISCARD ALL.
-        var discardAll: Bool
+        /// What the client left in the server's session and the pool cleans
+        /// (`cleanup_server_connections`): only that is reset — a backend keeps the pooler's own
+        /// prepared statements and its plan cache unless the client's statements must go too.
+        var reset: SessionState
 
-        static let none = Cleanup(rollback: false, discardAll: false)
-        var isNone: Bool { !rollback && !discardAll }
+        static let none = Cleanup(rollback: false, reset: [])
+        var isNone: Bool { !rollback && reset.isEmpty }
+
+        /// The statements that clean the server, in order (each its own Query).
+        var queries: [String] {
+            var q: [String] = []
+            if rollback { q.append("ROLLBACK") }
+            if reset.contains(.parameters) {
+                q.append("SET SESSION AUTHORIZATION DEFAULT")
+                q.append("RESET ALL")
+            }
+            if reset.contains(.statements) { q.append("DEALLOCATE ALL") }
+            if reset.contains(.cursors) { q.append("CLOSE ALL") }
+            if reset.contains(.listens) { q.append("UNLISTEN *") }
+            if reset.contains(.tempTables) { q.append("DISCARD TEMP") }
+            return q
+        }
     }
 
     enum ReleaseVerdict: Equatable {
@@ -513,32 +531,58 @@ struct ClientSessionStateMachine {
         }
         if streams.rewriterUncertain { return .discard }
         return .release(Cleanup(rollback: transactionStatus != .idle,
-                                discardAll: leftSessionState && cleanupEnabled))
+                                reset: cleanupEnabled ? leftSessionState : []))
     }
+}
+
+/// Kinds of state a client can leave in a server's session; each is reset on its own before the
+/// server's next user.
+struct SessionState: OptionSet, Equatable {
+    let rawValue: UInt8
+    /// SET / RESET (and SET ROLE, SET SESSION AUTHORIZATION): RESET ALL.
+    static let parameters = SessionState(rawValue: 1)
+    /// SQL PREPARE, or protocol statements named by the client that reached the server raw.
+    static let statements = SessionState(rawValue: 2)
+    /// DECLARE CURSOR (WITH HOLD cursors outlive their transaction).
+    static let cursors = SessionState(rawValue: 4)
+    /// LISTEN.
+    static let listens = SessionState(rawValue: 8)
+    /// CREATE TABLE (temporary tables live until the session ends).
+    static let tempTables = SessionState(rawValue: 16)
 }
 
 /// Recognises the CommandComplete tags the relay cares about (from the tag's first bytes).
 enum CommandTag {
-    /// Tags that leave state in the server session (SET, DECLARE, PREPARE, LISTEN, CREATE TABLE for
-    /// temporary tables): the server is cleaned before its next user.
+    /// The session state a command with this tag leaves behind (empty for most).
     @inline(__always)
-    static func makesSessionState(_ p: UnsafeRawBufferPointer) -> Bool {
-        guard p.count >= 3 else { return false }
+    static func sessionState(_ p: UnsafeRawBufferPointer) -> SessionState {
+        guard p.count >= 3 else { return [] }
         switch p[0] {
         case UInt8(ascii: "S"):  // "SET" but not "SELECT"
-            return p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "T") && (p.count == 3 || p[3] == 0)
+            let set = p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "T") && (p.count == 3 || p[3] == 0)
+            return set ? .parameters : []
+        case UInt8(ascii: "R"):  // "RESET"
+            let reset = p.count >= 5 && p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "S") && p[3] == UInt8(ascii: "E")
+                && p[4] == UInt8(ascii: "T")
+            return reset ? .parameters : []
         case UInt8(ascii: "D"):  // "DECLARE CURSOR"
-            return p.count >= 7 && p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "C")
+            return p.count >= 7 && p[1] == UInt8(ascii: "E") && p[2] == UInt8(ascii: "C") ? .cursors : []
         case UInt8(ascii: "P"):  // "PREPARE"
-            return p.count >= 7 && p[1] == UInt8(ascii: "R") && p[2] == UInt8(ascii: "E") && p[3] == UInt8(ascii: "P")
+            let prepare = p.count >= 7 && p[1] == UInt8(ascii: "R") && p[2] == UInt8(ascii: "E")
+                && p[3] == UInt8(ascii: "P")
+            return prepare ? .statements : []
         case UInt8(ascii: "L"):  // "LISTEN"
-            return p[1] == UInt8(ascii: "I") && p[2] == UInt8(ascii: "S")
+            return p[1] == UInt8(ascii: "I") && p[2] == UInt8(ascii: "S") ? .listens : []
         case UInt8(ascii: "C"):  // "CREATE TABLE"
-            return p.count >= 8 && p[1] == UInt8(ascii: "R") && p[7] == UInt8(ascii: "T")
+            return p.count >= 8 && p[1] == UInt8(ascii: "R") && p[7] == UInt8(ascii: "T") ? .tempTables : []
         default:
-            return false
+            return []
         }
     }
+
+    /// Tags that leave state in the server session: the server is cleaned before its next user.
+    @inline(__always)
+    static func makesSessionState(_ p: UnsafeRawBufferPointer) -> Bool { !sessionState(p).isEmpty }
 
     /// `DISCARD ALL` / `DEALLOCATE ALL` completed: the backend holds no prepared statements any more.
     static func dropsAllStatements(_ p: UnsafeRawBufferPointer) -> Bool {

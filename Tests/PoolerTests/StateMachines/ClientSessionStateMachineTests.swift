@@ -62,9 +62,14 @@ struct ClientSessionStateMachineTests {
         Case(name: "session mode releases once the client terminated",
              steps: [.fe("Q"), .be("C", "SELECT 1"), .be("Z", "I"), .fe("X")], session: true,
              point: .transactionBoundary, expected: none),
-        Case(name: "SET leaves session state: DISCARD ALL before reuse",
+        Case(name: "SET leaves session state: RESET ALL before reuse",
              steps: [.fe("Q"), .be("C", "SET"), .be("Z", "I")],
-             point: .transactionBoundary, expected: .release(.init(rollback: false, discardAll: true))),
+             point: .transactionBoundary, expected: .release(.init(rollback: false, reset: .parameters))),
+        Case(name: "PREPARE, LISTEN, a cursor and a table: each reset on its own",
+             steps: [.fe("Q"), .be("C", "PREPARE"), .be("C", "LISTEN"), .be("C", "DECLARE CURSOR"),
+                     .be("C", "CREATE TABLE"), .be("Z", "I")],
+             point: .transactionBoundary,
+             expected: .release(.init(rollback: false, reset: [.statements, .listens, .cursors, .tempTables]))),
         Case(name: "SET without cleanup_server_connections: released as it is",
              steps: [.fe("Q"), .be("C", "SET"), .be("Z", "I")],
              point: .transactionBoundary, cleanup: false, expected: none),
@@ -73,10 +78,10 @@ struct ClientSessionStateMachineTests {
              point: .transactionBoundary, expected: none),
         Case(name: "client leaves inside a transaction: ROLLBACK first",
              steps: [.fe("Q"), .be("C", "BEGIN"), .be("Z", "T")],
-             point: .clientClosed, expected: .release(.init(rollback: true, discardAll: false))),
+             point: .clientClosed, expected: .release(.init(rollback: true, reset: []))),
         Case(name: "client leaves inside a failed transaction: ROLLBACK first",
              steps: [.fe("Q"), .be("E"), .be("Z", "E")],
-             point: .clientClosed, expected: .release(.init(rollback: true, discardAll: false))),
+             point: .clientClosed, expected: .release(.init(rollback: true, reset: []))),
         Case(name: "client leaves with a reply due: discarded",
              steps: [.fe("Q")],
              point: .clientClosed, expected: .discard),
@@ -122,7 +127,7 @@ struct ClientSessionStateMachineTests {
         Case(name: "a statement named raw (no rewriter) marks the server for cleanup",
              steps: [.fe("P", "s1"), .fe("B", "0s"), .fe("E"), .fe("S"), .be("1"), .be("2"), .be("C", "SELECT 1"),
                      .be("Z", "I")],
-             point: .transactionBoundary, expected: .release(.init(rollback: false, discardAll: true))),
+             point: .transactionBoundary, expected: .release(.init(rollback: false, reset: .statements))),
         Case(name: "nothing sent while idle: released",
              steps: [.fe("Q"), .be("Z", "I")],
              point: .nothingSent, expected: none),
@@ -181,7 +186,7 @@ struct ClientSessionStateMachineTests {
     @Test func namedStatementGoesRawAndDirtyWhenTheSwitchIsImpossible() {
         let (m, actions, _) = Self.replay([.fe("P", "s1"), .fe("S")], rewriter: true, canSwitch: false)
         #expect(actions == [.forward, .forward])
-        #expect(m.leftSessionState)
+        #expect(m.leftSessionState == .statements)
     }
 
     @Test func bindOfAnUnnamedStatementNotParsedHereIsRefusedWhenTheSwitchIsImpossible() {
@@ -215,7 +220,7 @@ struct ClientSessionStateMachineTests {
         m.serverAttached(rewriterAvailable: false)
         #expect(m.expectedReady == 0)
         #expect(m.transactionStatus == .idle)
-        #expect(!m.leftSessionState)
+        #expect(m.leftSessionState.isEmpty)
         #expect(m.releaseVerdict(at: .clientClosed, streams: Self.clean, cleanupEnabled: true) == Self.none)
     }
 
@@ -239,5 +244,14 @@ struct ClientSessionStateMachineTests {
             let accepted = Machine.acceptedInSession(byte) != nil
             #expect(accepted == "QPBEDCHSFXdcf".utf8.contains(byte), "type \(byte)")
         }
+    }
+
+    @Test func cleanupQueriesResetOnlyWhatWasLeft() {
+        typealias C = Machine.Cleanup
+        #expect(C.none.queries.isEmpty)
+        #expect(C(rollback: true, reset: []).queries == ["ROLLBACK"])
+        #expect(C(rollback: false, reset: .parameters).queries == ["SET SESSION AUTHORIZATION DEFAULT", "RESET ALL"])
+        #expect(C(rollback: true, reset: [.statements, .cursors, .listens, .tempTables]).queries
+                == ["ROLLBACK", "DEALLOCATE ALL", "CLOSE ALL", "UNLISTEN *", "DISCARD TEMP"])
     }
 }
