@@ -22,24 +22,66 @@ public struct ConfigEntry: Sendable, Equatable {
     public var node: ConfigNode
 }
 
-/// A table with ordered keys.
+/// A table with ordered keys. Tables of more than a few keys get a key → position index, so reading or building a
+/// table of n keys is O(n), not O(n²) (a config may hold hundreds of thousands of pools); small tables (a pool, a
+/// user) are scanned, which is cheaper than hashing and keeps them small.
 public struct ConfigTable: Sendable, Equatable {
-    public var entries: [ConfigEntry] = []
+    public private(set) var entries: [ConfigEntry] = []
+    /// key → position in `entries` of its first occurrence; nil while the table has at most `indexThreshold` keys.
+    private var index: [String: Int]?
+    private static let indexThreshold = 16
 
-    public init(entries: [ConfigEntry] = []) { self.entries = entries }
+    public init(entries: [ConfigEntry] = []) {
+        self.entries.reserveCapacity(entries.count)
+        for e in entries { append(e) }
+    }
 
     public subscript(key: String) -> ConfigNode? {
-        get { entries.first { $0.key == key }?.node }
+        get { position(of: key).map { entries[$0].node } }
         set {
-            if let i = entries.firstIndex(where: { $0.key == key }) {
-                if let newValue { entries[i].node = newValue } else { entries.remove(at: i) }
+            if let i = position(of: key) {
+                if let newValue { entries[i].node = newValue } else { remove(at: i) }
             } else if let newValue {
-                entries.append(ConfigEntry(key: key, node: newValue))
+                append(ConfigEntry(key: key, node: newValue))
             }
         }
     }
 
     public var keys: [String] { entries.map(\.key) }
+    public var count: Int { entries.count }
+
+    public func contains(_ key: String) -> Bool { position(of: key) != nil }
+
+    private func position(of key: String) -> Int? {
+        if let index { return index[key] }
+        return entries.firstIndex { $0.key == key }
+    }
+
+    /// Appends without a duplicate check (callers that care use `contains` first); a later duplicate is kept in
+    /// `entries` but lookups return the first one.
+    mutating func append(_ entry: ConfigEntry) {
+        if index != nil {
+            if index![entry.key] == nil { index![entry.key] = entries.count }
+            entries.append(entry)
+        } else {
+            entries.append(entry)
+            if entries.count > Self.indexThreshold { rebuildIndex() }
+        }
+    }
+
+    private mutating func remove(at i: Int) {
+        entries.remove(at: i)
+        rebuildIndex()
+    }
+
+    private mutating func rebuildIndex() {
+        guard entries.count > Self.indexThreshold else { index = nil; return }
+        var map = [String: Int](minimumCapacity: entries.count)
+        for (j, e) in entries.enumerated() where map[e.key] == nil { map[e.key] = j }
+        index = map
+    }
+
+    public static func == (a: ConfigTable, b: ConfigTable) -> Bool { a.entries == b.entries }
 }
 
 public enum ConfigValue: Sendable, Equatable {
@@ -123,14 +165,14 @@ enum ConfigParser {
                 guard let key = k.scalar?.string else {
                     throw ParseFailure(message: "YAML parse error: mapping keys must be scalars", line: k.mark?.line)
                 }
-                if table[key] != nil {
+                if table.contains(key) {
                     throw ParseFailure(message: "YAML parse error: duplicate key '\(key)'", line: k.mark?.line)
                 }
                 if var child = try convertYAML(v, file: file) {
                     if child.line == nil { child.line = k.mark?.line }
                     // Report the key's line for scalars (same line) and nested tables (header line).
                     child.line = k.mark?.line ?? child.line
-                    table.entries.append(ConfigEntry(key: key, node: child))
+                    table.append(ConfigEntry(key: key, node: child))
                 }
             }
             return ConfigNode(.table(table), file: file, line: line)
@@ -179,7 +221,7 @@ enum ConfigParser {
         var out = ConfigTable()
         for key in table.keys {
             guard let v = table[key] else { continue }
-            out.entries.append(ConfigEntry(key: key, node: convertTOML(v, file: file)))
+            out.append(ConfigEntry(key: key, node: convertTOML(v, file: file)))
         }
         return out
     }
@@ -208,7 +250,7 @@ enum ConfigParser {
         for entry in include.entries {
             let keyPath = path.isEmpty ? entry.key : "\(path).\(entry.key)"
             guard let existing = base[entry.key] else {
-                base.entries.append(entry)
+                base.append(entry)
                 continue
             }
             switch (existing.value, entry.node.value) {
