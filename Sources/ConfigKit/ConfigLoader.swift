@@ -24,7 +24,8 @@ public enum ConfigLoader {
         do {
             root = try ConfigParser.parse(text, format: format, file: file)
         } catch let f as ParseFailure {
-            return LoadResult(config: nil, diagnostics: [.error("", f.message, file: file, line: f.line)])
+            return LoadResult(config: nil, diagnostics: [.error(f.keyPath, f.message, file: file, line: f.line,
+                                                                  hint: f.hint)])
         } catch {
             return LoadResult(config: nil, diagnostics: [.error("", "\(error)", file: file)])
         }
@@ -46,7 +47,8 @@ public enum ConfigLoader {
                                                           file: resolved)
                     ConfigParser.merge(&root, included, path: "", file: resolved, diagnostics: &ctx.diagnostics)
                 } catch let f as ParseFailure {
-                    ctx.diagnostics.append(.error("include.files[\(i)]", f.message, file: resolved, line: f.line))
+                    ctx.diagnostics.append(.error(f.keyPath.isEmpty ? "include.files[\(i)]" : f.keyPath, f.message,
+                                                  file: resolved, line: f.line, hint: f.hint))
                 } catch {
                     ctx.diagnostics.append(.error("include.files[\(i)]", "\(error)", file: resolved))
                 }

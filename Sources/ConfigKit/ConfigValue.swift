@@ -2,7 +2,6 @@
 
 import Foundation
 import TOMLKit
-import Yams
 
 public struct ConfigNode: Sendable, Equatable {
     public var value: ConfigValue
@@ -117,6 +116,8 @@ public enum ConfigFormat: String, Sendable, Equatable {
 struct ParseFailure: Error {
     var message: String
     var line: Int?
+    var keyPath: String = ""
+    var hint: String? = nil
 }
 
 enum ConfigParser {
@@ -130,77 +131,9 @@ enum ConfigParser {
 
     // MARK: YAML
 
+    /// Event-stream reader: anchors/aliases are rejected before anything is expanded (see YAMLReader).
     static func parseYAML(_ text: String, file: String?) throws -> ConfigTable {
-        let root: Yams.Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let e as YamlError {
-            throw ParseFailure(message: "YAML parse error: \(e)", line: yamlErrorLine(e))
-        } catch {
-            throw ParseFailure(message: "YAML parse error: \(error)", line: nil)
-        }
-        guard let root else { return ConfigTable() }
-        guard let value = try convertYAML(root, file: file) else { return ConfigTable() }
-        guard case .table(let t) = value.value else {
-            throw ParseFailure(message: "YAML parse error: the document root must be a mapping, found "
-                + value.value.typeName, line: value.line)
-        }
-        return t
-    }
-
-    static func yamlErrorLine(_ e: YamlError) -> Int? {
-        switch e {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _): return mark.line
-        default: return nil
-        }
-    }
-
-    /// nil for YAML null.
-    static func convertYAML(_ node: Yams.Node, file: String?) throws -> ConfigNode? {
-        let line = node.mark?.line
-        switch node {
-        case .mapping(let mapping):
-            var table = ConfigTable()
-            for (k, v) in mapping {
-                guard let key = k.scalar?.string else {
-                    throw ParseFailure(message: "YAML parse error: mapping keys must be scalars", line: k.mark?.line)
-                }
-                if table.contains(key) {
-                    throw ParseFailure(message: "YAML parse error: duplicate key '\(key)'", line: k.mark?.line)
-                }
-                if var child = try convertYAML(v, file: file) {
-                    if child.line == nil { child.line = k.mark?.line }
-                    // Report the key's line for scalars (same line) and nested tables (header line).
-                    child.line = k.mark?.line ?? child.line
-                    table.append(ConfigEntry(key: key, node: child))
-                }
-            }
-            return ConfigNode(.table(table), file: file, line: line)
-        case .sequence(let seq):
-            var items: [ConfigNode] = []
-            for item in seq {
-                // A null list item is kept as an empty string would be misleading; drop it like the reference.
-                if let c = try convertYAML(item, file: file) { items.append(c) }
-            }
-            return ConfigNode(.array(items), file: file, line: line)
-        case .scalar(let scalar):
-            let s = scalar.string
-            if scalar.style != .plain { return ConfigNode(.string(s), file: file, line: line) }
-            switch Tag.Name(rawValue: node.tag.rawValue) {
-            case .null: return nil
-            case .bool: return ConfigNode(.bool(node.bool ?? false), file: file, line: line)
-            case .int:
-                if let i = node.int { return ConfigNode(.integer(Int64(i)), file: file, line: line) }
-                // Out of Int64 range: keep the digits, numeric decoders range-check them.
-                return ConfigNode(.string(s), file: file, line: line)
-            case .float:
-                if let d = node.float { return ConfigNode(.float(d), file: file, line: line) }
-                return ConfigNode(.string(s), file: file, line: line)
-            default: return ConfigNode(.string(s), file: file, line: line)
-            }
-        case .alias:
-            throw ParseFailure(message: "YAML parse error: aliases are not supported", line: line)
-        }
+        try YAMLReader.parse(text, file: file)
     }
 
     // MARK: TOML
