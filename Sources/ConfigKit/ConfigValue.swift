@@ -139,15 +139,26 @@ enum ConfigParser {
     // MARK: TOML
 
     static func parseTOML(_ text: String, file: String?) throws -> ConfigTable {
-        let table: TOMLTable
+        var text = text
+        if let bad = text.withUTF8({ TOMLGuard.firstUnsafeHeader($0) }) {
+            // toml++ would abort on this header. An earlier problem is still reported as toml++ words it.
+            let prefix = String(decoding: text.utf8.prefix(bad.lineStart), as: UTF8.self)
+            _ = try parseTOMLTable(prefix)
+            throw ParseFailure(message: "TOML parse error: a table header must start with a key name or a quoted "
+                + "key after '[' or '[['", line: bad.line, hint: "write headers like [pools.name] or "
+                + "[[pools.name.users]]")
+        }
+        return convertTOMLTable(try parseTOMLTable(text), file: file)
+    }
+
+    private static func parseTOMLTable(_ text: String) throws -> TOMLTable {
         do {
-            table = try TOMLTable(string: text)
+            return try TOMLTable(string: text)
         } catch let e as TOMLParseError {
             throw ParseFailure(message: "TOML parse error: \(e.description)", line: e.source.begin.line)
         } catch {
             throw ParseFailure(message: "TOML parse error: \(error)", line: nil)
         }
-        return convertTOMLTable(table, file: file)
     }
 
     static func convertTOMLTable(_ table: TOMLTable, file: String?) -> ConfigTable {
