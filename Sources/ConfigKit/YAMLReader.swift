@@ -115,7 +115,74 @@ enum YAMLReader {
         let pad = String(source.unicodeScalars.prefix(max(0, column - 1)).map { $0 == "\t" ? "\t" : " " })
         return ":\n" + source + "\n" + pad + "^"
     }
+
+    /// Types a scalar as before: quoted/block scalars are strings; plain ones go through Yams' tag resolver (an
+    /// explicit tag wins); nil for null.
+    static func scalarValue(_ s: String, tag: String?, plain: Bool) -> ConfigValue? {
+        guard plain else { return .string(s) }
+        if tag == nil, let fast = fastPlainValue(s) { return fast }
+        let node = Node.scalar(.init(s, Tag(tag.map(Tag.Name.init(rawValue:)) ?? .implicit), .plain))
+        switch Tag.Name(rawValue: node.tag.rawValue) {
+        case .null: return nil
+        case .bool: return .bool(node.bool ?? false)
+        case .int:
+            // Out of Int64 range: keep the digits, numeric decoders range-check them.
+            // Base 60 (`1:30`) is computed here: Yams' constructor traps on overflow (`1:0:0:0:0:0:0:0:0:0:0`).
+            if s.contains(":") { return sexagesimalInt(s).map { .integer($0) } ?? .string(s) }
+            return node.int.map { .integer(Int64($0)) } ?? .string(s)
+        case .float:
+            return node.float.map { .float($0) } ?? .string(s)
+        default:
+            return .string(s)
+        }
+    }
+
+    static let boolAndNullWords: Set<String> = [
+        "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
+        "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
+    ]
+
+    /// The common cases of Yams' default resolver without its regular expressions (they dominate the time of a
+    /// large config): a plain scalar starting with an ASCII letter is a string unless it is one of the bool/null
+    /// words (every int, float, timestamp, merge, value and the other null patterns start with a digit, sign,
+    /// `.`, `<`, `=` or `~`, or are empty); a decimal literal without a leading zero, signs, `_` or `:` that fits in
+    /// Int64 is that integer. nil: let Yams decide.
+    static func fastPlainValue(_ s: String) -> ConfigValue? {
+        let utf8 = s.utf8
+        guard let first = utf8.first else { return nil }
+        switch first {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+            return utf8.count <= 5 && boolAndNullWords.contains(s) ? nil : .string(s)
+        case UInt8(ascii: "1")...UInt8(ascii: "9"):
+            guard utf8.count <= 18, utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                  let i = Int64(s) else { return nil }
+            return .integer(i)
+        default:
+            return nil
+        }
+    }
+
+    /// `[-+]?d(:d)+` in base 60 (underscores ignored), nil when malformed or out of Int64 range.
+    static func sexagesimalInt(_ s: String) -> Int64? {
+        var text = Substring(s.replacingOccurrences(of: "_", with: ""))
+        var negative = false
+        if let sign = text.first, sign == "-" || sign == "+" {
+            negative = sign == "-"
+            text = text.dropFirst()
+        }
+        var value: Int64 = 0
+        for part in text.split(separator: ":", omittingEmptySubsequences: false) {
+            guard !part.isEmpty, part.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                  let digit = Int64(part) else { return nil }
+            let (shifted, o1) = value.multipliedReportingOverflow(by: 60)
+            let (sum, o2) = shifted.addingReportingOverflow(digit)
+            guard !o1, !o2 else { return nil }
+            value = sum
+        }
+        return negative ? -value : value
+    }
 }
+
 
 /// Owns a libyaml parser reading from `bytes` (which must outlive it).
 private final class EventParser {
@@ -196,7 +263,7 @@ private struct TreeBuilder {
             stack[i].keyLine = line
             return
         }
-        try add(Self.value(s, tag: tag, plain: plain).map { ConfigNode($0, file: file, line: line) }, line: line)
+        try add(YAMLReader.scalarValue(s, tag: tag, plain: plain).map { ConfigNode($0, file: file, line: line) }, line: line)
     }
 
     /// Hands a finished value (nil for YAML null) to the enclosing mapping/sequence, or makes it the document.
@@ -232,49 +299,5 @@ private struct TreeBuilder {
                 + document.value.typeName, line: document.line)
         }
         return t
-    }
-
-    /// Types a scalar as before: quoted/block scalars are strings; plain ones go through Yams' tag resolver (an
-    /// explicit tag wins); nil for null.
-    static func value(_ s: String, tag: String?, plain: Bool) -> ConfigValue? {
-        guard plain else { return .string(s) }
-        if tag == nil, let fast = fastPlainValue(s) { return fast }
-        let node = Node.scalar(.init(s, Tag(tag.map(Tag.Name.init(rawValue:)) ?? .implicit), .plain))
-        switch Tag.Name(rawValue: node.tag.rawValue) {
-        case .null: return nil
-        case .bool: return .bool(node.bool ?? false)
-        case .int:
-            // Out of Int64 range: keep the digits, numeric decoders range-check them.
-            return node.int.map { .integer(Int64($0)) } ?? .string(s)
-        case .float:
-            return node.float.map { .float($0) } ?? .string(s)
-        default:
-            return .string(s)
-        }
-    }
-
-    static let boolAndNullWords: Set<String> = [
-        "yes", "Yes", "YES", "no", "No", "NO", "true", "True", "TRUE", "false", "False", "FALSE",
-        "on", "On", "ON", "off", "Off", "OFF", "null", "Null", "NULL",
-    ]
-
-    /// The common cases of Yams' default resolver without its regular expressions (they dominate the time of a
-    /// large config): a plain scalar starting with an ASCII letter is a string unless it is one of the bool/null
-    /// words (every int, float, timestamp, merge, value and the other null patterns start with a digit, sign,
-    /// `.`, `<`, `=` or `~`, or are empty); a decimal literal without a leading zero, signs, `_` or `:` that fits in
-    /// Int64 is that integer. nil: let Yams decide.
-    static func fastPlainValue(_ s: String) -> ConfigValue? {
-        let utf8 = s.utf8
-        guard let first = utf8.first else { return nil }
-        switch first {
-        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
-            return utf8.count <= 5 && boolAndNullWords.contains(s) ? nil : .string(s)
-        case UInt8(ascii: "1")...UInt8(ascii: "9"):
-            guard utf8.count <= 18, utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-                  let i = Int64(s) else { return nil }
-            return .integer(i)
-        default:
-            return nil
-        }
     }
 }
