@@ -5,7 +5,8 @@
 // walking the composed tree is then exponential in the document size. Here the events are consumed one at a time:
 // the first anchor or alias is rejected before anything is expanded, duplicate keys are found with a hash set as
 // each key arrives, nesting is bounded, and the tree is built iteratively (no recursion on the input's depth).
-// Plain scalars are still typed by Yams' resolver and constructor, so values decode exactly as before.
+// Plain scalars are typed as Yams' default resolver and constructor type them (its regular expressions are skipped
+// for the common shapes, and base-60 integers are computed with overflow checks), so values decode as before.
 
 import CYaml
 import Yams
