@@ -17,6 +17,7 @@ enum ConfigDecoder {
 
         if let n = r.node("pools") {
             if case .table(let t) = n.value {
+                config.pools.reserveCapacity(t.count)
                 for e in t.entries {
                     let path = "pools.\(e.key)"
                     guard case .table(let pt) = e.node.value else {

@@ -24,7 +24,8 @@ public enum ConfigLoader {
         do {
             root = try ConfigParser.parse(text, format: format, file: file)
         } catch let f as ParseFailure {
-            return LoadResult(config: nil, diagnostics: [.error("", f.message, file: file, line: f.line)])
+            return LoadResult(config: nil, diagnostics: [.error(f.keyPath, f.message, file: file, line: f.line,
+                                                                  hint: f.hint)])
         } catch {
             return LoadResult(config: nil, diagnostics: [.error("", "\(error)", file: file)])
         }
@@ -46,7 +47,8 @@ public enum ConfigLoader {
                                                           file: resolved)
                     ConfigParser.merge(&root, included, path: "", file: resolved, diagnostics: &ctx.diagnostics)
                 } catch let f as ParseFailure {
-                    ctx.diagnostics.append(.error("include.files[\(i)]", f.message, file: resolved, line: f.line))
+                    ctx.diagnostics.append(.error(f.keyPath.isEmpty ? "include.files[\(i)]" : f.keyPath, f.message,
+                                                  file: resolved, line: f.line, hint: f.hint))
                 } catch {
                     ctx.diagnostics.append(.error("include.files[\(i)]", "\(error)", file: resolved))
                 }
@@ -55,8 +57,12 @@ public enum ConfigLoader {
 
         let config = ConfigDecoder.decode(root, ctx: ctx, rootFile: file)
         var diagnostics = ctx.diagnostics
-        let index = LocationIndex(root: root, file: file)
-        diagnostics += ConfigValidator.validate(config, file: file).map(index.locate)
+        let problems = ConfigValidator.validate(config, file: file)
+        if !problems.isEmpty {
+            // Built only when needed: it costs about as much as decoding on a config of many pools.
+            let index = LocationIndex(root: root, file: file)
+            diagnostics += problems.map(index.locate)
+        }
         let hasErrors = diagnostics.contains { $0.severity == .error }
         return LoadResult(config: hasErrors ? nil : config, diagnostics: diagnostics)
     }
@@ -79,12 +85,17 @@ struct LocationIndex {
 
     mutating func add(_ table: ConfigTable, path: String) {
         let isIndexedUsers = path.hasSuffix(".users")
-        let sortedIndexed = table.entries.compactMap { e in ValueGrammar.parseUnsigned(e.key).map { ($0, e.key) } }
-            .sorted { $0.0 < $1.0 }.map(\.1)
+        // Legacy `users.<n>` tables: key → position among the numeric keys sorted numerically.
+        var indexedPosition: [String: Int] = [:]
+        if isIndexedUsers {
+            let sorted = table.entries.compactMap { e in ValueGrammar.parseUnsigned(e.key).map { ($0, e.key) } }
+                .sorted { $0.0 < $1.0 }
+            for (pos, (_, key)) in sorted.enumerated() where indexedPosition[key] == nil { indexedPosition[key] = pos }
+        }
         for e in table.entries {
             let p = path.isEmpty ? e.key : "\(path).\(e.key)"
             map[p] = (e.node.file, e.node.line)
-            if isIndexedUsers, let pos = sortedIndexed.firstIndex(of: e.key) {
+            if let pos = indexedPosition[e.key] {
                 map["\(path)[\(pos)]"] = (e.node.file, e.node.line)
                 if case .table(let t) = e.node.value { add(t, path: "\(path)[\(pos)]") }
             }

@@ -2,7 +2,6 @@
 
 import Foundation
 import TOMLKit
-import Yams
 
 public struct ConfigNode: Sendable, Equatable {
     public var value: ConfigValue
@@ -22,24 +21,66 @@ public struct ConfigEntry: Sendable, Equatable {
     public var node: ConfigNode
 }
 
-/// A table with ordered keys.
+/// A table with ordered keys. Tables of more than a few keys get a key → position index, so reading or building a
+/// table of n keys is O(n), not O(n²) (a config may hold hundreds of thousands of pools); small tables (a pool, a
+/// user) are scanned, which is cheaper than hashing and keeps them small.
 public struct ConfigTable: Sendable, Equatable {
-    public var entries: [ConfigEntry] = []
+    public private(set) var entries: [ConfigEntry] = []
+    /// key → position in `entries` of its first occurrence; nil while the table has at most `indexThreshold` keys.
+    private var index: [String: Int]?
+    private static let indexThreshold = 16
 
-    public init(entries: [ConfigEntry] = []) { self.entries = entries }
+    public init(entries: [ConfigEntry] = []) {
+        self.entries.reserveCapacity(entries.count)
+        for e in entries { append(e) }
+    }
 
     public subscript(key: String) -> ConfigNode? {
-        get { entries.first { $0.key == key }?.node }
+        get { position(of: key).map { entries[$0].node } }
         set {
-            if let i = entries.firstIndex(where: { $0.key == key }) {
-                if let newValue { entries[i].node = newValue } else { entries.remove(at: i) }
+            if let i = position(of: key) {
+                if let newValue { entries[i].node = newValue } else { remove(at: i) }
             } else if let newValue {
-                entries.append(ConfigEntry(key: key, node: newValue))
+                append(ConfigEntry(key: key, node: newValue))
             }
         }
     }
 
     public var keys: [String] { entries.map(\.key) }
+    public var count: Int { entries.count }
+
+    public func contains(_ key: String) -> Bool { position(of: key) != nil }
+
+    private func position(of key: String) -> Int? {
+        if let index { return index[key] }
+        return entries.firstIndex { $0.key == key }
+    }
+
+    /// Appends without a duplicate check (callers that care use `contains` first); a later duplicate is kept in
+    /// `entries` but lookups return the first one.
+    mutating func append(_ entry: ConfigEntry) {
+        if index != nil {
+            if index![entry.key] == nil { index![entry.key] = entries.count }
+            entries.append(entry)
+        } else {
+            entries.append(entry)
+            if entries.count > Self.indexThreshold { rebuildIndex() }
+        }
+    }
+
+    private mutating func remove(at i: Int) {
+        entries.remove(at: i)
+        rebuildIndex()
+    }
+
+    private mutating func rebuildIndex() {
+        guard entries.count > Self.indexThreshold else { index = nil; return }
+        var map = [String: Int](minimumCapacity: entries.count)
+        for (j, e) in entries.enumerated() where map[e.key] == nil { map[e.key] = j }
+        index = map
+    }
+
+    public static func == (a: ConfigTable, b: ConfigTable) -> Bool { a.entries == b.entries }
 }
 
 public enum ConfigValue: Sendable, Equatable {
@@ -75,6 +116,8 @@ public enum ConfigFormat: String, Sendable, Equatable {
 struct ParseFailure: Error {
     var message: String
     var line: Int?
+    var keyPath: String = ""
+    var hint: String? = nil
 }
 
 enum ConfigParser {
@@ -88,98 +131,41 @@ enum ConfigParser {
 
     // MARK: YAML
 
+    /// Event-stream reader: anchors/aliases are rejected before anything is expanded (see YAMLReader).
     static func parseYAML(_ text: String, file: String?) throws -> ConfigTable {
-        let root: Yams.Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let e as YamlError {
-            throw ParseFailure(message: "YAML parse error: \(e)", line: yamlErrorLine(e))
-        } catch {
-            throw ParseFailure(message: "YAML parse error: \(error)", line: nil)
-        }
-        guard let root else { return ConfigTable() }
-        guard let value = try convertYAML(root, file: file) else { return ConfigTable() }
-        guard case .table(let t) = value.value else {
-            throw ParseFailure(message: "YAML parse error: the document root must be a mapping, found "
-                + value.value.typeName, line: value.line)
-        }
-        return t
-    }
-
-    static func yamlErrorLine(_ e: YamlError) -> Int? {
-        switch e {
-        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _): return mark.line
-        default: return nil
-        }
-    }
-
-    /// nil for YAML null.
-    static func convertYAML(_ node: Yams.Node, file: String?) throws -> ConfigNode? {
-        let line = node.mark?.line
-        switch node {
-        case .mapping(let mapping):
-            var table = ConfigTable()
-            for (k, v) in mapping {
-                guard let key = k.scalar?.string else {
-                    throw ParseFailure(message: "YAML parse error: mapping keys must be scalars", line: k.mark?.line)
-                }
-                if table[key] != nil {
-                    throw ParseFailure(message: "YAML parse error: duplicate key '\(key)'", line: k.mark?.line)
-                }
-                if var child = try convertYAML(v, file: file) {
-                    if child.line == nil { child.line = k.mark?.line }
-                    // Report the key's line for scalars (same line) and nested tables (header line).
-                    child.line = k.mark?.line ?? child.line
-                    table.entries.append(ConfigEntry(key: key, node: child))
-                }
-            }
-            return ConfigNode(.table(table), file: file, line: line)
-        case .sequence(let seq):
-            var items: [ConfigNode] = []
-            for item in seq {
-                // A null list item is kept as an empty string would be misleading; drop it like the reference.
-                if let c = try convertYAML(item, file: file) { items.append(c) }
-            }
-            return ConfigNode(.array(items), file: file, line: line)
-        case .scalar(let scalar):
-            let s = scalar.string
-            if scalar.style != .plain { return ConfigNode(.string(s), file: file, line: line) }
-            switch Tag.Name(rawValue: node.tag.rawValue) {
-            case .null: return nil
-            case .bool: return ConfigNode(.bool(node.bool ?? false), file: file, line: line)
-            case .int:
-                if let i = node.int { return ConfigNode(.integer(Int64(i)), file: file, line: line) }
-                // Out of Int64 range: keep the digits, numeric decoders range-check them.
-                return ConfigNode(.string(s), file: file, line: line)
-            case .float:
-                if let d = node.float { return ConfigNode(.float(d), file: file, line: line) }
-                return ConfigNode(.string(s), file: file, line: line)
-            default: return ConfigNode(.string(s), file: file, line: line)
-            }
-        case .alias:
-            throw ParseFailure(message: "YAML parse error: aliases are not supported", line: line)
-        }
+        try YAMLReader.parse(text, file: file)
     }
 
     // MARK: TOML
 
     static func parseTOML(_ text: String, file: String?) throws -> ConfigTable {
-        let table: TOMLTable
+        var text = text
+        if let bad = text.withUTF8({ TOMLGuard.firstUnsafeHeader($0) }) {
+            // toml++ would abort on this header. An earlier problem is still reported as toml++ words it.
+            let prefix = String(decoding: text.utf8.prefix(bad.lineStart), as: UTF8.self)
+            _ = try parseTOMLTable(prefix)
+            throw ParseFailure(message: "TOML parse error: a table header must start with a key name or a quoted "
+                + "key after '[' or '[['", line: bad.line, hint: "write headers like [pools.name] or "
+                + "[[pools.name.users]]")
+        }
+        return convertTOMLTable(try parseTOMLTable(text), file: file)
+    }
+
+    private static func parseTOMLTable(_ text: String) throws -> TOMLTable {
         do {
-            table = try TOMLTable(string: text)
+            return try TOMLTable(string: text)
         } catch let e as TOMLParseError {
             throw ParseFailure(message: "TOML parse error: \(e.description)", line: e.source.begin.line)
         } catch {
             throw ParseFailure(message: "TOML parse error: \(error)", line: nil)
         }
-        return convertTOMLTable(table, file: file)
     }
 
     static func convertTOMLTable(_ table: TOMLTable, file: String?) -> ConfigTable {
         var out = ConfigTable()
         for key in table.keys {
             guard let v = table[key] else { continue }
-            out.entries.append(ConfigEntry(key: key, node: convertTOML(v, file: file)))
+            out.append(ConfigEntry(key: key, node: convertTOML(v, file: file)))
         }
         return out
     }
@@ -208,7 +194,7 @@ enum ConfigParser {
         for entry in include.entries {
             let keyPath = path.isEmpty ? entry.key : "\(path).\(entry.key)"
             guard let existing = base[entry.key] else {
-                base.entries.append(entry)
+                base.append(entry)
                 continue
             }
             switch (existing.value, entry.node.value) {

@@ -21,6 +21,7 @@ final class TableReader {
     let ctx: DecodeContext
     /// The node of the table itself (for location of "missing field" problems).
     let selfNode: ConfigNode?
+    /// Keys read so far, in reading order, possibly repeated (a fixed number per reader: the decoder's reads).
     private(set) var known: [String] = []
 
     init(_ table: ConfigTable, path: String, ctx: DecodeContext, node: ConfigNode?) {
@@ -33,12 +34,12 @@ final class TableReader {
     func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     func node(_ key: String) -> ConfigNode? {
-        if !known.contains(key) { known.append(key) }
+        known.append(key)
         return table[key]
     }
 
     /// Marks keys as known without reading them.
-    func accept(_ keys: String...) { for k in keys where !known.contains(k) { known.append(k) } }
+    func accept(_ keys: String...) { known += keys }
 
     private func typeError(_ key: String, _ n: ConfigNode, expected: String) {
         ctx.error(keyPath(key), "expected \(expected), found \(n.value.typeName)", node: n)
@@ -190,8 +191,10 @@ final class TableReader {
     }
 
     /// Warns about every key that was never read.
+    /// Linear in the table's size: a small table is checked against the read keys directly, a large one via a set.
     func finish() {
-        for e in table.entries where !known.contains(e.key) {
+        let knownSet: Set<String>? = table.count > 8 ? Set(known) : nil
+        for e in table.entries where !(knownSet?.contains(e.key) ?? known.contains(e.key)) {
             let suggestion = didYouMean(e.key, candidates: known)
             ctx.warning(keyPath(e.key), "unknown key `\(e.key)` is ignored", node: e.node,
                         hint: suggestion.map { "did you mean `\($0)`?" })

@@ -10,6 +10,7 @@ public enum ConfigValidator {
         func err(_ path: String, _ msg: String, hint: String? = nil) { out.append(.error(path, msg, hint: hint)) }
         func warn(_ path: String, _ msg: String, hint: String? = nil) { out.append(.warning(path, msg, hint: hint)) }
         let g = config.general
+        let poolNames = config.sortedPoolNames  // sorted once: a config may hold hundreds of thousands of pools
 
         // 1. Talos keys must be readable.
         if let talos = config.talos {
@@ -24,7 +25,7 @@ public enum ConfigValidator {
         }
 
         // 3. Merged general + pool startup parameters and full StartupMessage sizes.
-        for name in config.sortedPoolNames {
+        for name in poolNames {
             let pool = config.pools[name]!
             let merged = Dictionary(pool.effectiveStartupParameters(g).map { ($0.key, $0.value) },
                                     uniquingKeysWith: { _, b in b })
@@ -161,7 +162,7 @@ public enum ConfigValidator {
                 }
             }
         }
-        for name in config.sortedPoolNames {
+        for name in poolNames {
             let pool = config.pools[name]!
             let path = "pools.\(name)"
             let mode = pool.effectiveServerTlsMode(g)
@@ -211,7 +212,7 @@ public enum ConfigValidator {
         }
 
         // 17. Pools.
-        for name in config.sortedPoolNames {
+        for name in poolNames {
             out += validatePool(config.pools[name]!, name: name, general: g)
         }
         return out
