@@ -296,7 +296,7 @@ extension ClientSession {
                 let wanted = parameters.values
                 let query = SessionParameters.query(for: wanted.map { SessionParameters.Change(name: $0.key, value: $0.value) })
                 let run = { [self] in
-                    s.apply(query: query) { error in
+                    s.apply(query: query) { [self] error in
                         var reported: [String: String] = [:]
                         if error == nil {
                             for (name, value) in wanted {
