@@ -310,7 +310,7 @@ extension ClientSession {
                         pool.release(s)
                         let verdict: ServerPool.ValidatedParameters = error.map { .refused($0) } ?? .accepted(reported: reported)
                         pool.rememberParameters(key, verdict)
-                        loop.execute {
+                        loop.execute { [self] in
                             guard case .loggingIn = phase else { return }
                             parametersChecked(verdict, then: proceed)
                         }
