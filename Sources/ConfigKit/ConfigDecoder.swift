@@ -139,6 +139,7 @@ enum ConfigDecoder {
         x.serverTlsCaCert = g.string("server_tls_ca_cert")
         x.serverTlsCertificate = g.string("server_tls_certificate")
         x.serverTlsPrivateKey = g.string("server_tls_private_key")
+        x.trackExtraParameters = g.stringArray("track_extra_parameters") ?? x.trackExtraParameters
         if let list = g.stringArray("hba") {
             x.hba = list
             let n = g.table["hba"]

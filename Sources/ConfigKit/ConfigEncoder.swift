@@ -164,6 +164,7 @@ public enum ConfigFields {
         s("server_tls_mode", g.serverTlsMode); s("server_tls_ca_cert", g.serverTlsCaCert)
         s("server_tls_certificate", g.serverTlsCertificate); s("server_tls_private_key", g.serverTlsPrivateKey)
         f.append(("hba", .stringArray(g.hba)))
+        f.append(("track_extra_parameters", .stringArray(g.trackExtraParameters)))
         if let p = g.pgHba { f.append(("pg_hba", .table([("content", .string(p.content))]))) }
         if !g.startupParameters.isEmpty { f.append(("startup_parameters", map(g.startupParameters))) }
         if let u = g.patroniApiUrls { f.append(("patroni_api_urls", .stringArray(u))) }

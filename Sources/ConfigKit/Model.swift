@@ -103,6 +103,8 @@ public struct General: Sendable, Equatable {
     public var scalingMaxParallelCreates: Int = 2
     public var serverRoundRobin: Bool = false
     public var syncServerParameters: Bool = true
+    /// Parameters whose SET outside a transaction block follows a client across servers.
+    public var trackExtraParameters: [String] = []
     public var poolerCheckQuery: String = ";"
     public var preparedStatements: Bool = true
     public var preparedStatementsCacheSize: Int = 8192

@@ -230,3 +230,38 @@ def test_show_clients_lists_each_clients_own_parameters(doorman, doorman_config)
                          capture_output=True, text=True, timeout=20).stdout
     assert "TimeZone=Asia/Tokyo, statement_timeout=5s" in out, out
     w.close()
+
+
+@pytest.mark.parametrize("tracked", [True, False])
+def test_track_extra_parameters_carries_a_set_across_servers(doorman, doorman_config, tracked):
+    from wire import Wire
+    cfg = doorman_config(pool_size=1, track_extra_parameters=["search_path"] if tracked else [])
+    dm = doorman(cfg)
+    a = Wire.connect(dm.host, dm.port, USER, PASSWORD)
+    b = Wire.connect(dm.host, dm.port, USER, PASSWORD)
+    default = b.scalar("SHOW search_path")
+    a.scalar("SET search_path TO pg_catalog, public")
+    assert b.scalar("SHOW search_path") == default, "a client's SET leaked to another client"
+    expected = "pg_catalog, public" if tracked else default
+    assert a.scalar("SHOW search_path") == expected
+    a.close()
+    b.close()
+
+
+def test_show_startup_parameters(doorman, doorman_config):
+    cfg = doorman_config(pool_size=1)
+    cfg["general"]["startup_parameters"] = {"statement_timeout": "30s"}
+    cfg["pools"]["example_db"]["startup_parameters"] = {"work_mem": "8MB"}
+    dm = doorman(cfg)
+    env = {"PGHOST": dm.host, "PGPORT": str(dm.port), "PGUSER": "admin", "PGPASSWORD": "admin",
+           "PGDATABASE": "pgdoorman"}
+    out = subprocess.run(["psql", "-X", "-At", "-F", "|", "-c", "SHOW STARTUP_PARAMETERS"], env={**os.environ, **env},
+                         capture_output=True, text=True, timeout=20).stdout
+    rows = {tuple(line.split("|")) for line in out.splitlines() if line}
+    assert (USER, "example_db", "statement_timeout", "30s", "general", "applied") in rows, out
+    assert (USER, "example_db", "work_mem", "8MB", "pool", "applied") in rows, out
+    # and the servers really run with them, whatever the client asks at startup
+    from wire import Wire
+    w = Wire.connect(dm.host, dm.port, USER, PASSWORD, params={"work_mem": "16MB"})
+    assert w.scalar("SHOW work_mem") == "8MB"
+    w.close()

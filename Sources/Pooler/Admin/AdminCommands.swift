@@ -47,7 +47,8 @@ struct AdminCommands {
 
     static let showSubcommands = [
         "HELP", "CONFIG", "DATABASES", "POOLS", "POOLS_EXTENDED", "POOLS_MEMORY", "POOL_COORDINATOR", "POOL_SCALING",
-        "CLIENTS", "SERVERS", "USERS", "CONNECTIONS", "STATS", "PREPARED_STATEMENTS", "AUTH_QUERY", "LISTS",
+        "CLIENTS", "SERVERS", "USERS", "CONNECTIONS", "STATS", "PREPARED_STATEMENTS", "AUTH_QUERY",
+        "STARTUP_PARAMETERS", "LISTS",
         "SOCKETS", "LOG_LEVEL", "VERSION",
     ]
 
@@ -88,7 +89,7 @@ struct AdminCommands {
         case "HELP":
             let rows: [[String?]] = [
                 ["SHOW HELP|CONFIG|DATABASES|POOLS|POOLS_EXTENDED|POOLS_MEMORY|POOL_COORDINATOR|POOL_SCALING"],
-                ["SHOW CLIENTS|SERVERS|USERS|CONNECTIONS|STATS|PREPARED_STATEMENTS|AUTH_QUERY"],
+                ["SHOW CLIENTS|SERVERS|USERS|CONNECTIONS|STATS|PREPARED_STATEMENTS|AUTH_QUERY|STARTUP_PARAMETERS"],
                 ["SHOW LISTS|SOCKETS|LOG_LEVEL|VERSION"],
                 ["SET log_level = '<filter>'"], ["RELOAD"], ["SHUTDOWN"], ["UPGRADE"],
                 ["PAUSE [db]"], ["RESUME [db]"], ["RECONNECT [db]"],

@@ -22,6 +22,7 @@ struct AdminViews {
         case "POOL_SCALING": return poolScaling()
         case "PREPARED_STATEMENTS": return preparedStatements()
         case "AUTH_QUERY": return authQuery()
+        case "STARTUP_PARAMETERS": return startupParameters()
         case "SOCKETS": return sockets()
         default: return nil
         }
@@ -256,6 +257,25 @@ struct AdminViews {
             ("dynamic_pools_current", .numeric), ("dynamic_pools_created", .numeric),
             ("dynamic_pools_destroyed", .numeric),
         ])
+    }
+
+    /// The operator's startup_parameters each pool's server connections log in with, and where each
+    /// comes from (`general` or `pool`; a pool's value wins). They are in every server's
+    /// StartupMessage, so they are always `applied`; clients cannot change them.
+    func startupParameters() -> ResultSet {
+        var rs = ResultSet(columns: [
+            ("user", .text), ("database", .text), ("parameter", .text), ("value", .text), ("source", .text),
+            ("state", .text),
+        ])
+        let config = runtime.config
+        for p in runtime.pools.sorted(by: { ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user) }) {
+            let own = config.pools[p.settings.database]?.startupParameters ?? [:]
+            for (name, value) in p.settings.startupParameters.sorted(by: { $0.0 < $1.0 }) {
+                rs.rows.append([p.settings.user, p.settings.database, name, value,
+                                own[name] != nil ? "pool" : "general", "applied"])
+            }
+        }
+        return rs
     }
 
     /// Socket counts by state from /proc/net/{tcp,tcp6,unix}.

@@ -123,7 +123,8 @@ extension ClientSession {
             return
         }
         guard let (name, value) = SessionParameters.parseSet(text, complete: complete),
-              parameters[name] != nil, !SessionParameters.reportedSettable.contains(name) else { return }
+              parameters[name] != nil || trackedParameters.contains(name),
+              !SessionParameters.reportedSettable.contains(name) else { return }
         relay.clientSet(name, value)
     }
 

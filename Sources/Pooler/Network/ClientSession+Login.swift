@@ -270,7 +270,9 @@ extension ClientSession {
             return continueLogin(pool: pool, sessionMode: sessionMode)
         }
         parameters = requested
-        watchesSets = parameters.values.keys.contains { !SessionParameters.reportedSettable.contains($0) }
+        trackedParameters = pool.settings.trackedParameters
+        watchesSets = !trackedParameters.isEmpty
+            || parameters.values.keys.contains { !SessionParameters.reportedSettable.contains($0) }
         checkParameters(pool: pool) { [self] in continueLogin(pool: pool, sessionMode: sessionMode) }
     }
 

@@ -77,7 +77,7 @@ extension ClientSession {
                         parameterSetupFailed(ServerError(body: body))
                     case .setupDone:
                         parameterSetupDone()
-                    default:
+                    case .setupReply, .none, .transactionBoundary, .statementsDropped:
                         break
                     }
                     runs.message(at: start, end: input.readerIndex, keep: false, then: &serverExtra)
@@ -203,8 +203,8 @@ extension ClientSession {
                 fatal(code: .poolerShutdown, "pooler is shut down now")
             case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
                 fatal(code: .cannotConnectNow, "pg_doorman is shutting down")
-            default:
-                break
+            case .ready, .loggingIn, .admin, .closed:
+                break  // busy clients are told at the end of their transaction
             }
         }
     }

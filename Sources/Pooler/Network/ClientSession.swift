@@ -84,6 +84,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// The client set parameters at startup that PostgreSQL does not report: its SETs of them are
     /// watched for (`SessionParameters.parseSet`).
     var watchesSets = false
+    /// `track_extra_parameters`: further parameters whose SETs are watched.
+    var trackedParameters: Set<String> = []
     /// sync_server_parameters off: the startup values the client is told back at login (nothing is set).
     var reportedOnly: [String: String]?
     /// The client's startup packet, kept until its parameters are taken at login.
@@ -143,7 +145,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         switch phase {
         case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
             fatal(code: .protocolViolation, "client did not complete startup within \(runtime.startupTimeout.nanoseconds / 1_000_000_000) seconds")
-        default: break
+        case .loggingIn, .ready, .admin, .closed:
+            break
         }
     }
 

@@ -1,3 +1,5 @@
+import ConfigKit
+
 /// How the pooler proves its identity to PostgreSQL for one pool.
 public enum BackendCredential: Equatable, Sendable {
     /// No password known: only `trust` on the server side works.
@@ -8,11 +10,6 @@ public enum BackendCredential: Equatable, Sendable {
     case md5Hash(String)
     /// SCRAM passthrough: the configured verifier; the ClientKey comes from the first client login.
     case scramPassthrough(verifier: String)
-}
-
-/// Whether a server connection is held for one transaction or the whole client session.
-public enum PoolingMode: String, Sendable {
-    case transaction, session
 }
 
 /// Everything a pool of server connections for one (database, user) pair needs, resolved from config.
@@ -37,7 +34,8 @@ public struct PoolSettings: Equatable, Sendable {
     public struct KV: Equatable, Sendable { public var key: String; public var value: String }
     public var startupParameterPairs: [KV] = []
 
-    public var mode: PoolingMode
+    /// Whether a server connection is held for one transaction or the whole client session.
+    public var mode: PoolMode
     public var poolSize: Int
     public var minPoolSize: Int
     public var connectTimeoutMs: UInt64
@@ -59,12 +57,14 @@ public struct PoolSettings: Equatable, Sendable {
     /// Clients get their own session parameters on every server (`sync_server_parameters`); when
     /// false, servers keep the pool's and clients are only told their startup values back.
     public var syncServerParameters = true
+    /// Parameters (canonical names) whose SET outside a transaction block follows the client.
+    public var trackedParameters: Set<String> = []
 
     public init(
         database: String, user: String, clientPassword: String,
         serverHost: String = "127.0.0.1", serverPort: Int = 5432, serverDatabase: String? = nil,
         serverUser: String? = nil, backendCredential: BackendCredential = .none,
-        applicationName: String = "pg_doorman", mode: PoolingMode = .transaction, poolSize: Int = 40,
+        applicationName: String = "pg_doorman", mode: PoolMode = .transaction, poolSize: Int = 40,
         minPoolSize: Int = 0, connectTimeoutMs: UInt64 = 3000, queryWaitTimeoutMs: UInt64 = 5000,
         idleTimeoutMs: UInt64 = 600_000, serverLifetimeMs: UInt64 = 1_200_000,
         cleanupServerConnections: Bool = true, serverRoundRobin: Bool = false

@@ -349,7 +349,7 @@ final class SignalHandlers {
             switch result {
             case .failed(let why): aborted("the new process (pid \(child)) failed to start: \(why)")
             case .timedOut: aborted("the new process (pid \(child)) did not become ready in \(Self.upgradeReadyTimeoutMs / 1000) s")
-            default: aborted("the new process (pid \(child)) exited before it was ready")
+            case .died, .ready: aborted("the new process (pid \(child)) exited before it was ready")
             }
             return false
         }

@@ -38,7 +38,7 @@ extension PoolSettings {
         } else {
             credential = .plaintext(user.password)
         }
-        let mode: PoolingMode = pool.effectivePoolMode(for: user) == .session ? .session : .transaction
+        let mode = pool.effectivePoolMode(for: user)
         var s = PoolSettings(
             database: poolName, user: user.username, clientPassword: user.password,
             serverHost: pool.serverHost, serverPort: Int(pool.serverPort),
@@ -56,6 +56,7 @@ extension PoolSettings {
         s.serverIdleCheckMs = general.serverIdleCheckTimeout
         s.checkQuery = general.poolerCheckQuery.isEmpty ? ";" : general.poolerCheckQuery
         s.syncServerParameters = general.syncServerParameters
+        s.trackedParameters = Set(general.trackExtraParameters.map(SessionParameters.canonicalName))
         return s
     }
 }

@@ -11,10 +11,21 @@ struct BackendLoginStateMachine {
         case fail(ServerError)
     }
 
+    enum State {
+        /// StartupMessage sent: the server asks for authentication (or says Ok).
+        case authenticating
+        /// SCRAM-SHA-256 under way.
+        case scram(ScramClient)
+        /// AuthenticationOk: ParameterStatus and BackendKeyData until the first ReadyForQuery.
+        case authenticated
+        case ready
+        case failed
+    }
+
+    private(set) var state = State.authenticating
     private let credential: BackendCredential
     private let user: String
     private let clientKey: [UInt8]?
-    private var scram: ScramClient?
     private(set) var parameters: [(String, String)] = []
     private(set) var processID: Int32 = 0
     private(set) var secretKey: Int32 = 0
@@ -46,26 +57,50 @@ struct BackendLoginStateMachine {
     }
 
     mutating func receive(type: UInt8, body: ByteBuffer) -> Action {
+        let action = step(type: type, body: body)
+        switch action {
+        case .fail: state = .failed
+        case .ready: state = .ready
+        case .send, .wait: break
+        }
+        return action
+    }
+
+    private mutating func step(type: UInt8, body: ByteBuffer) -> Action {
         var body = body
-        switch type {
-        case UInt8(ascii: "R"):
+        switch state {
+        case .ready, .failed:
+            return .fail(ServerError(code: .protocolViolation, message: "message after the end of the server login"))
+        case .authenticating, .scram, .authenticated:
+            break
+        }
+        switch BackendMessageID(rawValue: type) {
+        case .authentication:
+            switch state {
+            case .authenticating, .scram: break
+            case .authenticated, .ready, .failed:
+                return .fail(ServerError(code: .protocolViolation, message: "authentication request after AuthenticationOk"))
+            }
             guard let code: Int32 = body.readInteger() else { return .fail(Self.configError("bad auth request")) }
             return authRequest(code: code, body: body)
-        case UInt8(ascii: "S"):
+        case .parameterStatus:
             if let k = body.readCString(), let v = body.readCString() {
                 if let i = parameters.firstIndex(where: { $0.0 == k }) { parameters[i].1 = v }
                 else { parameters.append((k, v)) }
             }
             return .wait
-        case UInt8(ascii: "K"):
+        case .backendKeyData:
             processID = body.readInteger() ?? 0
             secretKey = body.readInteger() ?? 0
             return .wait
-        case UInt8(ascii: "Z"):
+        case .readyForQuery:
+            guard case .authenticated = state else {
+                return .fail(ServerError(code: .protocolViolation, message: "ReadyForQuery before AuthenticationOk"))
+            }
             return .ready
-        case UInt8(ascii: "E"):
+        case .errorResponse:
             return .fail(ServerError(body: body))
-        case UInt8(ascii: "N"):
+        case .noticeResponse, .negotiateProtocolVersion:
             return .wait
         default:
             return .fail(ServerError(code: .protocolViolation, message: "unexpected message '\(Character(UnicodeScalar(type)))' during server login"))
@@ -77,6 +112,7 @@ struct BackendLoginStateMachine {
         var out = allocator.buffer(capacity: 64)
         switch code {
         case 0:  // AuthenticationOk
+            state = .authenticated
             return .wait
         case 3:  // Cleartext
             guard case .plaintext(let pw) = credential else {
@@ -101,28 +137,32 @@ struct BackendLoginStateMachine {
             guard mechanisms.contains("SCRAM-SHA-256") else {
                 return .fail(Self.configError("server offers no supported SASL mechanism (\(mechanisms.joined(separator: ",")))"))
             }
+            let client: ScramClient
             switch credential {
             case .plaintext(let pw):
-                scram = ScramClient(credential: .password(pw))
+                client = ScramClient(credential: .password(pw))
             case .scramPassthrough(let verifierText):
                 guard let key = clientKey else {
                     return .fail(Self.configError("SCRAM passthrough for user \"\(user)\" needs one successful client login first (or set server_username/server_password)"))
                 }
                 if let verifier = try? ScramVerifier(parsing: verifierText) {
-                    scram = ScramClient(credential: .passthrough(clientKey: key, verifier: verifier))
+                    client = ScramClient(credential: .passthrough(clientKey: key, verifier: verifier))
                 } else {
-                    scram = ScramClient(credential: .passthrough(clientKey: key, serverKey: nil))
+                    client = ScramClient(credential: .passthrough(clientKey: key, serverKey: nil))
                 }
             case .md5Hash:
                 return .fail(Self.configError("server wants SCRAM-SHA-256 but user \"\(user)\" has an MD5 hash in the config"))
             case .none:
                 return .fail(Self.configError("server wants a password for user \"\(user)\", but none is configured"))
             }
-            FrontendMessage.saslInitialResponse(mechanism: "SCRAM-SHA-256", data: scram!.clientFirst(), into: &out)
+            FrontendMessage.saslInitialResponse(mechanism: "SCRAM-SHA-256", data: client.clientFirst(), into: &out)
+            state = .scram(client)
             return .send(out)
         case 11:  // SASLContinue
-            guard scram != nil else { return .fail(Self.configError("unexpected SASLContinue")) }
-            switch scram!.receiveServerFirst(Array(body.readableBytesView)) {
+            guard case .scram(var client) = state else { return .fail(Self.configError("unexpected SASLContinue")) }
+            let reply = client.receiveServerFirst(Array(body.readableBytesView))
+            state = .scram(client)
+            switch reply {
             case .success(let final):
                 FrontendMessage.saslResponse(data: final, into: &out)
                 return .send(out)
@@ -130,8 +170,10 @@ struct BackendLoginStateMachine {
                 return .fail(Self.configError("SCRAM authentication to server failed: \(e)"))
             }
         case 12:  // SASLFinal
-            guard scram != nil else { return .fail(Self.configError("unexpected SASLFinal")) }
-            switch scram!.receiveServerFinal(Array(body.readableBytesView)) {
+            guard case .scram(var client) = state else { return .fail(Self.configError("unexpected SASLFinal")) }
+            let verdict = client.receiveServerFinal(Array(body.readableBytesView))
+            state = .scram(client)
+            switch verdict {
             case .success: return .wait
             case .failure(let e): return .fail(Self.configError("SCRAM server signature check failed: \(e)"))
             }
