@@ -49,14 +49,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ROOT/scripts/pg-throwaway.sh" start "$work/pg" --pgbench >/dev/null
-# shellcheck disable=SC1091
-source "$work/pg/env"
-PG_PORT=$PGPORT
-unset PGHOST PGPORT
-USER_NAME=example_user_scram
-verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
-    -c "SELECT passwd FROM pg_shadow WHERE usename = '$USER_NAME'")
+start_bench_pg "$work/pg"
 printf '\\set aid random(1, 100000)\nSELECT :aid;\n' >"$work/q.sql"
 
 # valgrind 3.19 cannot read the DWARF 5 debug information Swift 6 emits: count on a copy

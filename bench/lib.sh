@@ -8,6 +8,19 @@ source scripts/lib/deps.sh
 say() { echo "[${BENCH_TAG:-bench}] $*" >&2; }
 die() { echo "[${BENCH_TAG:-bench}] ERROR: $*" >&2; exit 1; }
 
+# start_bench_pg DIR -> a throwaway PostgreSQL with pgbench tables in DIR; sets PG_PORT,
+# PG_SOCKET_DIR, USER_NAME (the SCRAM user both poolers serve) and verifier (its pg_shadow entry).
+start_bench_pg() {
+    "$ROOT/scripts/pg-throwaway.sh" start "$1" --pgbench >/dev/null
+    # shellcheck disable=SC1091
+    source "$1/env"
+    PG_PORT=$PGPORT
+    unset PGHOST PGPORT
+    USER_NAME=example_user_scram
+    verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
+        -c "SELECT passwd FROM pg_shadow WHERE usename = '$USER_NAME'")
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # write_pgbouncer_config DIR PORT PG_PORT USER VERIFIER POOL_SIZE

@@ -42,14 +42,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$ROOT/scripts/pg-throwaway.sh" start "$work/pg" --pgbench >/dev/null
-# shellcheck disable=SC1091
-source "$work/pg/env"
-PG_PORT=$PGPORT
-unset PGHOST PGPORT
-USER_NAME=example_user_scram
-verifier=$(psql -X -At -h "$PG_SOCKET_DIR" -p "$PG_PORT" -U postgres -d postgres \
-    -c "SELECT passwd FROM pg_shadow WHERE usename = '$USER_NAME'")
+start_bench_pg "$work/pg"
 port=$(free_port)
 write_doorman_config "$work/pg_doorman.yaml" "$port" "$PG_PORT" "$USER_NAME" "$verifier" "$POOL"
 "$DOORMAN_BIN" "$work/pg_doorman.yaml" -l warn >"$work/pg_doorman.log" 2>&1 &

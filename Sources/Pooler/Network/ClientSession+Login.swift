@@ -285,40 +285,48 @@ extension ClientSession {
         if tried.isEmpty { return proceed() }
         let key = parameters.cacheKey
         if let known = pool.validatedParameters(key) { return parametersChecked(known, then: proceed) }
+        acquireForLogin(pool) { [self] s in
+            let wanted = parameters.values
+            let query = SessionParameters.query(for: wanted.map { SessionParameters.Change(name: $0.key, value: $0.value) })
+            let run = { [self] in
+                s.apply(query: query) { [self] error in
+                    var reported: [String: String] = [:]
+                    if error == nil {
+                        for (name, value) in wanted {
+                            if SessionParameters.reportedSettable.contains(name) {
+                                reported[name] = s.parameterValues[name] ?? value
+                            } else {
+                                s.parameterValues[name] = value
+                            }
+                        }
+                    }
+                    pool.release(s)
+                    let verdict: ServerPool.ValidatedParameters = error.map { .refused($0) } ?? .accepted(reported: reported)
+                    pool.rememberParameters(key, verdict)
+                    loop.execute { [self] in
+                        guard case .loggingIn = phase else { return }
+                        parametersChecked(verdict, then: proceed)
+                    }
+                }
+            }
+            if s.loop === loop { run() } else { s.loop.execute(run) }
+        }
+    }
+
+    /// A server for the login itself (the pool's first, a parameter check, a session-mode client's):
+    /// the pool learns its server parameters from it; a failure ends the login.
+    func acquireForLogin(_ pool: ServerPool, _ use: @escaping (ServerConnection) -> Void) {
         pool.acquire(on: loop) { [self] result in
             guard case .loggingIn = phase else {
                 if case .success(let s) = result { pool.release(s) }
                 return
             }
             switch result {
-            case .failure(let error):
-                loginFailed(error)
             case .success(let s):
                 pool.serverParameters = ParameterStatusBlock(s.parameters)
-                let wanted = parameters.values
-                let query = SessionParameters.query(for: wanted.map { SessionParameters.Change(name: $0.key, value: $0.value) })
-                let run = { [self] in
-                    s.apply(query: query) { [self] error in
-                        var reported: [String: String] = [:]
-                        if error == nil {
-                            for (name, value) in wanted {
-                                if SessionParameters.reportedSettable.contains(name) {
-                                    reported[name] = s.parameterValues[name] ?? value
-                                } else {
-                                    s.parameterValues[name] = value
-                                }
-                            }
-                        }
-                        pool.release(s)
-                        let verdict: ServerPool.ValidatedParameters = error.map { .refused($0) } ?? .accepted(reported: reported)
-                        pool.rememberParameters(key, verdict)
-                        loop.execute { [self] in
-                            guard case .loggingIn = phase else { return }
-                            parametersChecked(verdict, then: proceed)
-                        }
-                    }
-                }
-                if s.loop === loop { run() } else { s.loop.execute(run) }
+                use(s)
+            case .failure(let error):
+                loginFailed(error)
             }
         }
     }
@@ -339,24 +347,14 @@ extension ClientSession {
             return
         }
         // The first client of a pool (or any session-mode client) needs a server now.
-        pool.acquire(on: loop) { [self] result in
-            guard case .loggingIn = phase else {
-                if case .success(let s) = result { pool.release(s) }
-                return
+        acquireForLogin(pool) { [self] s in
+            parameterBaseline = pool.serverParameters?.values ?? [:]
+            if sessionMode {
+                attach(s)
+            } else {
+                pool.release(s)
             }
-            switch result {
-            case .success(let s):
-                pool.serverParameters = ParameterStatusBlock(s.parameters)
-                parameterBaseline = pool.serverParameters?.values ?? [:]
-                if sessionMode {
-                    attach(s)
-                } else {
-                    pool.release(s)
-                }
-                finishLogin(pool.serverParameters ?? ParameterStatusBlock(s.parameters))
-            case .failure(let error):
-                loginFailed(error)
-            }
+            finishLogin(pool.serverParameters ?? ParameterStatusBlock(s.parameters))
         }
     }
 

@@ -125,10 +125,15 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     func isReusable(epoch poolEpoch: Int, now: NIODeadline) -> Bool {
-        if broken || cancelForwarded || epoch < poolEpoch { return false }
-        if case .closed = state { return false }
-        if let expiresAt, now > expiresAt { return false }
-        return true
+        reuse(epoch: poolEpoch, now: now) == .reusable
+    }
+
+    /// Why this server may or may not serve another client (`ServerReuse.verdict`).
+    func reuse(epoch poolEpoch: Int, now: NIODeadline) -> ServerReuse {
+        let closed: Bool
+        if case .closed = state { closed = true } else { closed = false }
+        return ServerReuse.verdict(broken: broken, cancelled: cancelForwarded, closed: closed, epoch: epoch,
+                                   poolEpoch: poolEpoch, expiresAt: expiresAt, now: now)
     }
 
     // MARK: - Login
