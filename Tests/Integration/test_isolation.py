@@ -189,3 +189,77 @@ def test_client_killed_mid_statement_has_its_statement_cancelled(doorman, doorma
         c.execute("UPDATE isolation_lock SET v = v + 1 WHERE id = 1")
     waited = time.monotonic() - t0
     assert waited < 3.0, f"the next writer waited {waited:.1f} s for the dead client's row lock"
+
+
+# --------------------------------------------------------------------------- fuzzed sessions beside canaries
+
+def mutated_session(rng) -> bytes:
+    """What a buggy or hostile client might send after logging in: valid messages, stray types,
+    lengths that lie, cut messages and random bytes, in random order."""
+    from wire import bind, describe, execute, parse, sync, flush, copy_data, copy_done
+    pieces = [
+        query("SELECT 1"), query("BEGIN"), query("SELECT pg_sleep(0.01)"), query("COMMIT"), query("ROLLBACK"),
+        query("SET TimeZone = 'Asia/Tokyo'"), query("SET work_mem = '9MB'"), query("LISTEN fuzz"),
+        parse("", "SELECT $1::int"), parse("fz", "SELECT 2"), bind("", "", [b"7"]), bind("", "fz"),
+        describe("S", "fz"), execute(), sync(), flush(), copy_data(b"junk"), copy_done(),
+        stray(b"z"), stray(b"p"), b"Q" + struct.pack("!i", 3), b"Q" + struct.pack("!i", 0x7fffffff),
+        bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 40))),
+    ]
+    out = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+    if rng.random() < 0.3:
+        out = out[: rng.randint(1, len(out))]  # cut anywhere
+    return out
+
+
+def test_fuzzed_sessions_never_harm_canary_clients(doorman, doorman_config):
+    import random
+    dm = doorman(doorman_config(pool_size=4, prepared_statements_cache_size=100))
+    before = rss_kib(dm.pid)
+    stop = threading.Event()
+    harmed: list[str] = []
+    done = [0]
+
+    def canary(n: int):
+        try:
+            w = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+            while not stop.is_set():
+                w.send(query(f"SELECT {n}, current_setting('TimeZone'), current_setting('work_mem')"))
+                r = rows(w.read_until_ready(timeout=20))
+                if r[0][0] != str(n).encode() or r[0][2] != b"4MB":
+                    harmed.append(f"canary {n} got {r}")
+                    return
+                done[0] += 1
+            w.close()
+        except Exception as e:  # noqa: BLE001 - any failure of a well-behaved client is the finding
+            harmed.append(f"canary {n}: {e!r}")
+
+    canaries = [threading.Thread(target=canary, args=(n,)) for n in range(4)]
+    for t in canaries:
+        t.start()
+    rng = random.Random(20261204)
+    sessions = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and sessions < 400 and not harmed:
+        try:
+            f = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW, timeout=5)
+            f.sock.settimeout(0.2)
+            try:
+                f.sock.sendall(mutated_session(rng))
+                f.sock.recv(65536)
+            except OSError:
+                pass
+            if rng.random() < 0.5:
+                f.abort()
+            else:
+                f.close()
+        except (WireError, OSError):
+            pass
+        sessions += 1
+    stop.set()
+    for t in canaries:
+        t.join(30)
+    assert not harmed, harmed[:5]
+    assert done[0] > 0
+    assert dm.alive()
+    grown = rss_kib(dm.pid) - before
+    assert grown < 100 * 1024, f"RSS grew by {grown} KiB over {sessions} fuzzed sessions"
