@@ -263,3 +263,20 @@ def test_fuzzed_sessions_never_harm_canary_clients(doorman, doorman_config):
     assert dm.alive()
     grown = rss_kib(dm.pid) - before
     assert grown < 100 * 1024, f"RSS grew by {grown} KiB over {sessions} fuzzed sessions"
+
+
+def test_max_memory_usage_refuses_a_message_too_large_to_hold(doorman, doorman_config):
+    from wire import bind, execute, parse, sync
+    dm = doorman(doorman_config(pool_size=2, prepared_statements_cache_size=100, max_memory_usage="1MB"))
+    big = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    big.send(parse("s1", "SELECT length($1::text)"), bind("", "s1", [b"ok"]), execute(), sync())
+    assert rows(big.read_until_ready()) == [[b"2"]]
+    # a Bind the rewriter must hold whole (it renames the statement), larger than the whole budget
+    big.send(bind("", "s1", [b"x" * (3 << 20)]), execute(), sync())
+    fields = read_error(big)
+    assert fields.get("C") == "53200", fields
+    # nobody else is hurt, and a message within the budget still goes through
+    other = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    other.send(parse("s2", "SELECT length($1::text)"), bind("", "s2", [b"y" * (512 << 10)]), execute(), sync())
+    assert rows(other.read_until_ready()) == [[str(512 << 10).encode()]]
+    other.close()

@@ -289,6 +289,10 @@ extension ClientSession {
             return fatal(code: .protocolViolation, "invalid message length from client")
         }
         if input.readableBytes > 0 { clientAcc = input }
+        let needed = input.readableBytes > 0 ? Self.announcedSize(input) : 0
+        if needed != clientMessageHeld, !runtime.memory.adjust(held: &clientMessageHeld, needed: needed) {
+            return outOfMemory()
+        }
         if relay.expectedReady > 0 && busySince == nil { busySince = .now() }
         let queries = relay.queryCount &- queriesBefore
         server.queryCount &+= queries

@@ -111,6 +111,14 @@ extension ClientSession {
         if !relay.pendingSets.isEmpty { adoptCommittedSets() }
         let toClient = runs.finish(at: input.readerIndex)
         if input.readableBytes > 0 { serverAcc = input }
+        let needed = input.readableBytes > 0 ? Self.announcedSize(input) : 0
+        if needed != serverMessageHeld, !runtime.memory.adjust(held: &serverMessageHeld, needed: needed) {
+            // A backend message too large to hold now: the client that asked for it is refused and
+            // its server, left mid-message, is closed.
+            if let s = server { discardServer(s) }
+            server = nil
+            return outOfMemory()
+        }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
         if toClient.readableBytes > 0 { output.write(toClient) }
         let quiet = relay.expectedReady == 0
@@ -274,6 +282,9 @@ extension ClientSession {
         clientAcc = nil
         serverAcc = nil
         clientPassThrough = 0
+        runtime.memory.release(clientMessageHeld + serverMessageHeld)
+        clientMessageHeld = 0
+        serverMessageHeld = 0
         guard let pool else { return discardServer(s) }
         switch disposal {
         case .discard:

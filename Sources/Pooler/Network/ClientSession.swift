@@ -107,6 +107,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverAcc: ByteBuffer?
     /// Rewriting: bytes of a large Query/CopyData still to forward as they come (never collected).
     var clientPassThrough = 0
+    /// What this session has reserved of `max_memory_usage` for the partial client / server message
+    /// it holds whole (rewriting mode).
+    var clientMessageHeld = 0
+    var serverMessageHeld = 0
     /// Reads from the client are paused while it waits for a server with `pendingLimit` held.
     var clientReadsPaused = false
     /// Rewriting: what the rewriter puts after a backend message (reused between messages).
@@ -187,6 +191,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let wasAdmin: Bool
         if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
         phase = .closed
+        runtime.memory.release(clientMessageHeld + serverMessageHeld)
+        clientMessageHeld = 0
+        serverMessageHeld = 0
         startupFinished()
         output.disableDirect()
         runtime.cancels.unregister(processID: id)
@@ -239,6 +246,19 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     // MARK: - Errors and closing
+
+    /// The size a partial message at the start of `buffer` announces (0 when its header is not complete).
+    static func announcedSize(_ buffer: ByteBuffer) -> Int {
+        MemoryBudget.announcedSize(typeAndLength: (buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+                                                   buffer.getInteger(at: buffer.readerIndex + 1, as: Int32.self)))
+    }
+
+    /// The client would make the pooler hold more than `max_memory_usage`: refused, as the
+    /// reference pooler does.
+    func outOfMemory() {
+        fatal(code: .outOfMemory, "Server is temporarily out of memory (max_memory_usage): the message is too "
+              + "large to hold now. Please try again later.")
+    }
 
     /// Sends an error to the client and closes the connection.
     func fatal(code: SQLState, _ message: String) {

@@ -15,6 +15,8 @@ public final class PoolerRuntime {
     public var logger: Logger
     public let configPath: String
     let cancels = CancelRegistry()
+    /// `max_memory_usage`: large messages held whole, across all clients.
+    let memory: MemoryBudget
     let connector: ServerConnector
     let startupTimeout = TimeAmount.seconds(15)
     /// How often each loop looks for clients past `startupTimeout` (so a client is cut off between
@@ -70,6 +72,7 @@ public final class PoolerRuntime {
         self.logger = logger
         self.configPath = configPath
         self._config = config
+        self.memory = MemoryBudget(limit: Int(clamping: config.general.maxMemoryUsage))
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._coordinators = Self.coordinators(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
@@ -216,6 +219,7 @@ public final class PoolerRuntime {
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
+        memory.setLimit(Int(clamping: newConfig.general.maxMemoryUsage))
         for c in coordinators { c.wake() }  // a raised max_db_connections serves waiting pools
         // Replaced pools hand their waiters and future checkouts to the new pool of the same
         // (database, user); connected clients keep working. Removed pools close.
