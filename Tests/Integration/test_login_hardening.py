@@ -143,3 +143,26 @@ def test_failed_login_log_is_rate_limited(doorman, doorman_config):
     assert logged < 150
     m = re.findall(r"\.\.\. (\d+) more failed logins suppressed", log)
     assert m and sum(map(int, m)) + logged == 151, (m, logged)
+
+
+def test_client_login_timeout_is_configurable(doorman, doorman_config):
+    """client_login_timeout (PgBouncer's name; default 15 s): a client that stops in the middle of
+    authentication is cut off that long after connecting (the sweep runs once a second)."""
+    dm = doorman(doorman_config(users=[SCRAM_USER], client_login_timeout="2s"))
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", dm.port), timeout=10)
+    try:
+        body = struct.pack("!I", PROTOCOL_V3) + _cstr("user") + _cstr(SCRAM_USER) + _cstr("database") \
+            + _cstr("example_db") + b"\0"
+        s.sendall(struct.pack("!I", len(body) + 4) + body)  # then never answers the SCRAM request
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        elapsed = time.monotonic() - t0
+    finally:
+        s.close()
+    assert 1.9 <= elapsed < 4, elapsed
+    assert data[:1] == b"R" and b"08P01" in data and b"did not complete startup within 2 seconds" in data, data

@@ -16,9 +16,15 @@ public final class PoolerRuntime {
     public let configPath: String
     let cancels = CancelRegistry()
     let connector: ServerConnector
-    let startupTimeout = TimeAmount.seconds(15)
-    /// How often each loop looks for clients past `startupTimeout` (so a client is cut off between
-    /// 15 and 16 seconds after connecting).
+    /// `client_login_timeout`: how long a client has from connecting to the end of authentication
+    /// (0 in the config: no limit). Read once per connection; RELOAD changes it for new clients.
+    var startupTimeout: TimeAmount {
+        let ms = loginTimeoutMs.load(ordering: .relaxed)
+        return ms == 0 ? .hours(24 * 365 * 100) : .milliseconds(Int64(min(ms, UInt64(Int64.max / 1_000_000))))
+    }
+    private let loginTimeoutMs = ManagedAtomic<UInt64>(15_000)
+    /// How often each loop looks for clients past `startupTimeout` (so a client is cut off up to
+    /// a second after it).
     static let loginSweepInterval = TimeAmount.seconds(1)
     /// Clients still logging in, per event loop (each watch is used only on its loop).
     private let loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>]
@@ -70,6 +76,7 @@ public final class PoolerRuntime {
         self.logger = logger
         self.configPath = configPath
         self._config = config
+        loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._coordinators = Self.coordinators(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
@@ -213,6 +220,7 @@ public final class PoolerRuntime {
                                      coordinators: fresh)
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
+            loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
