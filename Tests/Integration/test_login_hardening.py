@@ -129,7 +129,8 @@ def test_failed_login_is_logged_at_info_with_control_characters_escaped(doorman,
 
 
 def test_failed_login_log_is_rate_limited(doorman, doorman_config):
-    dm = doorman(doorman_config(users=[SCRAM_USER]), args=("-l", "info"))
+    dm = doorman(doorman_config(users=[SCRAM_USER], log_client_connections=True, log_client_disconnections=True),
+                 args=("-l", "info"))
     t0 = time.monotonic()
     for i in range(150):
         exchange(dm.port, f"flood_{i}", "x", database="no_such_db")
@@ -143,6 +144,8 @@ def test_failed_login_log_is_rate_limited(doorman, doorman_config):
     assert logged < 150
     m = re.findall(r"\.\.\. (\d+) more failed logins suppressed", log)
     assert m and sum(map(int, m)) + logged == 151, (m, logged)
+    # A refused login has no "disconnected" line besides (that one would not be rate-limited).
+    assert "disconnected:" not in log, log[-2000:]
 
 
 def test_client_login_timeout_is_configurable(doorman, doorman_config):

@@ -41,6 +41,9 @@ public final class PoolerRuntime {
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
+    /// The sessions that finished logging in: only their disconnection is logged (a refused login
+    /// has its own, rate-limited line, `FailedLoginLog`, so a flood of them cannot fill the disk).
+    private var loggedIn: Set<Int32> = []
 
     private let clientCount = ManagedAtomic<Int>(0)
     private let connectionCounter = ManagedAtomic<Int32>(0)
@@ -276,15 +279,25 @@ public final class PoolerRuntime {
     }
 
     func sessionEnded(_ s: ClientSession, admin: Bool) {
-        let removed = lock.withLock { sessions.removeValue(forKey: s.id) != nil }
+        var wasLoggedIn = false
+        var logIt = false
+        let removed = lock.withLock {
+            wasLoggedIn = loggedIn.remove(s.id) != nil
+            logIt = _config.general.logClientDisconnections
+            return sessions.removeValue(forKey: s.id) != nil
+        }
         if removed && s.isCounted { clientCount.wrappingDecrement(ordering: .relaxed) }
-        if lock.withLock({ _config.general.logClientDisconnections }) && !s.user.isEmpty {
+        if logIt && wasLoggedIn && !s.user.isEmpty {
             logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
         }
     }
 
+    /// A client finished logging in (called once per session, on its loop).
     func logClientConnection(_ s: ClientSession) {
-        if lock.withLock({ _config.general.logClientConnections }) {
+        if lock.withLock({ () -> Bool in
+            loggedIn.insert(s.id)
+            return _config.general.logClientConnections
+        }) {
             logger.info("client \(s.peer) connected: \(s.user)@\(s.database) application_name=\(s.applicationName)")
         }
     }
