@@ -173,3 +173,64 @@ def test_outage_longer_than_query_wait_timeout_gives_a_short_error(doorman, own_
             c.close()
         pg_start(own_pg)
     assert not any(d in dm.log() for d in DUMPS), dm.log()[-3000:]
+
+
+@pytest.mark.slow
+def test_clients_in_a_query_loop_during_a_restart(doorman, own_pg):
+    """20 clients run short queries in a loop (transaction mode, pool_size 4 for each of 2 users) while PostgreSQL restarts.
+    A client whose own server was killed mid-query may get PostgreSQL's or the pooler's "server closed"
+    error; one that was only waiting for a server must not fail: no "Could not get a database
+    connection" error, and no NIO dump in any error."""
+    dm = doorman(config(own_pg, pool_size=4, query_wait_timeout="15s"))
+    stop = threading.Event()
+    lock = threading.Lock()
+    errors: list[str] = []
+    ok_after: set[int] = set()
+    t_up = [float("inf")]
+
+    def worker(i):
+        conn = None
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = connect(dm, *((MD5_USER, MD5_PW) if i % 2 == 0 else (SCRAM_USER, SCRAM_PW)))
+                conn.execute("SELECT pg_sleep(0.02)")
+                if time.monotonic() > t_up[0]:
+                    with lock:
+                        ok_after.add(i)
+            except psycopg.Error as e:
+                with lock:
+                    errors.append(f"{type(e).__name__} {getattr(e, 'sqlstate', None)}: {e}")
+                try:
+                    if conn is not None:
+                        conn.close()
+                except Exception:
+                    pass
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(20)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        pg_stop(own_pg)
+        time.sleep(0.2)
+        pg_start(own_pg)
+        t_up[0] = time.monotonic()
+        deadline = t_up[0] + 15
+        while time.monotonic() < deadline and len(ok_after) < 20:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    waiting_failures = [e for e in errors if "Could not get a database connection" in e
+                        or "creating a new connection" in e]
+    dumps = [e for e in errors if any(d in e for d in DUMPS)]
+    assert not waiting_failures, f"{len(waiting_failures)} waiting clients failed ({len(errors)} errors in all): " \
+                                 f"{waiting_failures[:3]}"
+    assert not dumps, dumps[:3]
+    assert len(errors) <= 8, errors  # at most the clients whose server was killed (pool_size 4, 2 users)
+    assert ok_after == set(range(20)), sorted(set(range(20)) - ok_after)
