@@ -76,6 +76,13 @@ struct LogRateLimiter {
         return .log(suppressedBefore: takeSuppressed())
     }
 
+    /// The count to report once the window in which lines were left out has ended and no line
+    /// came since (a flood that stopped), then zero; called periodically.
+    mutating func flush(now: NIODeadline) -> Int {
+        guard suppressed > 0, let start = windowStart, now - start >= .seconds(1) else { return 0 }
+        return takeSuppressed()
+    }
+
     private mutating func takeSuppressed() -> Int {
         defer { suppressed = 0 }
         return suppressed
@@ -93,6 +100,15 @@ final class FailedLoginLog: @unchecked Sendable {  // state guarded by `lock`
 
     init(perSecond: Int) {
         limiter = LogRateLimiter(perSecond: perSecond)
+    }
+
+    /// Writes the count of lines left out when a burst has ended without a later line to carry it
+    /// (the runtime calls this once a second).
+    func flush(_ logger: Logger, now: NIODeadline = .now()) {
+        let suppressed = lock.withLock { limiter.flush(now: now) }
+        if suppressed > 0 {
+            logger.info("... \(suppressed) more failed logins suppressed (at most \(limiter.perSecond) logged a second)")
+        }
     }
 
     func record(_ logger: Logger, _ line: @autoclosure () -> String, now: NIODeadline = .now()) {

@@ -442,6 +442,7 @@ public final class PoolerRuntime {
             guard let self else { return }
             let now = NIODeadline.now()
             for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
+            FailedLoginLog.shared.flush(self.logger, now: now)
         }
         for loop in loops {
             guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }

@@ -33,4 +33,16 @@ import Testing
         #expect(limiter.admit(now: now) == .log(suppressedBefore: 0))
         #expect(limiter.admit(now: now) == .suppress)
     }
+
+    @Test func aBurstThatStoppedIsReportedByFlush() {
+        var limiter = LogRateLimiter(perSecond: 1)
+        let t0 = NIODeadline.uptimeNanoseconds(5_000_000_000)
+        #expect(limiter.admit(now: t0) == .log(suppressedBefore: 0))
+        #expect(limiter.admit(now: t0 + .milliseconds(10)) == .suppress)
+        #expect(limiter.admit(now: t0 + .milliseconds(20)) == .suppress)
+        #expect(limiter.flush(now: t0 + .milliseconds(500)) == 0)  // the window is still open
+        #expect(limiter.flush(now: t0 + .milliseconds(1000)) == 2)
+        #expect(limiter.flush(now: t0 + .milliseconds(2000)) == 0)
+        #expect(limiter.admit(now: t0 + .milliseconds(2000)) == .log(suppressedBefore: 0))
+    }
 }
