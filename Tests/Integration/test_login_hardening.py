@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import socket
 import struct
@@ -53,7 +54,8 @@ def exchange(port: int, user: str, password: str, database: str = "example_db",
             code = struct.unpack("!I", b[:4])[0]
             seen["codes"].append(code)
             if code == 5:
-                s.sendall(_msg(b"p", _cstr("md5" + "0" * 32)))
+                inner = hashlib.md5(password.encode() + user.encode()).hexdigest()
+                s.sendall(_msg(b"p", _cstr("md5" + hashlib.md5(inner.encode() + b[4:8]).hexdigest())))
             elif code == 10:
                 scram = _Scram(password)
                 first = scram.client_first()
@@ -89,6 +91,17 @@ def test_unknown_user_gets_the_same_exchange_as_a_wrong_password(doorman, doorma
     # The right password still works.
     ok = exchange(dm.port, SCRAM_USER, "scrampass")
     assert ok["ok"], ok
+
+
+def test_unknown_user_gets_md5_when_every_configured_user_has_an_md5_hash(doorman, doorman_config):
+    dm = doorman(doorman_config(users=[MD5_USER]))
+    wrong = exchange(dm.port, MD5_USER, "not-the-password")
+    unknown = exchange(dm.port, "no_such_user", "whatever")
+    assert wrong["codes"] == [5], wrong
+    assert unknown["codes"] == [5], unknown
+    assert (unknown["error"]["S"], unknown["error"]["C"]) == (wrong["error"]["S"], wrong["error"]["C"]) == ("FATAL", "28P01")
+    assert unknown["error"]["M"] == 'password authentication failed for user "no_such_user"'
+    assert exchange(dm.port, MD5_USER, "md5pass")["ok"]
 
 
 def test_unknown_admin_user_gets_the_admin_md5_exchange(doorman, doorman_config):

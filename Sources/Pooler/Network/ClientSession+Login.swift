@@ -152,8 +152,10 @@ extension ClientSession {
     }
 
     /// A user the pooler does not know gets the same exchange as one with a wrong password
-    /// (`MockAuthentication`): MD5 for the admin console (it uses MD5), else SCRAM, and then the
-    /// same error. With trust there is no exchange for anybody, so it fails at once.
+    /// (`MockAuthentication`), then the same error: MD5 for the admin console (it uses MD5) and,
+    /// unless pg_hba says scram-sha-256, where every configured user has an MD5 hash; else SCRAM
+    /// (as PostgreSQL with password_encryption scram-sha-256). With trust there is no exchange for
+    /// anybody, so it fails at once.
     func mockAuthentication(method: ClientAuthMethod, md5: Bool) {
         switch method {
         case .trust:
@@ -204,7 +206,7 @@ extension ClientSession {
                 return refuseLogin(code: .invalidCatalogName, "database \"\(database)\" does not exist")
             }
             // Not configured for this database: the same exchange as a wrong password.
-            return mockAuthentication(method: method, md5: false)
+            return mockAuthentication(method: method, md5: runtime.mockAuthenticationUsesMD5)
         }
         self.pool = pool
         let stored = pool.settings.clientPassword

@@ -23,6 +23,21 @@ public final class PoolerRuntime {
         return ms == 0 ? .hours(24 * 365 * 100) : .milliseconds(Int64(min(ms, UInt64(Int64.max / 1_000_000))))
     }
     private let loginTimeoutMs = ManagedAtomic<UInt64>(15_000)
+    /// Every configured user has an MD5 hash: an unknown user then gets a mock MD5 exchange (what
+    /// any known user gets under pg_hba md5), else a mock SCRAM one (`MockAuthentication`).
+    var mockAuthenticationUsesMD5: Bool { mockMD5.load(ordering: .relaxed) }
+    private let mockMD5 = ManagedAtomic<Bool>(false)
+
+    static func allUsersHaveMD5Hashes(_ config: Config) -> Bool {
+        var any = false
+        for pool in config.pools.values {
+            for user in pool.users {
+                guard MD5Password.isHash(user.password) else { return false }
+                any = true
+            }
+        }
+        return any
+    }
     /// How often each loop looks for clients past `startupTimeout` (so a client is cut off up to
     /// a second after it).
     static let loginSweepInterval = TimeAmount.seconds(1)
@@ -80,6 +95,7 @@ public final class PoolerRuntime {
         self.configPath = configPath
         self._config = config
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
+        mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._coordinators = Self.coordinators(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
@@ -224,6 +240,7 @@ public final class PoolerRuntime {
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
             loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
+            mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
