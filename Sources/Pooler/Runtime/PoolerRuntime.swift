@@ -94,8 +94,6 @@ public final class PoolerRuntime {
         self.logger = logger
         self.configPath = configPath
         self._config = config
-        loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
-        mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._coordinators = Self.coordinators(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
@@ -103,6 +101,8 @@ public final class PoolerRuntime {
         self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
+        loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
+        mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
