@@ -85,6 +85,7 @@ enum ConfigDecoder {
         x.retainConnectionsMax = g.int("retain_connections_max") ?? x.retainConnectionsMax
         x.serverIdleCheckTimeout = g.duration("server_idle_check_timeout") ?? x.serverIdleCheckTimeout
         x.proxyCopyDataTimeout = g.duration("proxy_copy_data_timeout") ?? x.proxyCopyDataTimeout
+        x.clientLoginTimeout = g.duration("client_login_timeout") ?? x.clientLoginTimeout
         x.tcpKeepalivesIdle = g.seconds("tcp_keepalives_idle") ?? x.tcpKeepalivesIdle
         x.tcpKeepalivesInterval = g.seconds("tcp_keepalives_interval") ?? x.tcpKeepalivesInterval
         x.tcpKeepalivesCount = g.u32("tcp_keepalives_count") ?? x.tcpKeepalivesCount

@@ -135,7 +135,7 @@ public enum ConfigFields {
         i("idle_timeout", g.idleTimeout); i("server_lifetime", g.serverLifetime)
         i("retain_connections_time", g.retainConnectionsTime); i("retain_connections_max", g.retainConnectionsMax)
         i("server_idle_check_timeout", g.serverIdleCheckTimeout); i("shutdown_timeout", g.shutdownTimeout)
-        i("proxy_copy_data_timeout", g.proxyCopyDataTimeout)
+        i("proxy_copy_data_timeout", g.proxyCopyDataTimeout); i("client_login_timeout", g.clientLoginTimeout)
         i("tcp_keepalives_idle", g.tcpKeepalivesIdle); i("tcp_keepalives_interval", g.tcpKeepalivesInterval)
         i("tcp_keepalives_count", g.tcpKeepalivesCount); i("tcp_so_linger", g.tcpSoLinger)
         b("tcp_no_delay", g.tcpNoDelay); i("tcp_user_timeout", g.tcpUserTimeout)

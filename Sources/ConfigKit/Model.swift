@@ -68,6 +68,8 @@ public struct General: Sendable, Equatable {
     public var retainConnectionsMax: Int = 3
     public var serverIdleCheckTimeout: UInt64 = 60_000
     public var proxyCopyDataTimeout: UInt64 = 15_000
+    /// How long a client may take from connecting to the end of authentication (0: no limit).
+    public var clientLoginTimeout: UInt64 = 15_000
     /// Seconds.
     public var tcpKeepalivesIdle: UInt64 = 5
     /// Seconds.

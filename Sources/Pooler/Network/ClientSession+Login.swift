@@ -59,7 +59,7 @@ extension ClientSession {
                 guard body.readCString() == "SCRAM-SHA-256", let n: Int32 = body.readInteger(), n >= 0,
                       let data = body.readBytes(length: Int(n))
                 else {
-                    return fatal(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                    return refuseLogin(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
                 }
                 switch scram.receiveClientFirst(data) {
                 case .success(let serverFirst):
@@ -68,7 +68,7 @@ extension ClientSession {
                     BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
                     output.writeAndFlush(out)
                 case .failure:
-                    return fatal(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
+                    return refuseLogin(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
                 }
             case .authSCRAMFinal(var scram):
                 guard let msg = nextMessage() else { return }
@@ -135,11 +135,35 @@ extension ClientSession {
     }
 
     func protocolViolation() {
-        fatal(code: .protocolViolation, "invalid message during authentication")
+        refuseLogin(code: .protocolViolation, "invalid message during authentication")
     }
 
     func authFailed() {
-        fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
+        refuseLogin(code: .invalidPassword, MockAuthentication.failureMessage(user: user))
+    }
+
+    /// Ends a login that failed: logged at info level (rate-limited, `FailedLoginLog`) with the
+    /// client's address, user, database and the reason, as PostgreSQL logs failed connections;
+    /// then the client gets `message` as FATAL.
+    func refuseLogin(code: SQLState, _ message: String) {
+        FailedLoginLog.shared.record(runtime.logger,
+            "login failed: client \(peer) user \"\(user)\" database \"\(database)\" application_name \"\(applicationName)\": \(code) \(message)")
+        fatal(code: code, message)
+    }
+
+    /// A user the pooler does not know gets the same exchange as one with a wrong password
+    /// (`MockAuthentication`), then the same error: MD5 for the admin console (it uses MD5) and,
+    /// unless pg_hba says scram-sha-256, where every configured user has an MD5 hash; else SCRAM
+    /// (as PostgreSQL with password_encryption scram-sha-256). With trust there is no exchange for
+    /// anybody, so it fails at once.
+    func mockAuthentication(method: ClientAuthMethod, md5: Bool) {
+        switch method {
+        case .trust:
+            return authFailed()
+        case .md5, .scram, .password:
+            if md5 && method != .scram { return beginMD5(hash: MockAuthentication.shared.md5Hash(user: user)) }
+            return beginSCRAM(MockAuthentication.shared.scramKeys(user: user))
+        }
     }
 
     func startup(_ params: [String: String]) {
@@ -148,13 +172,13 @@ extension ClientSession {
         applicationName = params["application_name"] ?? ""
         startupParameters = params
         if !usesTLS && !isUnixSocket && runtime.tls.clientMode.requiresTLS {
-            return fatal(code: .invalidAuthorizationSpecification, "Connection without SSL is not allowed by tls_mode.")
+            return refuseLogin(code: .invalidAuthorizationSpecification, "Connection without SSL is not allowed by tls_mode.")
         }
         if runtime.isShuttingDown {
-            return fatal(code: .cannotConnectNow, "pg_doorman is shutting down")
+            return refuseLogin(code: .cannotConnectNow, "pg_doorman is shutting down")
         }
         if !runtime.admitClient() {
-            return fatal(code: .tooManyConnections, "sorry, too many clients already")
+            return refuseLogin(code: .tooManyConnections, "sorry, too many clients already")
         }
         counted = true
         runtime.sessionStarted(self)
@@ -165,12 +189,12 @@ extension ClientSession {
         let method: ClientAuthMethod
         switch decision {
         case .method(let m): method = m
-        case .denied(let message): return fatal(code: .invalidAuthorizationSpecification, message)
+        case .denied(let message): return refuseLogin(code: .invalidAuthorizationSpecification, message)
         }
 
         if isAdmin {
             guard user == runtime.adminUsername else {
-                return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
+                return mockAuthentication(method: method, md5: true)
             }
             if method == .trust { return authenticated(clientKey: nil) }
             let hash = MD5Password.hash(password: runtime.adminPassword, user: user)
@@ -179,32 +203,34 @@ extension ClientSession {
 
         guard let pool = runtime.pool(database: database, user: user) else {
             if !runtime.hasDatabase(database) {
-                return fatal(code: .invalidCatalogName, "database \"\(database)\" does not exist")
+                return refuseLogin(code: .invalidCatalogName, "database \"\(database)\" does not exist")
             }
-            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\"")
+            // Not configured for this database: the same exchange as a wrong password.
+            return mockAuthentication(method: method, md5: runtime.mockAuthenticationUsesMD5)
         }
         self.pool = pool
         let stored = pool.settings.clientPassword
         if method == .trust { return authenticated(clientKey: nil) }
         if stored.hasPrefix("SCRAM-SHA-256$") {
             guard let keys = pool.clientScramKeys else {
-                return fatal(code: .invalidPassword, "Server authentication configuration error. Please contact your database administrator.")
+                return refuseLogin(code: .invalidPassword, "Server authentication configuration error. Please contact your database administrator.")
             }
             return beginSCRAM(keys)
         }
         if stored.hasPrefix("md5") && stored.count == 35 {
             if method == .scram {
-                // PostgreSQL cannot run SCRAM against an MD5 hash either.
-                return authFailed()
+                // PostgreSQL cannot run SCRAM against an MD5 hash either; like it, run a mock
+                // SCRAM exchange so the client cannot tell this from a wrong password.
+                return mockAuthentication(method: method, md5: false)
             }
             return beginMD5(hash: stored)
         }
         if stored.isEmpty {
-            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
+            return refuseLogin(code: .invalidPassword, "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
         }
         if stored.hasPrefix(User.jwtPasswordPrefix) {
             // JWT authentication is not implemented: the key's path is not a password.
-            return fatal(code: .invalidPassword, "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
+            return refuseLogin(code: .invalidPassword, "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
         }
         // Plaintext password in the config: SCRAM with a verifier derived once per pool.
         guard let keys = pool.clientScramKeys else { return authFailed() }
@@ -334,7 +360,7 @@ extension ClientSession {
     func parametersChecked(_ verdict: ServerPool.ValidatedParameters, then proceed: () -> Void) {
         switch verdict {
         case .refused(let e):
-            fatal(code: e.code, e.message)
+            refuseLogin(code: e.code, e.message)
         case .accepted(let reported):
             for (name, value) in reported { parameters[name] = value }
             proceed()
@@ -361,9 +387,9 @@ extension ClientSession {
     func loginFailed(_ error: PoolError) {
         switch error {
         case .serverRejected(let e):
-            fatal(code: e.code, e.message)
-        default:
-            fatal(code: .connectionFailure, "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
+            refuseLogin(code: e.code, e.message)
+        case .queryWaitTimeout, .connectFailed, .closed:
+            refuseLogin(code: .connectionFailure, "pg_doorman could not connect to the server for database \"\(database)\": \(error)")
         }
     }
 

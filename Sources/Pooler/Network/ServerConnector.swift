@@ -25,7 +25,7 @@ final class ServerConnector {
                 first = ServerTLSAttempt(context: context, serverHost: settings.serverHost,
                                          required: tlsSettings.mode.requiresTLS)
             } catch {
-                return loop.makeFailedFuture(PoolError.connectFailed("\(settings.serverHost):\(settings.serverPort): \(error)"))
+                return loop.makeFailedFuture(ServerTLSError(message: "\(settings.serverHost):\(settings.serverPort): cannot set up TLS: \(error)"))
             }
         } else {
             first = nil
@@ -73,7 +73,12 @@ final class ServerConnector {
         login.whenComplete { _ in deadline.cancel() }
         return login.flatMapErrorThrowing { error in
             if error is ServerError { throw error }
-            throw PoolError.connectFailed("\(settings.serverHost):\(settings.serverPort): \(error)")
+            if let e = error as? ServerTLSError {
+                throw ServerTLSError(message: "\(settings.serverHost):\(settings.serverPort): \(e.message)")
+            }
+            // One short line (no NIO type dumps): clients see it, and the pool decides from it
+            // whether to retry (`ConnectRetry`).
+            throw PoolError.connectFailed("\(settings.serverHost):\(settings.serverPort): \(ConnectRetry.reason(error))")
         }
     }
 }

@@ -36,6 +36,9 @@ public final class ServerPool {
     private var opening = 0
     private var open = 0
     private var waiters = WaiterQueue<Waiter>()
+    /// Backoff for connects while they fail (PostgreSQL restarting): waiters wait on.
+    private var retry = ConnectRetry()
+    private var retryTimerArmed = false
     private var _paused = false
     private var _epoch = 0
     private var _closed = false
@@ -227,21 +230,25 @@ public final class ServerPool {
         var step: Step = .wait
         var currentEpoch = 0
         var wantsPermit = false
+        var retryAt: NIODeadline?
         lock.withLock {
             currentEpoch = _epoch
             if _closed {
                 step = .closed
             } else if !_paused, let server = popIdleLocked(preferring: loop) {
                 step = .use(server)
-            } else if !_paused && open + opening < settings.poolSize && permitLocked(&wantsPermit) {
+            } else if !_paused && open + opening < settings.poolSize && retry.mayAttempt(now: now, opening: opening)
+                        && permitLocked(&wantsPermit) {
                 opening += 1
                 step = .create
             } else {
                 waiters.append(loopKey: ObjectIdentifier(loop), enqueuedAt: now,
                                Waiter(loop: loop, enqueuedAt: now, callback: callback))
                 step = .wait
+                retryAt = armRetryLocked()
             }
         }
+        if let retryAt { scheduleRetry(at: retryAt, on: loop) }
         switch step {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
@@ -299,43 +306,122 @@ public final class ServerPool {
     /// Whether any client waits for a server of this pool.
     var hasWaiters: Bool { lock.withLock { !waiters.isEmpty } }
 
-    /// Fails every waiter that has waited longer than query_wait_timeout.
+    /// Fails every waiter that has waited longer than query_wait_timeout (with the last connect
+    /// error when connects have been failing meanwhile).
     func expireWaiters(now: NIODeadline) {
         let limit = now - .milliseconds(Int64(settings.queryWaitTimeoutMs))
+        var lastReason: String?
         let expired: [Waiter] = lock.withLock {
             guard !waiters.isEmpty else { return [] }
+            lastReason = retry.lastReason
             return waiters.expire(enqueuedAtOrBefore: limit)
         }
+        let error: PoolError = lastReason.map { .connectFailed($0) } ?? .queryWaitTimeout
         for w in expired {
             stats.recordWaitTimeout()
-            Self.run(on: w.loop) { w.callback(.failure(.queryWaitTimeout)) }
+            Self.run(on: w.loop) { w.callback(.failure(error)) }
         }
+    }
+
+    /// While connects fail and clients wait, the time of the next attempt if no timer is set for
+    /// it yet (the caller schedules `retryDue`). Called under `lock`.
+    private func armRetryLocked() -> NIODeadline? {
+        guard retry.isFailing, !retryTimerArmed, !waiters.isEmpty, !_closed else { return nil }
+        retryTimerArmed = true
+        return retry.notBefore ?? .now()
+    }
+
+    private func scheduleRetry(at deadline: NIODeadline, on loop: EventLoop) {
+        loop.scheduleTask(deadline: deadline) { [self] in retryDue(on: loop) }
+    }
+
+    /// The backoff has (probably) passed: open a connection for the oldest waiter, or wait longer
+    /// when a later failure pushed the next attempt back.
+    private func retryDue(on loop: EventLoop) {
+        let later: NIODeadline? = lock.withLock {
+            retryTimerArmed = false
+            guard retry.isFailing, !waiters.isEmpty, !_closed else { return nil }
+            let now = NIODeadline.now()
+            if let notBefore = retry.notBefore, now < notBefore {
+                retryTimerArmed = true
+                return notBefore
+            }
+            if opening > 0 {
+                // An attempt is still under way (a retry's outcome re-arms this; a pre-warming
+                // connect's does not): look again shortly.
+                retryTimerArmed = true
+                return now + retry.initialDelay
+            }
+            return nil
+        }
+        if let later { return scheduleRetry(at: later, on: loop) }
+        serveWaitersWithNewConnections()
     }
 
     private func create(on loop: EventLoop, enqueuedAt: NIODeadline,
                         _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
+        let startedAt = NIODeadline.now()
         connector.connect(pool: self, on: loop).whenComplete { [self] result in
             switch result {
             case .success(let server):
-                lock.withLock {
+                let wasFailing: Bool = lock.withLock {
                     opening -= 1
                     open += 1
                     server.countedInPool = true
+                    let failing = retry.isFailing
+                    retry.attemptSucceeded()
+                    return failing
                 }
                 stats.recordWait(micros: UInt64(max(0, (NIODeadline.now() - enqueuedAt).nanoseconds / 1000)))
                 Self.run(on: loop) { callback(.success(server)) }
+                // PostgreSQL is back: open servers for the others that waited meanwhile.
+                if wasFailing { serveWaitersWithNewConnections() }
             case .failure(let error):
-                lock.withLock { opening -= 1 }
-                coordinator?.release(from: self)
-                let poolError: PoolError
-                if let e = error as? ServerError { poolError = .serverRejected(e) }
-                else if let e = error as? PoolError { poolError = e }
-                else { poolError = .connectFailed("\(error)") }
-                Self.run(on: loop) { callback(.failure(poolError)) }
-                // A failed attempt frees a slot; a waiter may try again.
-                serveWaitersWithNewConnections()
+                connectFailed(error, startedAt: startedAt, on: loop, enqueuedAt: enqueuedAt, callback)
             }
         }
+    }
+
+    /// A connect for a waiter failed: the waiter waits on for a retry when the failure may pass
+    /// and its query_wait_timeout allows (`ConnectRetry`), else gets the error.
+    private func connectFailed(_ error: Error, startedAt: NIODeadline, on loop: EventLoop, enqueuedAt: NIODeadline,
+                               _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
+        let now = NIODeadline.now()
+        let failure = ConnectRetry.classify(error)
+        let waitDeadline = enqueuedAt + .milliseconds(Int64(settings.queryWaitTimeoutMs))
+        var requeued = false
+        var retryAt: NIODeadline?
+        lock.withLock {
+            opening -= 1
+            let verdict = retry.attemptFailed(failure, startedAt: startedAt, now: now, waiterDeadline: waitDeadline,
+                                              jitter: Double.random(in: 0..<1))
+            switch verdict {
+            case .retry:
+                guard !_closed else { break }
+                waiters.prepend(loopKey: ObjectIdentifier(loop), enqueuedAt: enqueuedAt,
+                                Waiter(loop: loop, enqueuedAt: enqueuedAt, callback: callback))
+                requeued = true
+                retryAt = armRetryLocked()
+            case .fail:
+                break
+            }
+        }
+        coordinator?.release(from: self)
+        if case .transient(let reason) = failure {
+            Self.logger.info("connect to \(settings.serverHost):\(settings.serverPort) for \(settings.serverUser)@\(settings.serverDatabase) failed: \(reason)\(requeued ? "; retrying while clients wait" : "")")
+        }
+        if requeued {
+            waiterAlarm?.waiterQueued()
+            if let retryAt { scheduleRetry(at: retryAt, on: loop) }
+            return
+        }
+        let poolError: PoolError
+        if let e = error as? ServerError { poolError = .serverRejected(e) }
+        else if let e = error as? PoolError { poolError = e }
+        else { poolError = .connectFailed("\(error)") }
+        Self.run(on: loop) { callback(.failure(poolError)) }
+        // A failed attempt frees a slot; a waiter may try again.
+        serveWaitersWithNewConnections()
     }
 
     // MARK: - Checkin
@@ -426,6 +512,7 @@ public final class ServerPool {
             var wantsPermit = false
             let waiter: Waiter? = lock.withLock {
                 guard !_paused, !_closed, open + opening < settings.poolSize, !waiters.isEmpty,
+                      retry.mayAttempt(now: .now(), opening: opening),
                       permitLocked(&wantsPermit), let w = popWaiterLocked()
                 else { return nil }
                 opening += 1
@@ -535,7 +622,7 @@ public final class ServerPool {
         // Pre-warm / replenish to min_pool_size (as far as max_db_connections permits).
         var toOpen = 0
         lock.withLock {
-            if !_paused && !_closed && open + opening < settings.minPoolSize {
+            if !_paused && !_closed && !retry.isFailing && open + opening < settings.minPoolSize {
                 var unused = false
                 for _ in 0..<(settings.minPoolSize - open - opening) where permitLocked(&unused) { toOpen += 1 }
                 opening += toOpen
@@ -551,10 +638,12 @@ public final class ServerPool {
                     lock.withLock {
                         open += 1
                         server.countedInPool = true
+                        retry.attemptSucceeded()
                     }
                     release(server)
                 case .failure:
                     coordinator?.release(from: self)
+                    serveWaitersWithNewConnections()
                 }
             }
         }

@@ -38,6 +38,20 @@ struct WaiterQueue<Element> {
         count += 1
     }
 
+    /// Puts a waiter back at the head (one whose connect attempt failed and that waits on, so it
+    /// keeps its place: the queue stays ordered by `enqueuedAt` for `expire`).
+    mutating func prepend(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
+        skipHoles()
+        let entry = Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element)
+        if head > 0 {
+            head -= 1
+            slots[head] = entry
+        } else {
+            slots.insert(entry, at: 0)
+        }
+        count += 1
+    }
+
     /// The oldest waiter.
     mutating func popOldest() -> Entry? {
         skipHoles()

@@ -125,6 +125,8 @@ public struct PoolerLogHandler: LogHandler {
     public func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
                     file: String, function: String, line: UInt) {
         guard levels.allows(level, label: label) else { return }
+        // One record, one line: control characters from client-supplied strings are escaped.
+        let message = LogEscape.controlCharacters(message.description)
         let fileName = (file as NSString).lastPathComponent
         if sink.useSyslog {
             // syslog adds its own timestamp, host and pid.
@@ -136,7 +138,7 @@ public struct PoolerLogHandler: LogHandler {
         switch format {
         case .structured:
             let obj: [String: Any] = ["timestamp": ts, "level": name, "file": fileName, "line": line,
-                                      "target": label, "message": message.description]
+                                      "target": label, "message": message]
             if let data = try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys]),
                let s = String(data: data, encoding: .utf8) {
                 sink.write(s + "\n", level: level)

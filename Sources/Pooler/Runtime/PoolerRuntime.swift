@@ -18,9 +18,30 @@ public final class PoolerRuntime {
     /// `max_memory_usage`: large messages held whole, across all clients.
     let memory: MemoryBudget
     let connector: ServerConnector
-    let startupTimeout = TimeAmount.seconds(15)
-    /// How often each loop looks for clients past `startupTimeout` (so a client is cut off between
-    /// 15 and 16 seconds after connecting).
+    /// `client_login_timeout`: how long a client has from connecting to the end of authentication
+    /// (0 in the config: no limit). Read once per connection; RELOAD changes it for new clients.
+    var startupTimeout: TimeAmount {
+        let ms = loginTimeoutMs.load(ordering: .relaxed)
+        return ms == 0 ? .hours(24 * 365 * 100) : .milliseconds(Int64(min(ms, UInt64(Int64.max / 1_000_000))))
+    }
+    private let loginTimeoutMs = ManagedAtomic<UInt64>(15_000)
+    /// Every configured user has an MD5 hash: an unknown user then gets a mock MD5 exchange (what
+    /// any known user gets under pg_hba md5), else a mock SCRAM one (`MockAuthentication`).
+    var mockAuthenticationUsesMD5: Bool { mockMD5.load(ordering: .relaxed) }
+    private let mockMD5 = ManagedAtomic<Bool>(false)
+
+    static func allUsersHaveMD5Hashes(_ config: Config) -> Bool {
+        var any = false
+        for pool in config.pools.values {
+            for user in pool.users {
+                guard MD5Password.isHash(user.password) else { return false }
+                any = true
+            }
+        }
+        return any
+    }
+    /// How often each loop looks for clients past `startupTimeout` (so a client is cut off up to
+    /// a second after it).
     static let loginSweepInterval = TimeAmount.seconds(1)
     /// Clients still logging in, per event loop (each watch is used only on its loop).
     private let loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>]
@@ -37,6 +58,9 @@ public final class PoolerRuntime {
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
+    /// The sessions that finished logging in: only their disconnection is logged (a refused login
+    /// has its own, rate-limited line, `FailedLoginLog`, so a flood of them cannot fill the disk).
+    private var loggedIn: Set<Int32> = []
 
     private let clientCount = ManagedAtomic<Int>(0)
     private let connectionCounter = ManagedAtomic<Int32>(0)
@@ -80,6 +104,8 @@ public final class PoolerRuntime {
         self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
+        loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
+        mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
@@ -216,6 +242,8 @@ public final class PoolerRuntime {
                                      coordinators: fresh)
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
+            loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
+            mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
@@ -272,15 +300,25 @@ public final class PoolerRuntime {
     }
 
     func sessionEnded(_ s: ClientSession, admin: Bool) {
-        let removed = lock.withLock { sessions.removeValue(forKey: s.id) != nil }
+        var wasLoggedIn = false
+        var logIt = false
+        let removed = lock.withLock {
+            wasLoggedIn = loggedIn.remove(s.id) != nil
+            logIt = _config.general.logClientDisconnections
+            return sessions.removeValue(forKey: s.id) != nil
+        }
         if removed && s.isCounted { clientCount.wrappingDecrement(ordering: .relaxed) }
-        if lock.withLock({ _config.general.logClientDisconnections }) && !s.user.isEmpty {
+        if logIt && wasLoggedIn && !s.user.isEmpty {
             logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
         }
     }
 
+    /// A client finished logging in (called once per session, on its loop).
     func logClientConnection(_ s: ClientSession) {
-        if lock.withLock({ _config.general.logClientConnections }) {
+        if lock.withLock({ () -> Bool in
+            loggedIn.insert(s.id)
+            return _config.general.logClientConnections
+        }) {
             logger.info("client \(s.peer) connected: \(s.user)@\(s.database) application_name=\(s.applicationName)")
         }
     }
@@ -425,6 +463,7 @@ public final class PoolerRuntime {
             guard let self else { return }
             let now = NIODeadline.now()
             for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
+            FailedLoginLog.shared.flush(self.logger, now: now)
         }
         for loop in loops {
             guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }

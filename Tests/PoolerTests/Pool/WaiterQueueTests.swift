@@ -55,3 +55,23 @@ struct WaiterQueueTests {
         #expect(q.isEmpty)
     }
 }
+
+@Suite struct WaiterQueuePrependTests {
+    @Test func prependPutsAWaiterBackAtTheHead() {
+        let t0 = NIODeadline.uptimeNanoseconds(1_000)
+        let key = ObjectIdentifier(WaiterQueuePrependTests.Key.shared)
+        var q = WaiterQueue<Int>()
+        q.append(loopKey: key, enqueuedAt: t0, 1)
+        q.append(loopKey: key, enqueuedAt: t0 + .milliseconds(1), 2)
+        let first = q.popOldest()
+        #expect(first?.element == 1)
+        q.prepend(loopKey: key, enqueuedAt: t0, 1)
+        #expect(q.count == 2)
+        // Still ordered for expiry.
+        #expect(q.expire(enqueuedAtOrBefore: t0) == [1])
+        q.prepend(loopKey: key, enqueuedAt: t0, 0)
+        #expect(q.removeAll() == [0, 2])
+    }
+
+    final class Key { static let shared = Key() }
+}
