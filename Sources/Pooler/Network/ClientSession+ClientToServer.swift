@@ -38,7 +38,7 @@ extension ClientSession {
         // progress, a server message half received), named statements go raw but mark the server for
         // cleanup, and a Bind of an unnamed statement this client never parsed on this server is
         // refused rather than run against another client's statement.
-        let rewriterAvailable = rewriter != nil
+        let rewriterAvailable = hasRewriter
         let canSwitch = relay.canSwitchToRewriter(rewriterAvailable: rewriterAvailable,
                                                   serverAtBoundary: serverScanner.atBoundary)
         let queriesBefore = relay.queryCount
@@ -82,7 +82,7 @@ extension ClientSession {
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
         if relay.expectedReady > 0 && busySince == nil { busySince = justAttached ? attachedAt : .now() }
-        if switchAt >= 0, rewriter != nil {
+        if switchAt >= 0, hasRewriter {
             if switchAt > 0, let head = buffer.getSlice(at: buffer.readerIndex, length: switchAt) {
                 queueForServer(server, head)
             }
@@ -125,12 +125,17 @@ extension ClientSession {
         guard let (name, value) = SessionParameters.parseSet(text, complete: complete),
               parameters[name] != nil || trackedParameters.contains(name),
               !SessionParameters.reportedSettable.contains(name) else { return }
-        relay.clientSet(name, value)
+        pendingSets.append((name, value))
+        relay.clientSet()
     }
 
     /// The client's SETs that took effect become its own values (and the server's).
     func adoptCommittedSets() {
-        for (name, value) in relay.takeCommittedSets() {
+        guard let tookEffect = relay.settlePendingSets() else { return }
+        let sets = pendingSets
+        pendingSets = []
+        guard tookEffect else { return }
+        for (name, value) in sets {
             parameters[name] = value
             server?.parameterValues[name] = value
         }
@@ -421,7 +426,7 @@ extension ClientSession {
         serverSameLoop = s.loop === loop
         serverScanner = MessageScanner()
         attachedAt = now
-        relay.serverAttached(rewriterAvailable: rewriter != nil)
+        relay.serverAttached(rewriterAvailable: hasRewriter)
         if !(parametersAtDefault && s.atLoginParameters) && (parameterSetID == 0 || s.matchedParameterSet != parameterSetID) {
             matchParameters(of: s)
         }

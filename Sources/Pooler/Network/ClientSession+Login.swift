@@ -285,6 +285,7 @@ extension ClientSession {
         relay = ClientSessionStateMachine(sessionMode: sessionMode)
         if !sessionMode && pool.settings.preparedStatementsCacheSize > 0 {
             rewriter = PreparedStatementRewriter(cache: pool.statementCache)
+            hasRewriter = true
         }
         let pinned = Set(pool.settings.startupParameterPairs.map { SessionParameters.canonicalName($0.key) })
         let requested = SessionParameters.fromStartup(startupParameters, pinned: pinned)

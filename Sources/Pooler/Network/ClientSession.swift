@@ -86,6 +86,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var watchesSets = false
     /// `track_extra_parameters`: further parameters whose SETs are watched.
     var trackedParameters: Set<String> = []
+    /// SETs of tracked parameters whose transaction has not ended yet (`relay.pendingSets` counts them).
+    var pendingSets: [(String, String)] = []
     /// sync_server_parameters off: the startup values the client is told back at login (nothing is set).
     var reportedOnly: [String: String]?
     /// The client's startup packet, kept until its parameters are taken at login.
@@ -98,6 +100,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     // Prepared statements in transaction mode: the rewriter (nil in session mode or without a
     // statement cache); `relay.mode` says whether the current attachment relays through it.
     var rewriter: PreparedStatementRewriter?
+    /// `rewriter != nil`, set with it at login: comparing the optional struct with nil copies it.
+    var hasRewriter = false
     /// Raw path, for a later switch to the rewriter: the client's unnamed statement (its whole
     /// Parse message; nil when there is none) and how many of its body bytes are still to come.
     var rawUnnamed: ByteBuffer?

@@ -81,27 +81,30 @@ struct ClientSessionStateMachine {
     /// SETs the client ran of parameters it set at startup (PostgreSQL does not report them), held
     /// until the transaction that ran them ends well: they then become its own values and follow
     /// it to its next server. Dropped if an error comes first.
-    private(set) var pendingSets: [(String, String)] = []
+    ///
+    /// The machine counts them (it stays plain data: the handler copies nothing when it asks it);
+    /// the handler keeps the names and values.
+    private(set) var pendingSets = 0
     private var pendingSetsFailed = false
     /// A ReadyForQuery outside a transaction block came after the pending SETs.
     private var pendingSetsSettled = false
 
     /// The client's statement sets one of its startup parameters.
-    mutating func clientSet(_ name: String, _ value: String) {
-        pendingSets.append((name, value))
+    mutating func clientSet() {
+        pendingSets += 1
         pendingSetsSettled = false
     }
 
-    /// The SETs that took effect (the transaction that ran them ended at an idle ReadyForQuery
-    /// without error); empty otherwise. Call after a ReadyForQuery.
-    mutating func takeCommittedSets() -> [(String, String)] {
-        guard !pendingSets.isEmpty, pendingSetsSettled else { return [] }
+    /// What became of the pending SETs: nil while their transaction goes on, else whether they took
+    /// effect (their transaction ended at an idle ReadyForQuery without error). Call after a
+    /// ReadyForQuery; the pending count is cleared once settled.
+    mutating func settlePendingSets() -> Bool? {
+        guard pendingSets > 0, pendingSetsSettled else { return nil }
         let failed = pendingSetsFailed || transactionStatus == .failedTransaction
-        let sets = pendingSets
-        pendingSets = []
+        pendingSets = 0
         pendingSetsFailed = false
         pendingSetsSettled = false
-        return failed ? [] : sets
+        return !failed
     }
 
     /// The server may be executing something of the client's (replies due, an open batch, COPY).
@@ -236,10 +239,14 @@ struct ClientSessionStateMachine {
     /// names of Parse, Bind, Describe and Close.
     @inline(__always)
     static func rawPrefixLength(_ type: UInt8) -> Int {
-        switch FrontendMessageID(rawValue: type) {
-        case .parse, .query: return 128  // names, and the start of the text (`SET ...`)
-        case .bind, .describe, .close: return 2
-        default: return 0
+        // (Byte comparisons: the hot path's first question about every message.)
+        switch type {
+        case FrontendMessageID.parse.rawValue, FrontendMessageID.query.rawValue:
+            return 128  // names, and the start of the text (`SET ...`)
+        case FrontendMessageID.bind.rawValue, FrontendMessageID.describe.rawValue, FrontendMessageID.close.rawValue:
+            return 2
+        default:
+            return 0
         }
     }
 
@@ -335,7 +342,7 @@ struct ClientSessionStateMachine {
     mutating func readyForQuery(status: UInt8?) -> Bool {
         if expectedReady > 0 { expectedReady -= 1 }
         transactionStatus = status.flatMap(TransactionStatus.init(rawValue:)) ?? .idle
-        if !pendingSets.isEmpty && transactionStatus != .inTransaction { pendingSetsSettled = true }
+        if pendingSets > 0 && transactionStatus != .inTransaction { pendingSetsSettled = true }
         return expectedReady == 0 && transactionStatus == .idle
     }
 
@@ -355,7 +362,7 @@ struct ClientSessionStateMachine {
     mutating func errorResponse() {
         errorCount &+= 1
         serverInCopy = false
-        if !pendingSets.isEmpty { pendingSetsFailed = true }
+        if pendingSets > 0 { pendingSetsFailed = true }
     }
 
     /// One backend message seen by the raw relay (`prefix`: the first bytes asked for by
@@ -400,10 +407,10 @@ struct ClientSessionStateMachine {
     /// How many body bytes the relay needs to see of a backend message.
     @inline(__always)
     static func backendPrefixLength(_ type: UInt8) -> Int {
-        switch BackendMessageID(rawValue: type) {
-        case .readyForQuery: return 1
-        case .commandComplete: return 15
-        case .parameterStatus: return 256  // name and value (longer ones are left untracked)
+        switch type {
+        case BackendMessageID.readyForQuery.rawValue: return 1
+        case BackendMessageID.commandComplete.rawValue: return 15
+        case BackendMessageID.parameterStatus.rawValue: return 256  // name and value (longer ones are left untracked)
         default: return 0
         }
     }

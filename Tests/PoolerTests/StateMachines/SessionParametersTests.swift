@@ -116,17 +116,18 @@ struct ClientSessionStateMachineParameterTests {
 
     @Test func clientSetsTakeEffectWhenTheirTransactionEndsWell() {
         var m = Machine(sessionMode: false)
-        m.clientSet("extra_float_digits", "3")
-        #expect(m.takeCommittedSets().isEmpty, "not before its ReadyForQuery")
+        m.clientSet()
+        #expect(m.settlePendingSets() == nil, "not before its ReadyForQuery")
         _ = m.readyForQuery(status: UInt8(ascii: "I"))
-        #expect(m.takeCommittedSets().map { $0.0 } == ["extra_float_digits"])
+        #expect(m.settlePendingSets() == true)
+        #expect(m.pendingSets == 0)
 
-        m.clientSet("statement_timeout", "5")
+        m.clientSet()
         _ = m.readyForQuery(status: UInt8(ascii: "T"))
-        #expect(m.takeCommittedSets().isEmpty, "inside a transaction block")
+        #expect(m.settlePendingSets() == nil, "inside a transaction block")
         m.errorResponse()
         _ = m.readyForQuery(status: UInt8(ascii: "I"))
-        #expect(m.takeCommittedSets().isEmpty, "rolled back by the error")
-        #expect(m.pendingSets.isEmpty)
+        #expect(m.settlePendingSets() == false, "rolled back by the error")
+        #expect(m.pendingSets == 0)
     }
 }

@@ -89,6 +89,11 @@ public struct PreparedStatementRewriter {
     /// and never change the state, so a caller may relay those raw even while this is true.
     public var needsServerFiltering: Bool { !expected.isEmpty }
 
+    /// `releaseIsUncertain` and `needsServerFiltering` for a caller holding the rewriter in an
+    /// optional stored property: `mutating` makes `rewriter?.peek…()` run in place instead of on a copy.
+    public mutating func peekReleaseIsUncertain() -> Bool { releaseIsUncertain }
+    public mutating func peekNeedsServerFiltering() -> Bool { needsServerFiltering }
+
     /// Whether the server may hold statements or portals the cache does not know of: a Parse, Close
     /// or raw message whose reply has not arrived. Such a server is closed at release.
     public var releaseIsUncertain: Bool {
