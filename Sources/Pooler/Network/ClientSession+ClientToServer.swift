@@ -409,7 +409,7 @@ extension ClientSession {
     func matchParameters(of s: ServerConnection) {
         let changes = parameters.changes(server: s.parameterValues, baseline: parameterBaseline)
         guard !changes.isEmpty else {
-            s.matchedParameterSet = parameterSetID
+            s.matchedParameterSet = currentParameterSetID()
             return
         }
         for c in changes where !SessionParameters.reportedSettable.contains(c.name) {
@@ -427,7 +427,8 @@ extension ClientSession {
         serverScanner = MessageScanner()
         attachedAt = now
         relay.serverAttached(rewriterAvailable: hasRewriter)
-        if !(parametersAtDefault && s.atLoginParameters) && (parameterSetID == 0 || s.matchedParameterSet != parameterSetID) {
+        if !(parametersAtDefault && s.atLoginParameters)
+            && (currentParameterSetID() == 0 || s.matchedParameterSet != parameterSetID) {
             matchParameters(of: s)
         }
         if serverSameLoop {

@@ -158,7 +158,7 @@ extension ClientSession {
 
     /// The pooler's parameter query is answered: unless it failed, the server matches this client.
     func parameterSetupDone() {
-        if !parameterSetupBroken { server?.matchedParameterSet = parameterSetID }
+        if !parameterSetupBroken { server?.matchedParameterSet = currentParameterSetID() }
         parameterSetupBroken = false
     }
 

@@ -68,11 +68,20 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var parameters = SessionParameters() {
         didSet {
             parametersAtDefault = parameters.values.allSatisfy { parameterBaseline[$0.key] == $0.value }
-            parameterSetID = parameters.isEmpty ? 0 : (pool?.parameterSetID(parameters.cacheKey) ?? 0)
+            parameterSetID = -1  // worked out at the next checkout that needs it
         }
     }
-    /// This client's parameter values as an id shared by every client with the same values (0: none).
+    /// This client's parameter values as an id shared by every client with the same values (0: none;
+    /// -1: not worked out since they last changed).
     var parameterSetID = 0
+
+    /// `parameterSetID`, worked out when stale (one pool lookup per change of the client's values).
+    func currentParameterSetID() -> Int {
+        if parameterSetID < 0 {
+            parameterSetID = parameters.isEmpty ? 0 : (pool?.parameterSetID(parameters.cacheKey) ?? 0)
+        }
+        return parameterSetID
+    }
     /// The pooler's parameter query on the current server failed (its values are unknown now).
     var parameterSetupBroken = false
     /// The pool's server values at this client's login (what it follows where it set nothing).

@@ -26,8 +26,9 @@ public final class ServerConnection: ChannelInboundHandler {
         case idle
         case active
         case cleaning(expected: Int)
-        /// Running a parameter query for a client's login (`apply`): its first error, if any.
-        case applying(ServerError?)
+        /// Running a parameter query for a client's login (`apply`; its first error in `applyError`,
+        /// kept out of the enum so that the states the relay switches over stay cheap to copy).
+        case applying
         case closed
     }
 
@@ -90,6 +91,7 @@ public final class ServerConnection: ChannelInboundHandler {
     private var tlsNegotiation: ServerTLSAttempt?
     private var cleanupDone: ((Bool) -> Void)?
     private var applyDone: ((ServerError?) -> Void)?
+    private var applyError: ServerError?
 
     // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
     public var transactionCount = 0
@@ -249,12 +251,12 @@ public final class ServerConnection: ChannelInboundHandler {
                             state = .cleaning(expected: expected - 1)
                         }
                     }
-                case .applying(let error):
+                case .applying:
                     switch BackendMessageID(rawValue: type) {
                     case .parameterStatus:
                         noteParameterStatus(body)
-                    case .errorResponse where error == nil:
-                        state = .applying(ServerError(body: body))
+                    case .errorResponse where applyError == nil:
+                        applyError = ServerError(body: body)
                     case .readyForQuery:
                         if body.getInteger(at: body.readerIndex, as: UInt8.self) != TransactionStatus.idle.rawValue {
                             broken = true
@@ -262,6 +264,8 @@ public final class ServerConnection: ChannelInboundHandler {
                         state = .idle
                         let done = applyDone
                         applyDone = nil
+                        let error = applyError
+                        applyError = nil
                         done?(error)
                     default:
                         break
@@ -291,7 +295,8 @@ public final class ServerConnection: ChannelInboundHandler {
         guard case .idle = state, !broken else {
             return done(ServerError(code: .connectionFailure, message: "server connection is not usable"))
         }
-        state = .applying(nil)
+        state = .applying
+        applyError = nil
         applyDone = done
         var out = ByteBufferAllocator().buffer(capacity: 6 + query.utf8.count)
         FrontendMessage.query(query, into: &out)

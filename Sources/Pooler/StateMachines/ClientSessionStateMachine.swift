@@ -164,12 +164,21 @@ struct ClientSessionStateMachine {
     /// accepted and ignored by PostgreSQL, so they pass.
     @inline(__always)
     static func acceptedInSession(_ type: UInt8) -> FrontendMessageID? {
-        guard let id = FrontendMessageID(rawValue: type) else { return nil }
-        switch id {
-        case .password: return nil
-        case .bind, .close, .copyData, .copyDone, .copyFail, .describe, .execute, .flush, .functionCall, .parse,
-             .query, .sync, .terminate:
-            return id
+        switch type {  // (byte comparisons: the enum's init(rawValue:) is an out-of-line call)
+        case FrontendMessageID.query.rawValue: return .query
+        case FrontendMessageID.parse.rawValue: return .parse
+        case FrontendMessageID.bind.rawValue: return .bind
+        case FrontendMessageID.execute.rawValue: return .execute
+        case FrontendMessageID.sync.rawValue: return .sync
+        case FrontendMessageID.describe.rawValue: return .describe
+        case FrontendMessageID.close.rawValue: return .close
+        case FrontendMessageID.flush.rawValue: return .flush
+        case FrontendMessageID.terminate.rawValue: return .terminate
+        case FrontendMessageID.copyData.rawValue: return .copyData
+        case FrontendMessageID.copyDone.rawValue: return .copyDone
+        case FrontendMessageID.copyFail.rawValue: return .copyFail
+        case FrontendMessageID.functionCall.rawValue: return .functionCall
+        default: return nil  // an unknown type, or PasswordMessage outside authentication
         }
     }
 
@@ -181,6 +190,7 @@ struct ClientSessionStateMachine {
 
     /// One frontend message seen by the raw relay (`prefix`: its first body bytes, as asked by
     /// `rawPrefixLength`). `canSwitch`: the switch to the rewriter is possible at this message.
+    @inline(__always)
     mutating func rawFrontend(_ type: UInt8, prefix p: UnsafeRawBufferPointer, rewriterAvailable: Bool,
                               canSwitch: Bool) -> RawFrontendAction {
         guard let id = Self.acceptedInSession(type) else { return .protocolViolation }
@@ -254,20 +264,21 @@ struct ClientSessionStateMachine {
     /// ReadyForQuery replies are due, whether an extended batch is open, the query count.
     @inline(__always)
     mutating func count(_ type: UInt8) {
-        switch FrontendMessageID(rawValue: type) {
-        case .query, .functionCall:
+        switch type {  // (byte comparisons: once per message on the hot path)
+        case FrontendMessageID.query.rawValue, FrontendMessageID.functionCall.rawValue:
             expectedReady += 1
             queryCount &+= 1
-        case .sync:
+        case FrontendMessageID.sync.rawValue:
             expectedReady += 1
             extendedOpen = false
-        case .execute:
+        case FrontendMessageID.execute.rawValue:
             extendedOpen = true
             queryCount &+= 1
-        case .flush:
+        case FrontendMessageID.flush.rawValue:
             extendedOpen = true
             usedFlush = true
-        case .parse, .bind, .describe, .close:
+        case FrontendMessageID.parse.rawValue, FrontendMessageID.bind.rawValue, FrontendMessageID.describe.rawValue,
+             FrontendMessageID.close.rawValue:
             extendedOpen = true
         default:
             break
@@ -371,7 +382,7 @@ struct ClientSessionStateMachine {
     mutating func rawBackend(_ type: UInt8, prefix: UnsafeRawBufferPointer) -> BackendEffect {
         if setupPending { return setupBackend(type) }
         var effect = BackendEffect.none
-        switch BackendMessageID(rawValue: type) {
+        switch Self.relayedBackend(type) {
         case .readyForQuery:
             if readyForQuery(status: prefix.count > 0 ? prefix[0] : nil) { effect = .transactionBoundary }
         case .commandComplete:
@@ -402,6 +413,23 @@ struct ClientSessionStateMachine {
         }
         if openMessages > 0 && expectedReady == 0 && PreparedStatementRewriter.isCompletion(type) { openMessages -= 1 }
         return effect
+    }
+
+    /// The backend message types the relay acts on, by byte comparison (the enum's
+    /// init(rawValue:) is an out-of-line call); nil for the others (DataRow, RowDescription, …).
+    @inline(__always)
+    static func relayedBackend(_ type: UInt8) -> BackendMessageID? {
+        switch type {
+        case BackendMessageID.dataRow.rawValue: return nil  // the common case first
+        case BackendMessageID.readyForQuery.rawValue: return .readyForQuery
+        case BackendMessageID.commandComplete.rawValue: return .commandComplete
+        case BackendMessageID.copyInResponse.rawValue: return .copyInResponse
+        case BackendMessageID.copyOutResponse.rawValue: return .copyOutResponse
+        case BackendMessageID.copyBothResponse.rawValue: return .copyBothResponse
+        case BackendMessageID.parameterStatus.rawValue: return .parameterStatus
+        case BackendMessageID.errorResponse.rawValue: return .errorResponse
+        default: return nil
+        }
     }
 
     /// How many body bytes the relay needs to see of a backend message.

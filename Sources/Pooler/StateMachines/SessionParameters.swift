@@ -31,15 +31,16 @@ public struct SessionParameters: Equatable, Sendable {
         "standard_conforming_strings",
     ]
 
-    /// Names whose canonical spelling is not all lower case (PostgreSQL's guc tables).
-    private static let mixedCase: [String: String] = [
-        "datestyle": "DateStyle", "intervalstyle": "IntervalStyle", "timezone": "TimeZone",
-    ]
-
     /// PostgreSQL's spelling of a parameter name (GUC names are case-insensitive).
     public static func canonicalName(_ name: String) -> String {
-        let lower = name.lowercased()
-        return mixedCase[lower] ?? lower
+        // Most names arrive in lower case already: no Unicode lowercasing then.
+        let lower = name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A || $0 >= 0x80 }) ? name.lowercased() : name
+        switch lower {
+        case "datestyle": return "DateStyle"
+        case "intervalstyle": return "IntervalStyle"
+        case "timezone": return "TimeZone"
+        default: return lower
+        }
     }
 
     /// Startup keys that are not session parameters of a pooled connection, or that must not be
@@ -53,9 +54,6 @@ public struct SessionParameters: Equatable, Sendable {
         "transaction_deferrable", "role",
     ]
 
-    /// Startup keys of the protocol itself, not parameters.
-    private static let protocolKeys: Set<String> = ["user", "database", "replication", "options"]
-
     // MARK: - From the startup packet
 
     /// The client's parameters from its StartupMessage: every key except the protocol's own
@@ -63,15 +61,24 @@ public struct SessionParameters: Equatable, Sendable {
     /// / `--name=value` switches of `options`, which come first (a key of its own wins, as in
     /// PostgreSQL). Names are canonical. `pinned`: names the operator's startup_parameters fix.
     public static func fromStartup(_ startup: [String: String], pinned: Set<String> = []) -> SessionParameters {
+        // (A few keys per login: each is looked at once, no pass over the forbidden list.)
         var out: [String: String] = [:]
+        func take(_ key: String, _ value: String) {
+            let name = canonicalName(key)
+            guard !forbidden.contains(name), pinned.isEmpty || !pinned.contains(name) else { return }
+            out[name] = value
+        }
         if let options = startup["options"] {
-            for (name, value) in parseOptions(options) { out[canonicalName(name)] = value }
+            for (name, value) in parseOptions(options) { take(name, value) }
         }
-        for (key, value) in startup where !protocolKeys.contains(key) && !key.hasPrefix("_pq_.") {
-            out[canonicalName(key)] = value
+        for (key, value) in startup {
+            switch key {
+            case "user", "database", "replication", "options": continue
+            default:
+                if key.hasPrefix("_pq_.") { continue }
+                take(key, value)
+            }
         }
-        for name in forbidden { out.removeValue(forKey: name) }
-        for name in pinned { out.removeValue(forKey: canonicalName(name)) }
         return SessionParameters(out)
     }
 
@@ -232,6 +239,7 @@ public struct SessionParameters: Equatable, Sendable {
 
     /// A stable key for the set of values (the pool's cache of validated startup parameters).
     public var cacheKey: String {
-        values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1}")
+        if values.count == 1, let (name, value) = values.first { return name + "=" + value }
+        return values.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: "\u{1}")
     }
 }
