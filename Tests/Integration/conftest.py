@@ -7,6 +7,7 @@
   stopped at teardown (SIGTERM, SIGKILL after 5 s).
 - `doorman_config` (function): factory building the usual YAML dict for the test users.
 - `tmp_dir` (function): a /tmp directory the postgres user can read, removed afterwards.
+- `own_pg` (function): a PostgreSQL of the test's own, for tests that stop and restart it.
 
 Text configs may use ${DOORMAN_PORT} (a free port is picked), ${PG_HOST}, ${PG_PORT}, ${PG_SOCKET_DIR},
 ${TMP_DIR}, ${MD5_HASH}, ${SCRAM_HASH}, ${MD5_USER}, ${SCRAM_USER}.
@@ -31,6 +32,20 @@ def pg():
     inst = None
     try:
         inst = PgInstance.start(d, pgbench_init=True)
+        yield inst
+    finally:
+        if inst is not None:
+            inst.stop()
+        rmtree_quiet(d)
+
+
+@pytest.fixture
+def own_pg():
+    """A dedicated throwaway PostgreSQL (no pgbench tables), for tests that stop and restart it."""
+    d = make_tmp_dir("pgdm-own-")
+    inst = None
+    try:
+        inst = PgInstance.start(d, pgbench_init=False)
         yield inst
     finally:
         if inst is not None:

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import PgInstance, make_tmp_dir, rmtree_quiet
+from harness import PgInstance
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -43,20 +43,6 @@ def pg_stop(inst: PgInstance) -> None:
 
 def pg_start(inst: PgInstance) -> None:
     pg_ctl(inst, "start", "-w", "-t", "60", "-l", str(inst.dir / "postgres.log"))
-
-
-@pytest.fixture
-def own_pg():
-    """A dedicated throwaway PostgreSQL, since these tests restart it."""
-    d = make_tmp_dir("pgdm-rw-")
-    inst = None
-    try:
-        inst = PgInstance.start(d, pgbench_init=False)
-        yield inst
-    finally:
-        if inst is not None:
-            inst.stop()
-        rmtree_quiet(d)
 
 
 def config(pg: PgInstance, pool_size: int, query_wait_timeout: str) -> dict:

@@ -16,7 +16,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from harness import PgInstance, make_tmp_dir, pgbench, psql, rmtree_quiet, to_yaml
+from harness import PgInstance, pgbench, psql, to_yaml
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -534,20 +534,6 @@ def test_max_connections_third_client_53300(doorman, doorman_config):
 
 
 # ----------------------------------------------------------------------------- PostgreSQL restart
-
-@pytest.fixture
-def own_pg():
-    """A dedicated throwaway PostgreSQL for tests that restart it."""
-    d = make_tmp_dir("pgdm-rs-")
-    inst = None
-    try:
-        inst = PgInstance.start(d, pgbench_init=False)
-        yield inst
-    finally:
-        if inst is not None:
-            inst.stop()
-        rmtree_quiet(d)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", [
