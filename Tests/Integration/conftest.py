@@ -26,31 +26,28 @@ from harness import (Doorman, PgInstance, doorman_bin, free_port, make_tmp_dir, 
                      rmtree_quiet, psql, pgbench)
 
 
-@pytest.fixture(scope="session")
-def pg():
-    d = make_tmp_dir("pgdm-it-")
+def _throwaway_pg(prefix: str, pgbench_init: bool):
+    """A throwaway PostgreSQL for the life of the generator, removed afterwards."""
+    d = make_tmp_dir(prefix)
     inst = None
     try:
-        inst = PgInstance.start(d, pgbench_init=True)
+        inst = PgInstance.start(d, pgbench_init=pgbench_init)
         yield inst
     finally:
         if inst is not None:
             inst.stop()
         rmtree_quiet(d)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    yield from _throwaway_pg("pgdm-it-", pgbench_init=True)
 
 
 @pytest.fixture
 def own_pg():
     """A dedicated throwaway PostgreSQL (no pgbench tables), for tests that stop and restart it."""
-    d = make_tmp_dir("pgdm-own-")
-    inst = None
-    try:
-        inst = PgInstance.start(d, pgbench_init=False)
-        yield inst
-    finally:
-        if inst is not None:
-            inst.stop()
-        rmtree_quiet(d)
+    yield from _throwaway_pg("pgdm-own-", pgbench_init=False)
 
 
 @pytest.fixture

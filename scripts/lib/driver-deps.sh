@@ -15,21 +15,16 @@ export DRIVER_DEPS_NODE_DIR
 
 _drv_log() { echo "driver-deps: $*" >&2; }
 
-_drv_sudo() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        _drv_log "need root for: $*"
-        return 1
-    fi
-}
+# Root or sudo: the helper deps.sh defines (sourced here when the caller has not already).
+if ! declare -F _deps_sudo >/dev/null; then
+    # shellcheck source=scripts/lib/deps.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/deps.sh"
+fi
 
 _drv_apt_update_done=0
 _drv_apt_update() {
     [[ $_drv_apt_update_done -eq 1 ]] && return 0
-    _drv_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || return 1
+    _deps_sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null || return 1
     _drv_apt_update_done=1
 }
 
@@ -52,10 +47,10 @@ _drv_node_pg_unpack() {
         rm -rf "$dl"
         return 1
     fi
-    _drv_sudo mkdir -p "$DRIVER_DEPS_NODE_DIR" || { rm -rf "$dl"; return 1; }
+    _deps_sudo mkdir -p "$DRIVER_DEPS_NODE_DIR" || { rm -rf "$dl"; return 1; }
     local deb
     for deb in "$dl"/*.deb; do
-        _drv_sudo dpkg -x "$deb" "$DRIVER_DEPS_NODE_DIR" || { rm -rf "$dl"; return 1; }
+        _deps_sudo dpkg -x "$deb" "$DRIVER_DEPS_NODE_DIR" || { rm -rf "$dl"; return 1; }
     done
     rm -rf "$dl"
 }
@@ -84,13 +79,13 @@ ensure_driver_deps() {
     local rc=0
     if [[ ${#missing[@]} -gt 0 ]]; then
         _drv_log "installing ${missing[*]}"
-        _drv_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        _deps_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
             "${missing[@]}" </dev/null >/dev/null || rc=1
     fi
     if ! _drv_node_pg_present; then
         # apt refuses node-pg when the installed nodejs is not Debian's: unpack the JS packages instead.
         _drv_log "node-pg: apt-get install refused or skipped; unpacking the .debs into $DRIVER_DEPS_NODE_DIR"
-        if [[ $want_node -eq 1 ]] && _drv_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        if [[ $want_node -eq 1 ]] && _deps_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
             --no-install-recommends node-pg </dev/null >/dev/null 2>&1 && _drv_node_pg_present; then
             :
         else
