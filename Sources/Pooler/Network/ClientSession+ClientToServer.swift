@@ -81,7 +81,11 @@ extension ClientSession {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
-        if relay.expectedReady > 0 && busySince == nil { busySince = justAttached ? attachedAt : .now() }
+        if relay.expectedReady > 0 && busySince == nil {
+            let since = justAttached ? attachedAt : .now()
+            busySince = since
+            if transactionSince == nil { transactionSince = since }
+        }
         if switchAt >= 0, hasRewriter {
             if switchAt > 0, let head = buffer.getSlice(at: buffer.readerIndex, length: switchAt) {
                 queueForServer(server, head)
@@ -298,7 +302,11 @@ extension ClientSession {
         if needed != clientMessageHeld, !runtime.memory.adjust(held: &clientMessageHeld, needed: needed) {
             return outOfMemory()
         }
-        if relay.expectedReady > 0 && busySince == nil { busySince = .now() }
+        if relay.expectedReady > 0 && busySince == nil {
+            let since = NIODeadline.now()
+            busySince = since
+            if transactionSince == nil { transactionSince = since }
+        }
         let queries = relay.queryCount &- queriesBefore
         server.queryCount &+= queries
         if let pool {

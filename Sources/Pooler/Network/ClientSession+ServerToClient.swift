@@ -174,6 +174,8 @@ extension ClientSession {
     /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
     @inline(__always)
     func serverWentQuiet(now: NIODeadline) {
+        quietSince = now
+        timeoutCancelSent = false
         guard let since = busySince, let pool else { return }
         busySince = nil
         let micros = Int((now - since).nanoseconds / 1000)
@@ -185,6 +187,7 @@ extension ClientSession {
     /// give the server back.
     func transactionBoundary(now: NIODeadline) {
         relay.transactionEnded()
+        transactionSince = nil
         server?.transactionCount &+= 1
         if let pool {
             pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
@@ -283,6 +286,7 @@ extension ClientSession {
                     now: NIODeadline = .now()) {
         _ = rewriter?.serverReleased()
         relay.serverDetached()
+        transactionSince = nil
         clientAcc = nil
         serverAcc = nil
         clientPassThrough = 0

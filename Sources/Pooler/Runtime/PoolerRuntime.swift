@@ -76,6 +76,8 @@ public final class PoolerRuntime {
     private var statsTask: RepeatedTask?
     /// Starts the query_wait_timeout checks when a client starts waiting (see `scheduleWaiterCheck`).
     let waiterAlarm = WaiterAlarm()
+    /// Client limits and the pooler's timeouts on clients.
+    let governor: ClientGovernor
     static let waiterCheckInterval = TimeAmount.milliseconds(50)
     let averager = StatsAverager()
     public let logLevels: LogLevels
@@ -93,6 +95,8 @@ public final class PoolerRuntime {
         var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
         for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
         self.loginWatches = watches
+        self.governor = ClientGovernor(loops: Array(group.makeIterator()))
+        governor.apply(config)
         self.logger = logger
         self.configPath = configPath
         self._config = config
@@ -243,6 +247,7 @@ public final class PoolerRuntime {
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
             loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
+            governor.apply(newConfig)
             mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
@@ -308,6 +313,10 @@ public final class PoolerRuntime {
             return sessions.removeValue(forKey: s.id) != nil
         }
         if removed && s.isCounted { clientCount.wrappingDecrement(ordering: .relaxed) }
+        if s.countedInClientLimits {
+            s.countedInClientLimits = false
+            governor.leave(database: s.database, user: s.user)
+        }
         if logIt && wasLoggedIn && !s.user.isEmpty {
             logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
         }
@@ -472,6 +481,7 @@ public final class PoolerRuntime {
                 for session in watch.expired(now: .now()) { session.startupTimedOut() }
             })
         }
+        governor.startSweeps(loops: loops)
         statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
             [weak self] _ in
             guard let self else { return }
@@ -557,6 +567,7 @@ public final class PoolerRuntime {
         maintenanceTask?.cancel()
         statsTask?.cancel()
         for task in loginSweepTasks { task.cancel() }
+        governor.stopSweeps()
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }
