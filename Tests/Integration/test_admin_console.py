@@ -42,7 +42,7 @@ COLUMNS: dict[str, list[list[str]]] = {
                "total_xact_time", "total_query_time", "total_wait_time", "total_errors", "avg_xact_count",
                "avg_query_count", "avg_recv", "avg_sent", "avg_errors", "avg_xact_time", "avg_query_time",
                "avg_wait_time", "query_timeouts", "idle_transaction_timeouts", "transaction_timeouts",
-               "client_idle_timeouts"]],
+               "client_idle_timeouts", "copy_data_timeouts"]],
     "USERS": [["name", "pool_mode"]],
     "CONFIG": [["key", "value", "default", "changeable"]],
     "LISTS": [["list", "items"]],

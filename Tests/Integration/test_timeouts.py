@@ -254,3 +254,29 @@ def test_max_user_client_connections_spans_databases(doorman, doorman_config, pg
     with connect(dm, db="other_db") as again:
         assert again.execute("SELECT 1").fetchone()[0] == 1
     a.close()
+
+
+def test_proxy_copy_data_timeout_ends_a_stalled_copy(doorman, doorman_config, pg):
+    cfg = with_general(doorman_config, pool_mode="session", proxy_copy_data_timeout="1s")
+    dm = doorman(cfg)
+    w = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    w.query("CREATE TEMP TABLE copy_target (x int)")
+    from wire import copy_data, query as q
+    w.send(q("COPY copy_target FROM STDIN"))
+    t, _ = w.read_message(timeout=5)
+    assert t == b"G"
+    w.send(copy_data(b"1\n"))
+    time.sleep(0.6)
+    w.send(copy_data(b"2\n"))  # data keeps it alive
+    t0 = time.monotonic()
+    err = fatal_within(w, 5)
+    assert err["C"] == "57014" and "proxy_copy_data_timeout" in err["M"], err
+    assert 0.9 <= time.monotonic() - t0 < 2.5
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        n = pg.su_psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY copy_target%'").strip()
+        if n == "0":
+            break
+        time.sleep(0.1)
+    assert n == "0"
+    assert stats_row(dm)["copy_data_timeouts"] == "1"

@@ -125,7 +125,7 @@ struct AdminViews {
             ("avg_query_time", .numeric), ("avg_wait_time", .numeric),
             // The pooler's own timeouts (not in the reference's SHOW STATS): how often each acted.
             ("query_timeouts", .numeric), ("idle_transaction_timeouts", .numeric),
-            ("transaction_timeouts", .numeric), ("client_idle_timeouts", .numeric),
+            ("transaction_timeouts", .numeric), ("client_idle_timeouts", .numeric), ("copy_data_timeouts", .numeric),
         ])
         for p in runtime.pools {
             let t = p.stats.snapshot()

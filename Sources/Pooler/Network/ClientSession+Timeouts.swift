@@ -17,7 +17,8 @@ extension ClientSession {
     func checkTimeouts(now: NIODeadline, limits: SessionTimeouts.Limits) {
         guard case .ready = phase else { return }
         guard let action = SessionTimeouts.check(now: now, activity: timeoutActivity, transactionSince: transactionSince,
-                                                 cancelSent: timeoutCancelSent, limits: limits)
+                                                 cancelSent: timeoutCancelSent,
+                                                 copyDataAt: relay.serverInCopy ? copyDataAt : nil, limits: limits)
         else { return }
         pool?.stats.recordTimeout(action)
         switch action {
@@ -26,7 +27,7 @@ extension ClientSession {
             queryTimeouts += 1
             runtime.logger.info("client \(peer) \(user)@\(database): statement running longer than query_timeout (\(limits.queryMs) ms): cancel sent")
             if let s = server { cancel(s) }
-        case .closeIdleInTransaction, .closeTransaction, .closeIdleClient:
+        case .closeIdleInTransaction, .closeTransaction, .closeIdleClient, .closeStalledCopy:
             guard let (code, message) = action.fatal else { return }
             runtime.logger.info("client \(peer) \(user)@\(database): disconnected by \(action.setting)")
             if server == nil || streams().serverAtBoundary {

@@ -111,6 +111,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var quietSince = NIODeadline.now()
     var transactionSince: NIODeadline?
     var timeoutCancelSent = false
+    /// While a COPY is in progress: when data last moved either way (proxy_copy_data_timeout).
+    var copyDataAt = NIODeadline.now()
     var queryTimeouts = 0
     /// This client's slot in its loop's `SessionWatch` (-1: not watched) and whether it counts
     /// against max_db/user_client_connections.
@@ -134,6 +136,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverAcc: ByteBuffer?
     /// Rewriting: bytes of a large Query/CopyData still to forward as they come (never collected).
     var clientPassThrough = 0
+    /// Rewriting: bytes of a large DataRow/CopyData from the server still to relay as they come
+    /// (dropped instead when the rewriter filters that reply).
+    var serverPassThrough = 0
+    var serverPassThroughDropped = false
     /// What this session has reserved of `max_memory_usage` for the partial client / server message
     /// it holds whole (rewriting mode).
     var clientMessageHeld = 0
@@ -185,6 +191,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let buffer = unwrapInboundIn(data)
         switch phase {
         case .ready:
+            if relay.serverInCopy { copyDataAt = .now() }
             relayFromClient(buffer)
         case .admin(let admin):
             var b = buffer

@@ -16,6 +16,7 @@ public final class PoolStats {
     public let idleTransactionTimeouts = ManagedAtomic<Int>(0)
     public let transactionTimeouts = ManagedAtomic<Int>(0)
     public let clientIdleTimeouts = ManagedAtomic<Int>(0)
+    public let copyDataTimeouts = ManagedAtomic<Int>(0)
     public let xactHistogram = LatencyHistogram()
     public let queryHistogram = LatencyHistogram()
 
@@ -37,6 +38,7 @@ public final class PoolStats {
         case .closeIdleInTransaction: counter = idleTransactionTimeouts
         case .closeTransaction: counter = transactionTimeouts
         case .closeIdleClient: counter = clientIdleTimeouts
+        case .closeStalledCopy: counter = copyDataTimeouts
         }
         counter.wrappingIncrement(ordering: .relaxed)
     }
@@ -46,7 +48,8 @@ public final class PoolStats {
         [("query_timeouts", queryTimeouts.load(ordering: .relaxed)),
          ("idle_transaction_timeouts", idleTransactionTimeouts.load(ordering: .relaxed)),
          ("transaction_timeouts", transactionTimeouts.load(ordering: .relaxed)),
-         ("client_idle_timeouts", clientIdleTimeouts.load(ordering: .relaxed))]
+         ("client_idle_timeouts", clientIdleTimeouts.load(ordering: .relaxed)),
+         ("copy_data_timeouts", copyDataTimeouts.load(ordering: .relaxed))]
     }
 
     /// A snapshot of all totals, in SHOW STATS order.

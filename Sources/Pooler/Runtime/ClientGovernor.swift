@@ -50,13 +50,14 @@ final class ClientGovernor {
         return (s, table)
     }
 
-    /// user ?? pool ?? general, per timeout.
+    /// user ?? pool ?? general, per timeout (`proxy_copy_data_timeout` is general only).
     static func timeouts(general g: General, pool p: Pool, user u: User) -> SessionTimeouts.Limits {
         SessionTimeouts.Limits(
             queryMs: u.queryTimeout ?? p.queryTimeout ?? g.queryTimeout,
             idleTransactionMs: u.idleTransactionTimeout ?? p.idleTransactionTimeout ?? g.idleTransactionTimeout,
             transactionMs: u.transactionTimeout ?? p.transactionTimeout ?? g.transactionTimeout,
-            clientIdleMs: u.clientIdleTimeout ?? p.clientIdleTimeout ?? g.clientIdleTimeout)
+            clientIdleMs: u.clientIdleTimeout ?? p.clientIdleTimeout ?? g.clientIdleTimeout,
+            copyDataMs: g.proxyCopyDataTimeout)
     }
 
     // MARK: - Client limits

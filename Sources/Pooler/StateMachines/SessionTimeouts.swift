@@ -11,6 +11,8 @@ enum SessionTimeouts {
         var idleTransactionMs: UInt64 = 0
         var transactionMs: UInt64 = 0
         var clientIdleMs: UInt64 = 0
+        /// `proxy_copy_data_timeout`: a COPY in progress with no data either way for this long.
+        var copyDataMs: UInt64 = 0
 
         static let off = Limits()
         var isOff: Bool { self == .off }
@@ -37,6 +39,8 @@ enum SessionTimeouts {
         case closeTransaction
         /// Disconnect: silent outside a transaction for too long.
         case closeIdleClient
+        /// Disconnect: a COPY in progress moved no data for too long.
+        case closeStalledCopy
 
         /// The SQLSTATE and message a disconnected client gets (PostgreSQL's own for its
         /// equivalent timeouts); nil for the cancel, whose error comes from PostgreSQL.
@@ -49,6 +53,8 @@ enum SessionTimeouts {
                 return (.transactionTimeout, "terminating connection due to transaction timeout (transaction_timeout)")
             case .closeIdleClient:
                 return (.idleSessionTimeout, "terminating connection due to idle-session timeout (client_idle_timeout)")
+            case .closeStalledCopy:
+                return (.queryCanceled, "terminating connection: the COPY moved no data for proxy_copy_data_timeout")
             }
         }
 
@@ -59,20 +65,23 @@ enum SessionTimeouts {
             case .closeIdleInTransaction: return "idle_transaction_timeout"
             case .closeTransaction: return "transaction_timeout"
             case .closeIdleClient: return "client_idle_timeout"
+            case .closeStalledCopy: return "proxy_copy_data_timeout"
             }
         }
     }
 
     /// The one decision: which timeout, if any, has run out for this client now.
     /// `transactionSince`: when its open transaction began (nil outside one); `cancelSent`: the
-    /// running statement was already cancelled for running too long (it is not cancelled twice).
+    /// running statement was already cancelled for running too long (it is not cancelled twice);
+    /// `copyDataAt`: while a COPY is in progress, when data last moved (nil otherwise).
     static func check(now: NIODeadline, activity: Activity, transactionSince: NIODeadline?, cancelSent: Bool,
-                      limits: Limits) -> Action? {
+                      copyDataAt: NIODeadline? = nil, limits: Limits) -> Action? {
         func over(_ since: NIODeadline, _ ms: UInt64) -> Bool {
             ms > 0 && now - since >= .milliseconds(Int64(clamping: ms))
         }
         if case .waitingForServer = activity { return nil }
         if let began = transactionSince, over(began, limits.transactionMs) { return .closeTransaction }
+        if let moved = copyDataAt, over(moved, limits.copyDataMs) { return .closeStalledCopy }
         switch activity {
         case .waitingForServer:
             return nil

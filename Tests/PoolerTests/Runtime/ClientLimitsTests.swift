@@ -53,6 +53,7 @@ import Testing
     /// user ?? pool ?? general for each timeout; pools with every timeout off are left out.
     @Test func governorResolvesTimeoutsPerUser() {
         var config = Config()
+        config.general.proxyCopyDataTimeout = 0
         config.general.queryTimeout = 1_000
         config.general.clientIdleTimeout = 9_000
         var pool = Pool()
@@ -71,5 +72,7 @@ import Testing
         #expect(table[PoolerRuntime.key("p", "a")] == .init(queryMs: 1_000, idleTransactionMs: 2_000, transactionMs: 0, clientIdleMs: 0))
         #expect(table[PoolerRuntime.key("p", "b")] == .init(queryMs: 0, idleTransactionMs: 2_000, transactionMs: 5_000, clientIdleMs: 0))
         #expect(table[PoolerRuntime.key("q", "c")] == nil)
+        config.general.proxyCopyDataTimeout = 15_000
+        #expect(ClientGovernor.settings(config).1[PoolerRuntime.key("q", "c")]?.copyDataMs == 15_000)
     }
 }

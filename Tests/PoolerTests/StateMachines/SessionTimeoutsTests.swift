@@ -73,4 +73,16 @@ import Testing
         #expect(SessionTimeouts.Action.closeIdleClient.fatal?.0 == "57P05")
         #expect(SessionTimeouts.Action.cancelStatement.fatal == nil)
     }
+
+    @Test func aStalledCopyIsEnded() {
+        let copy = SessionTimeouts.Limits(copyDataMs: 1_000)
+        func c(_ now: Int64, moved: Int64?) -> SessionTimeouts.Action? {
+            SessionTimeouts.check(now: at(now), activity: .running(since: at(0)), transactionSince: nil, cancelSent: false,
+                                  copyDataAt: moved.map(at), limits: copy)
+        }
+        #expect(c(5_000, moved: 4_500) == nil)
+        #expect(c(5_000, moved: 4_000) == .closeStalledCopy)
+        #expect(c(5_000, moved: nil) == nil)  // no COPY in progress
+        #expect(SessionTimeouts.Action.closeStalledCopy.fatal?.0 == "57014")
+    }
 }
