@@ -87,20 +87,20 @@ def test_query_timeout_shows_in_show_clients_and_metrics(doorman, doorman_config
         assert [r["query_timeouts"] for r in rows] == ["1"]
 
 
-def test_idle_transaction_timeout_disconnects_and_releases_the_lock_at_once(doorman, doorman_config, pg):
+def test_idle_transaction_timeout_disconnects_and_releases_the_row_lock_at_once(doorman, doorman_config, pg):
     cfg = with_general(doorman_config, idle_transaction_timeout="1s")
     dm = doorman(cfg)
     w = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
     w.query("BEGIN")
-    msgs = w.query("SELECT pg_advisory_xact_lock(4242)")
-    assert b"E" not in [t for t, _ in msgs]
+    msgs = w.query("SELECT bid FROM pgbench_branches WHERE bid = 1 FOR UPDATE")
+    assert b"E" not in [t for t, _ in msgs], msgs
     t0 = time.monotonic()
     # Another client waits for the lock; it gets it as soon as the idle client is cut off.
     got = {}
 
     def waiter():
         with connect(dm, SCRAM_USER, SCRAM_PW) as c2:
-            c2.execute("SELECT pg_advisory_xact_lock(4242)")
+            c2.execute("UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1")
             got["after"] = time.monotonic() - t0
 
     th = threading.Thread(target=waiter, daemon=True)
@@ -280,3 +280,29 @@ def test_proxy_copy_data_timeout_ends_a_stalled_copy(doorman, doorman_config, pg
         time.sleep(0.1)
     assert n == "0"
     assert stats_row(dm)["copy_data_timeouts"] == "1"
+
+
+def test_query_timeout_with_asyncpg_prepared_statements(doorman, doorman_config):
+    """asyncpg (extended protocol, named statements through the rewriter): the cancelled statement
+    raises QueryCanceledError and the connection, with its prepared statements, goes on working."""
+    import asyncio
+    asyncpg = pytest.importorskip("asyncpg")
+    cfg = with_general(doorman_config, query_timeout="1s")
+    dm = doorman(cfg)
+
+    async def run():
+        conn = await asyncpg.connect(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW,
+                                     database="example_db")
+        try:
+            stmt = await conn.prepare("SELECT $1::int * 2")
+            assert await stmt.fetchval(21) == 42
+            t0 = time.monotonic()
+            with pytest.raises(asyncpg.exceptions.QueryCanceledError):
+                await conn.fetchval("SELECT pg_sleep($1::float8)", 5.0)
+            assert time.monotonic() - t0 < 3
+            assert await stmt.fetchval(50) == 100
+            assert await conn.fetchval("SELECT pg_sleep(0.2)::text || 'ok'") == "ok"
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
