@@ -158,3 +158,72 @@ def test_a_failed_new_process_keeps_every_client(doorman, doorman_config, tmp_pa
     assert dm.alive()
     assert w.scalar("SELECT 2") == "2"
     w.close()
+
+
+def test_cancel_sent_after_the_upgrade_reaches_a_query_on_the_old_process(doorman, doorman_config, reap):
+    """A long query started before the upgrade keeps its client on the old process; the cancel the
+    client sends afterwards reaches the listening socket, now the new process's, which passes it on."""
+    dm = doorman(doorman_config(pool_mode="session", pool_size=4, shutdown_timeout=30000), args=("-l", "info"))
+    old = dm.pid
+    c = psycopg.connect(dm.dsn(MD5_USER, MD5_PW), autocommit=True)
+    outcome = {}
+
+    def sleeper():
+        t0 = time.monotonic()
+        try:
+            c.execute("SELECT pg_sleep(30)")
+            outcome["r"] = "finished"
+        except psycopg.errors.QueryCanceled:
+            outcome["r"] = "cancelled"
+        outcome["t"] = time.monotonic() - t0
+
+    th = threading.Thread(target=sleeper, daemon=True)
+    th.start()
+    time.sleep(0.5)
+    dm.signal(signal.SIGUSR2)
+    reap.append(new_pid(dm))
+    time.sleep(0.5)
+    c.cancel()
+    th.join(10)
+    assert outcome.get("r") == "cancelled", outcome
+    assert outcome["t"] < 5
+    assert alive(old)
+    assert c.execute("SELECT 5").fetchone()[0] == 5
+    c.close()
+    assert wait_until(lambda: not alive(old), 10)
+
+
+def test_asyncpg_pool_across_an_upgrade(doorman, doorman_config, reap):
+    import asyncio
+    asyncpg = pytest.importorskip("asyncpg")
+    dm = doorman(doorman_config(pool_size=4, shutdown_timeout=60000), args=("-l", "info"))
+    old = dm.pid
+
+    async def run():
+        pool = await asyncpg.create_pool(host=dm.host, port=dm.port, user=MD5_USER, password=MD5_PW,
+                                         database="example_db", min_size=6, max_size=6)
+        try:
+            async def work(i):
+                async with pool.acquire() as con:
+                    return await con.fetchval("SELECT $1::int + 1", i)
+            assert await asyncio.gather(*(work(i) for i in range(30))) == [i + 1 for i in range(30)]
+            dm.signal(signal.SIGUSR2)
+            failures = 0
+            deadline = time.monotonic() + 4
+            n = 0
+            while time.monotonic() < deadline:
+                try:
+                    assert await work(n) == n + 1
+                except Exception:  # noqa: BLE001
+                    failures += 1
+                n += 1
+                await asyncio.sleep(0.01)
+            assert failures == 0
+            return n
+        finally:
+            await pool.close()
+
+    assert asyncio.run(run()) > 50
+    reap.append(new_pid(dm))
+    assert wait_until(lambda: not alive(old), 10), dm.log()
+    assert re.search(r"6 client session\(s\) moved to the new process", dm.log()), dm.log()

@@ -79,6 +79,9 @@ public final class PoolerRuntime {
 
     private let clientCount = ManagedAtomic<Int>(0)
     private var _migrationSender: MigrationSender?
+    /// After a binary upgrade, the way to the old process for cancels of its clients (set before
+    /// `start`, never changed).
+    var cancelRelay: CancelRelay?
     private let migrationActive = ManagedAtomic<Bool>(false)
     private let connectionCounter = ManagedAtomic<Int32>(0)
     public let totalConnections = ManagedAtomic<Int>(0)
@@ -385,7 +388,11 @@ public final class PoolerRuntime {
 
     func cancel(processID: Int32, secretKey: Int32) {
         cancelRequests.wrappingIncrement(ordering: .relaxed)
-        guard let session = cancels.session(processID: processID, secret: secretKey) else { return }
+        guard let session = cancels.session(processID: processID, secret: secretKey) else {
+            // Perhaps a client that stayed with the process this one upgraded.
+            cancelRelay?.forward(processID: processID, secretKey: secretKey)
+            return
+        }
         session.cancelCurrentQuery()
     }
 

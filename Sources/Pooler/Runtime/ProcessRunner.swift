@@ -92,6 +92,10 @@ public enum ProcessRunner {
         if isUpgradeChild, let last = env[MigrationSender.firstClientIDEnv].flatMap(Int32.init) {
             runtime.continueConnectionIDs(after: last)
         }
+        if isUpgradeChild, let fd = env[CancelRelay.envKey].flatMap(Int32.init), fd >= 0 {
+            ListenSocket.setCloseOnExec(fd, true)
+            runtime.cancelRelay = CancelRelay(fd: fd)
+        }
         do {
             try runtime.start(inheritedFD: options.inheritFd)
         } catch {
@@ -325,7 +329,13 @@ final class SignalHandlers {
             migration = [-1, -1]
             logger.warning("binary upgrade: socketpair() failed (\(String(cString: strerror(errno)))): clients will finish here instead of moving")
         }
-        func closeMigration() { for fd in migration where fd >= 0 { close(fd) } }
+        // Cancels for clients that stay here arrive at the new process: it passes them back on
+        // cancelPair (ours [0], its fd 6).
+        var cancelPair: [Int32] = [-1, -1]
+        if socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &cancelPair) != 0 {
+            cancelPair = [-1, -1]
+        }
+        func closeMigration() { for fd in migration + cancelPair where fd >= 0 { close(fd) } }
         // Stop accepting before the new process starts: new connections wait in the socket's backlog
         // until it accepts them (two processes accepting from one socket race for every connection).
         guard let held = runtime.releaseTCPListener() else {
@@ -352,6 +362,10 @@ final class SignalHandlers {
             extraEnv[MigrationSender.envKey] = "5"
             fds.append((migration[1], 5))
         }
+        if cancelPair[1] >= 0 {
+            extraEnv[CancelRelay.envKey] = "6"
+            fds.append((cancelPair[1], 6))
+        }
         if daemon { extraEnv[ProcessRunner.daemonChildEnv] = "1" }
         let child: pid_t
         do {
@@ -369,6 +383,7 @@ final class SignalHandlers {
         }
         close(ready.write)
         if migration[1] >= 0 { close(migration[1]) }
+        if cancelPair[1] >= 0 { close(cancelPair[1]) }
         logger.info("binary upgrade: started \(exe) as pid \(child); waiting until it serves")
         let result = Spawn.waitForReady(fd: ready.read, timeoutMs: Self.upgradeReadyTimeoutMs)
         close(ready.read)
@@ -377,6 +392,7 @@ final class SignalHandlers {
             var status: Int32 = 0
             waitpid(child, &status, 0)
             if migration[0] >= 0 { close(migration[0]) }
+            if cancelPair[0] >= 0 { close(cancelPair[0]) }
             resumeAccepting()
             switch result {
             case .failed(let why): aborted("the new process (pid \(child)) failed to start: \(why)")
@@ -402,6 +418,7 @@ final class SignalHandlers {
             logger.warning("could not restore \(path) for the new process: \(String(cString: strerror(errno)))")
             unlink(tmp)
         }
+        if cancelPair[0] >= 0 { runtime.serveForwardedCancels(socket: cancelPair[0]) }
         if migration[0] >= 0 {
             logger.info("binary upgrade: handing idle client sessions to pid \(child) (each at its next idle point)")
             runtime.startMigration(MigrationSender(socket: migration[0]))

@@ -5,6 +5,7 @@ import Atomics
 import Dispatch
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -148,5 +149,58 @@ extension ClientSession {
     func offerHandover() {
         guard let sender = runtime.migrationSender else { return }
         beginHandover { record, fd, done in sender.send(record, fd: fd, done: done) }
+    }
+}
+
+/// Cancel requests for clients that stayed with the old process (inside a transaction, session
+/// mode, TLS): they reach the listening socket, which the new process owns, so the new process
+/// passes each one it has no session for to the old process over a second socket pair (its fd 6,
+/// named by `PG_DOORMAN_CANCEL_FD`): 8 bytes, the process id and secret key. The old process acts on
+/// them as on its own (and passes on those it does not know, to an older process still running).
+final class CancelRelay {
+    static let envKey = "PG_DOORMAN_CANCEL_FD"
+
+    private let lock = NIOLock()
+    private var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    /// Best effort: a full or closed channel (the old process has exited) drops the request.
+    func forward(processID: Int32, secretKey: Int32) {
+        lock.withLock {
+            guard fd >= 0 else { return }
+            var record = [UInt8](repeating: 0, count: 8)
+            for (i, v) in [UInt32(bitPattern: processID), UInt32(bitPattern: secretKey)].enumerated() {
+                for b in 0..<4 { record[i * 4 + b] = UInt8((v >> UInt32(24 - 8 * b)) & 0xff) }
+            }
+            let r = record.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, 8, Int32(MSG_NOSIGNAL | MSG_DONTWAIT)) }
+            if r != 8 && !(r < 0 && (errno == EAGAIN || errno == EINTR)) {
+                close(fd)
+                fd = -1
+            }
+        }
+    }
+}
+
+extension PoolerRuntime {
+    /// Old process: cancels the new process passes on (`CancelRelay`), until it closes its end.
+    func serveForwardedCancels(socket: Int32) {
+        let thread = Thread { [self] in
+            var record = [UInt8](repeating: 0, count: 8)
+            while true {
+                var got = 0
+                while got < 8 {
+                    let r = record.withUnsafeMutableBytes { recv(socket, $0.baseAddress! + got, 8 - got, 0) }
+                    if r < 0 && errno == EINTR { continue }
+                    if r <= 0 { close(socket); return }
+                    got += r
+                }
+                let pid = Int32(bitPattern: record[0..<4].reduce(0) { ($0 << 8) | UInt32($1) })
+                let secret = Int32(bitPattern: record[4..<8].reduce(0) { ($0 << 8) | UInt32($1) })
+                cancel(processID: pid, secretKey: secret)
+            }
+        }
+        thread.name = "pg_doorman cancel relay"
+        thread.start()
     }
 }
