@@ -119,7 +119,7 @@ for name in "${names[@]}"; do
     if ! ready "${port[$name]}"; then
         # PgBouncer 1.25.2 is optional: report it n/a; the others must work
         [[ $name == pgbouncer125 ]] || die "$name does not answer SELECT 1 (see $work/$name.out)"
-        pgb125_reason="PgBouncer 1.25.2 under callgrind did not answer SELECT 1: $(tail -n 2 "$work/$name.out" | tr '\n' ' ')"
+        pgb125_reason="PgBouncer 1.25.2 under callgrind did not answer SELECT 1: $(tail -n 2 "$work/$name.out" 2>/dev/null | tr '\n' ' ' || true)"
         say "pgbouncer125: n/a — $pgb125_reason"
         continue
     fi

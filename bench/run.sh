@@ -157,7 +157,7 @@ start_pgbouncer() {
     "$bin" "${as_user[@]}" "$dir/pgbouncer.ini" >>"$dir/stderr.log" 2>&1 &
     pid=$!
     if ! wait_port "$port" "$pid" 10; then
-        reason="$bin did not start: $(tail -n 3 "$dir/stderr.log" "$dir/pgbouncer.log" 2>/dev/null | tr '\n' ' ')"
+        reason="$bin did not start: $(tail -n 3 "$dir/stderr.log" "$dir/pgbouncer.log" 2>/dev/null | tr '\n' ' ' || true)"
     elif ! out=$(probe "$port"); then
         reason="SELECT 1 through $bin failed: $out"
     fi
@@ -263,7 +263,7 @@ python3 "$ROOT/bench/scenarios.py" "$work/targets.json" "$work" "$raw"
 # ---------------------------------------------------------------- report
 pg_version=$("$PG_BIN/postgres" --version)
 [[ -n $pgb_version ]] || pgb_version=$( (pgbouncer --version 2>/dev/null || true) | head -n1)
-[[ -n $pgb125_version ]] || pgb125_version="n/a ($pgb125_reason)"
+[[ -n $pgb125_reason || -z $pgb125_version ]] && pgb125_version="n/a ($pgb125_reason)"
 dm_version="n/a"
 if [[ -x $DOORMAN_BIN ]]; then
     dm_version="$("$DOORMAN_BIN" -V 2>/dev/null | head -n1 || true) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
