@@ -29,6 +29,8 @@ public final class PoolerRuntime {
     /// any known user gets under pg_hba md5), else a mock SCRAM one (`MockAuthentication`).
     var mockAuthenticationUsesMD5: Bool { mockMD5.load(ordering: .relaxed) }
     private let mockMD5 = ManagedAtomic<Bool>(false)
+    /// `auth_failure_delay`: failed logins per client address and how long their answer waits.
+    let authFailures = AuthFailureGate()
 
     static func allUsersHaveMD5Hashes(_ config: Config) -> Bool {
         var any = false
@@ -106,6 +108,7 @@ public final class PoolerRuntime {
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
+        authFailures.configure(delayMs: config.general.authFailureDelay)
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
@@ -244,6 +247,7 @@ public final class PoolerRuntime {
             _config = newConfig
             loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
             mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
+            authFailures.configure(delayMs: newConfig.general.authFailureDelay)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }
