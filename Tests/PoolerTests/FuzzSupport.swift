@@ -29,7 +29,8 @@ enum Fuzz {
     }
 }
 
-/// SplitMix64: small, fast, and the same sequence on every platform for a seed.
+/// SplitMix64: small, fast, and the same sequence on every platform for a seed (ConfigKitTests has
+/// its own copy: another test target).
 struct FuzzRNG: RandomNumberGenerator {
     private var state: UInt64
 
