@@ -121,6 +121,8 @@ enum ConfigDecoder {
         x.scalingMaxParallelCreates = g.u32("scaling_max_parallel_creates") ?? x.scalingMaxParallelCreates
         x.serverRoundRobin = g.bool("server_round_robin") ?? x.serverRoundRobin
         x.syncServerParameters = g.bool("sync_server_parameters") ?? x.syncServerParameters
+        x.cancelOnClientDisconnect = g.bool("cancel_on_client_disconnect") ?? x.cancelOnClientDisconnect
+        x.authFailureDelay = g.duration("auth_failure_delay") ?? x.authFailureDelay
         x.poolerCheckQuery = g.string("pooler_check_query") ?? x.poolerCheckQuery
         x.preparedStatements = g.bool("prepared_statements") ?? x.preparedStatements
         x.preparedStatementsCacheSize = g.int("prepared_statements_cache_size") ?? x.preparedStatementsCacheSize

@@ -155,6 +155,7 @@ public enum ConfigFields {
         i("worker_stack_size", g.workerStackSize); i("max_blocking_threads", g.maxBlockingThreads)
         i("tokio_global_queue_interval", g.tokioGlobalQueueInterval); i("tokio_event_interval", g.tokioEventInterval)
         b("server_round_robin", g.serverRoundRobin); b("sync_server_parameters", g.syncServerParameters)
+        b("cancel_on_client_disconnect", g.cancelOnClientDisconnect); i("auth_failure_delay", g.authFailureDelay)
         i("message_size_to_be_stream", g.messageSizeToBeStream); s("pooler_check_query", g.poolerCheckQuery)
         b("prepared_statements", g.preparedStatements)
         i("prepared_statements_cache_size", g.preparedStatementsCacheSize)

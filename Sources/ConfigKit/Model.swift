@@ -113,6 +113,11 @@ public struct General: Sendable, Equatable {
     public var scalingMaxParallelCreates: Int = 2
     public var serverRoundRobin: Bool = false
     public var syncServerParameters: Bool = true
+    /// A client that disconnects mid-statement gets its statement cancelled (CancelRequest) first.
+    public var cancelOnClientDisconnect: Bool = true
+    /// Milliseconds the answer to a failed login waits (doubling per further failure from the same
+    /// address); 0: off.
+    public var authFailureDelay: UInt64 = 0
     /// Parameters whose SET outside a transaction block follows a client across servers.
     public var trackExtraParameters: [String] = []
     public var poolerCheckQuery: String = ";"

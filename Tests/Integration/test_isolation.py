@@ -191,6 +191,36 @@ def test_client_killed_mid_statement_has_its_statement_cancelled(doorman, doorma
     assert waited < 3.0, f"the next writer waited {waited:.1f} s for the dead client's row lock"
 
 
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel_on", "cancel_off"])
+def test_cancel_on_client_disconnect_decides_whether_the_dead_clients_statement_runs_on(
+        doorman, doorman_config, pg, cancel):
+    """`cancel_on_client_disconnect`: on (the default), a client gone mid-statement gets its
+    statement cancelled; off, the statement runs on in PostgreSQL. Either way the pooler closes
+    that server and the next client gets another one at once."""
+    import psycopg
+    dm = doorman(doorman_config(pool_size=1, cancel_on_client_disconnect=cancel))
+    victim = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    pid = int(victim.scalar("SELECT pg_backend_pid()"))
+    victim.send(query("SELECT pg_sleep(8), 'isolation-victim'"))
+    time.sleep(0.5)
+    victim.abort()
+    time.sleep(1.0)
+    with psycopg.connect(pg.dsn(MD5_USER), autocommit=True) as c:
+        row = c.execute("SELECT state, query FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+    running = row is not None and row[0] == "active" and "isolation-victim" in (row[1] or "")
+    if cancel:
+        assert not running, f"the dead client's statement still runs: {row}"
+    else:
+        assert running, f"the dead client's statement was stopped although cancel_on_client_disconnect is off: {row}"
+    # The server was closed, not reused: the next client gets a new backend without waiting.
+    t0 = time.monotonic()
+    nxt = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+    other = int(nxt.scalar("SELECT pg_backend_pid()"))
+    nxt.close()
+    assert other != pid
+    assert time.monotonic() - t0 < 3.0
+
+
 # --------------------------------------------------------------------------- fuzzed sessions beside canaries
 
 def mutated_session(rng) -> bytes:

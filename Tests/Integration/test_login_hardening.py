@@ -183,3 +183,44 @@ def test_client_login_timeout_is_configurable(doorman, doorman_config):
         s.close()
     assert 1.9 <= elapsed < 4, elapsed
     assert data[:1] == b"R" and b"08P01" in data and b"did not complete startup within 2 seconds" in data, data
+
+
+def test_auth_failure_delay_slows_failed_logins_per_address_without_slowing_others(doorman, doorman_config):
+    """auth_failure_delay (PostgreSQL's auth_delay as the model): the 28P01 answer to a failed login
+    waits, doubling per further failure from the same address; an unknown user waits the same; a
+    correct login meanwhile is not slowed (the wait is scheduled, not slept on the event loop)."""
+    import threading
+    dm = doorman(doorman_config(users=[SCRAM_USER], auth_failure_delay="300ms", worker_threads=1))
+
+    def timed(user: str, password: str) -> tuple[float, dict]:
+        t0 = time.monotonic()
+        seen = exchange(dm.port, user, password)
+        return time.monotonic() - t0, seen
+
+    first, seen = timed(SCRAM_USER, "wrong")
+    assert seen["error"]["C"] == "28P01" and 0.3 <= first < 1.2, (first, seen)
+    second, seen = timed(SCRAM_USER, "wrong")
+    assert seen["error"]["C"] == "28P01" and 0.6 <= second < 1.5, (second, seen)
+    third, unknown = timed("no_such_user", "whatever")
+    assert shape(unknown) == shape(seen) and 1.2 <= third < 2.2, (third, unknown)
+
+    # A fourth failure waits 2.4 s; a correct login in the meantime goes through at once.
+    slow: dict = {}
+    t = threading.Thread(target=lambda: slow.update(zip(("elapsed", "seen"), timed(SCRAM_USER, "wrong"))))
+    t.start()
+    time.sleep(0.3)
+    quick, ok = timed(SCRAM_USER, "scrampass")
+    t.join()
+    assert ok["ok"] and quick < 0.5, (quick, ok)
+    assert slow["seen"]["error"]["C"] == "28P01" and 2.4 <= slow["elapsed"] < 3.5, slow
+    # The successful login forgave the address: the next failure waits the base delay again.
+    again, seen = timed(SCRAM_USER, "wrong")
+    assert seen["error"]["C"] == "28P01" and 0.3 <= again < 1.2, (again, seen)
+
+
+def test_auth_failure_delay_is_off_by_default(doorman, doorman_config):
+    dm = doorman(doorman_config(users=[SCRAM_USER]))
+    for _ in range(3):
+        t0 = time.monotonic()
+        seen = exchange(dm.port, SCRAM_USER, "wrong")
+        assert seen["error"]["C"] == "28P01" and time.monotonic() - t0 < 0.5

@@ -138,8 +138,24 @@ extension ClientSession {
         refuseLogin(code: .protocolViolation, "invalid message during authentication")
     }
 
+    /// A wrong password (or the end of an unknown user's mock exchange). Under
+    /// `auth_failure_delay` the answer waits, per client address (`AuthFailureDelay`): the wait is
+    /// a scheduled task, never a sleep, and the client's reads stop meanwhile.
     func authFailed() {
-        refuseLogin(code: .invalidPassword, MockAuthentication.failureMessage(user: user))
+        let message = MockAuthentication.failureMessage(user: user)
+        let delay = runtime.authFailures.failed(address: clientAddress)
+        guard delay > .zero, context != nil else { return refuseLogin(code: .invalidPassword, message) }
+        phase = .loggingIn
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        loop.scheduleTask(in: delay) { [self] in refuseLogin(code: .invalidPassword, message) }
+    }
+
+    /// The client's IP address (without the port), or "unix": what `auth_failure_delay` counts by.
+    var clientAddress: String {
+        switch remoteAddress {
+        case .some(.unixDomainSocket), nil: return "unix"
+        case .some(let addr): return addr.ipAddress ?? "?"
+        }
     }
 
     /// Ends a login that failed: logged at info level (rate-limited, `FailedLoginLog`) with the
@@ -263,6 +279,7 @@ extension ClientSession {
 
     func authenticated(clientKey: [UInt8]?) {
         startupFinished()
+        runtime.authFailures.succeeded(address: clientAddress)
         if runtime.isAdminDatabase(database) {
             let admin = AdminSession(runtime: runtime, session: self)
             phase = .admin(admin)

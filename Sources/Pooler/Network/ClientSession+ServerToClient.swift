@@ -302,7 +302,8 @@ extension ClientSession {
 
     func releaseVerdict(at point: ClientSessionStateMachine.ReleasePoint) -> ClientSessionStateMachine.ReleaseVerdict {
         relay.releaseVerdict(at: point, streams: streams(),
-                             cleanupEnabled: pool?.settings.cleanupServerConnections ?? false)
+                             cleanupEnabled: pool?.settings.cleanupServerConnections ?? false,
+                             cancelOnClientDisconnect: pool?.settings.cancelOnClientDisconnect ?? true)
     }
 
     /// Runs a release verdict for server `s`, which the caller has already taken from `server`.
@@ -321,6 +322,11 @@ extension ClientSession {
         guard let pool else { return discardServer(s) }
         switch disposal {
         case .discard:
+            discardServer(s)
+        case .cancelAndDiscard:
+            // The client is gone in the middle of a statement: cancel it, so that its backend
+            // does not run on (holding its locks) until the statement ends by itself.
+            cancel(s)
             discardServer(s)
         case .release(let cleanup) where cleanup.isNone && s.loop === loop:
             // Common case: clean server on our loop, no cleanup, no closures.

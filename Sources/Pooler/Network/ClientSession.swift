@@ -260,11 +260,6 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         if let server {
             self.server = nil
             guard let disposal = releaseVerdict(at: .clientClosed).disposal else { return }
-            if disposal == .discard && relay.statementMayBeRunning {
-                // The client is gone in the middle of a statement: cancel it, so that its backend
-                // does not run on (holding its locks) until the statement ends by itself.
-                cancel(server)
-            }
             runRelease(disposal, of: server)
         }
     }

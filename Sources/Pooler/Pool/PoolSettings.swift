@@ -59,6 +59,8 @@ public struct PoolSettings: Equatable, Sendable {
     public var syncServerParameters = true
     /// Parameters (canonical names) whose SET outside a transaction block follows the client.
     public var trackedParameters: Set<String> = []
+    /// `cancel_on_client_disconnect`: a client gone mid-statement gets its statement cancelled.
+    public var cancelOnClientDisconnect = true
 
     public init(
         database: String, user: String, clientPassword: String,

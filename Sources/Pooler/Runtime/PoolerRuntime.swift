@@ -44,6 +44,8 @@ public final class PoolerRuntime {
     /// any known user gets under pg_hba md5), else a mock SCRAM one (`MockAuthentication`).
     var mockAuthenticationUsesMD5: Bool { mockMD5.load(ordering: .relaxed) }
     private let mockMD5 = ManagedAtomic<Bool>(false)
+    /// `auth_failure_delay`: failed logins per client address and how long their answer waits.
+    let authFailures = AuthFailureGate()
 
     static func allUsersHaveMD5Hashes(_ config: Config) -> Bool {
         var any = false
@@ -132,6 +134,7 @@ public final class PoolerRuntime {
         streamThresholdBytes.store(Self.streamThreshold(config.general), ordering: .relaxed)
         unixSocketBufferBytes.store(Int(clamping: config.general.unixSocketBufferSize), ordering: .relaxed)
         mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
+        authFailures.configure(delayMs: config.general.authFailureDelay)
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
@@ -273,6 +276,7 @@ public final class PoolerRuntime {
             unixSocketBufferBytes.store(Int(clamping: newConfig.general.unixSocketBufferSize), ordering: .relaxed)
             governor.apply(newConfig)
             mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
+            authFailures.configure(delayMs: newConfig.general.authFailureDelay)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
         }

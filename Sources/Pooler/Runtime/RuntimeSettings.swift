@@ -56,6 +56,7 @@ extension PoolSettings {
         s.serverIdleCheckMs = general.serverIdleCheckTimeout
         s.checkQuery = general.poolerCheckQuery.isEmpty ? ";" : general.poolerCheckQuery
         s.syncServerParameters = general.syncServerParameters
+        s.cancelOnClientDisconnect = general.cancelOnClientDisconnect
         s.trackedParameters = Set(general.trackExtraParameters.map(SessionParameters.canonicalName))
         return s
     }

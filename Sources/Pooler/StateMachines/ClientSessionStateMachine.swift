@@ -531,6 +531,9 @@ struct ClientSessionStateMachine {
         case release(Cleanup)
         /// Close the server: it may hold bytes or state the pooler did not account for.
         case discard
+        /// The client left while its statement may still run: send PostgreSQL a CancelRequest for
+        /// the server's backend (so it stops and releases its locks now), then close the server.
+        case cancelAndDiscard
 
         /// What becomes of the server when the client lets it go; nil when it keeps it.
         var disposal: ServerDisposal? {
@@ -538,6 +541,7 @@ struct ClientSessionStateMachine {
             case .keep: return nil
             case .release(let cleanup): return .release(cleanup)
             case .discard: return .discard
+            case .cancelAndDiscard: return .cancelAndDiscard
             }
         }
     }
@@ -546,13 +550,17 @@ struct ClientSessionStateMachine {
     enum ServerDisposal: Equatable {
         case release(Cleanup)
         case discard
+        /// CancelRequest for the server's backend, then close it (`cancel_on_client_disconnect`).
+        case cancelAndDiscard
     }
 
     /// THE decision whether this client's server goes back to the pool: at a transaction boundary
     /// (transaction mode, or session mode once the client terminates), when a read sent the server
     /// nothing, or when the client's connection closes. A server that may be dirty is discarded,
-    /// never handed to another client.
-    func releaseVerdict(at point: ReleasePoint, streams: Streams, cleanupEnabled: Bool) -> ReleaseVerdict {
+    /// never handed to another client; when the client closed while its statement may still be
+    /// running, the statement is cancelled first unless `cancelOnClientDisconnect` is off.
+    func releaseVerdict(at point: ReleasePoint, streams: Streams, cleanupEnabled: Bool,
+                        cancelOnClientDisconnect: Bool) -> ReleaseVerdict {
         switch point {
         case .transactionBoundary:
             guard !extendedOpen && streams.clientAtBoundary && (!sessionMode || terminating) else { return .keep }
@@ -562,7 +570,7 @@ struct ClientSessionStateMachine {
         case .clientClosed:
             let quiet = expectedReady <= 0 && !extendedOpen && !serverInCopy && streams.clientAtBoundary
                 && streams.serverAtBoundary && !streams.rewriterExpectsReplies
-            guard quiet else { return .discard }
+            guard quiet else { return statementMayBeRunning && cancelOnClientDisconnect ? .cancelAndDiscard : .discard }
         }
         if streams.rewriterUncertain { return .discard }
         return .release(Cleanup(rollback: transactionStatus != .idle,

@@ -48,6 +48,8 @@ struct ClientSessionStateMachineTests {
         var point: Machine.ReleasePoint
         var streams = ClientSessionStateMachineTests.clean
         var cleanup = true
+        /// `cancel_on_client_disconnect` (default on).
+        var cancel = true
         var expected: Machine.ReleaseVerdict
         var testDescription: String { name }
     }
@@ -82,9 +84,12 @@ struct ClientSessionStateMachineTests {
         Case(name: "client leaves inside a failed transaction: ROLLBACK first",
              steps: [.fe("Q"), .be("E"), .be("Z", "E")],
              point: .clientClosed, expected: .release(.init(rollback: true, reset: []))),
-        Case(name: "client leaves with a reply due: discarded",
+        Case(name: "client leaves with a reply due: its statement cancelled, the server discarded",
              steps: [.fe("Q")],
-             point: .clientClosed, expected: .discard),
+             point: .clientClosed, expected: .cancelAndDiscard),
+        Case(name: "client leaves with a reply due, cancel_on_client_disconnect off: discarded, not cancelled",
+             steps: [.fe("Q")],
+             point: .clientClosed, cancel: false, expected: .discard),
         Case(name: "client leaves mid-response (server message half received): discarded",
              steps: [.fe("Q"), .be("T"), .be("D"), .be("C", "SELECT 1"), .be("Z", "I")],
              point: .clientClosed, streams: .init(serverAtBoundary: false), expected: .discard),
@@ -98,25 +103,31 @@ struct ClientSessionStateMachineTests {
         Case(name: "extended batch still open (Flush, no Sync): kept at the boundary",
              steps: [.fe("Q"), .be("Z", "I"), .fe("P", "0"), .fe("B", "00"), .fe("E"), .fe("H")],
              point: .transactionBoundary, expected: .keep),
-        Case(name: "extended batch open when the client leaves: discarded",
+        Case(name: "extended batch open when the client leaves: cancelled and discarded",
              steps: [.fe("P", "0"), .fe("B", "00"), .fe("E"), .fe("H"), .be("1"), .be("2"), .be("C", "SELECT 1")],
-             point: .clientClosed, expected: .discard),
+             point: .clientClosed, expected: .cancelAndDiscard),
+        Case(name: "extended batch open when the client leaves, cancel off: discarded",
+             steps: [.fe("P", "0"), .fe("B", "00"), .fe("E"), .fe("H"), .be("1"), .be("2"), .be("C", "SELECT 1")],
+             point: .clientClosed, cancel: false, expected: .discard),
         Case(name: "pipeline with an error in the first batch: released after the last Sync",
              steps: [.fe("P", "0"), .fe("B", "00"), .fe("E"), .fe("S"), .fe("P", "0"), .fe("B", "00"), .fe("E"),
                      .fe("S"), .be("E"), .be("Z", "I"), .be("1"), .be("2"), .be("C", "SELECT 1"), .be("Z", "I")],
              point: .transactionBoundary, expected: none),
-        Case(name: "COPY FROM STDIN in progress when the client leaves: discarded",
+        Case(name: "COPY FROM STDIN in progress when the client leaves: cancelled and discarded",
              steps: [.fe("Q"), .be("G"), .fe("d")],
-             point: .clientClosed, expected: .discard),
+             point: .clientClosed, expected: .cancelAndDiscard),
         Case(name: "COPY FROM STDIN completed: released",
              steps: [.fe("Q"), .be("G"), .fe("d"), .fe("c"), .be("C", "COPY 1"), .be("Z", "I")],
              point: .transactionBoundary, expected: none),
         Case(name: "COPY FROM STDIN failed by the client: released after the error",
              steps: [.fe("Q"), .be("G"), .fe("d"), .fe("f"), .be("E"), .be("Z", "I")],
              point: .transactionBoundary, expected: none),
-        Case(name: "COPY TO STDOUT interrupted by the client leaving: discarded",
+        Case(name: "COPY TO STDOUT interrupted by the client leaving: cancelled and discarded",
              steps: [.fe("Q"), .be("H"), .be("d")],
-             point: .clientClosed, expected: .discard),
+             point: .clientClosed, expected: .cancelAndDiscard),
+        Case(name: "COPY TO STDOUT interrupted, cancel off: discarded",
+             steps: [.fe("Q"), .be("H"), .be("d")],
+             point: .clientClosed, cancel: false, expected: .discard),
         Case(name: "COPY TO STDOUT completed: released",
              steps: [.fe("Q"), .be("H"), .be("d"), .be("c"), .be("C", "COPY 1"), .be("Z", "I")],
              point: .transactionBoundary, expected: none),
@@ -148,7 +159,8 @@ struct ClientSessionStateMachineTests {
     @Test(arguments: cases)
     func releaseVerdict(_ c: Case) {
         let (m, _, _) = Self.replay(c.steps, session: c.session)
-        #expect(m.releaseVerdict(at: c.point, streams: c.streams, cleanupEnabled: c.cleanup) == c.expected)
+        #expect(m.releaseVerdict(at: c.point, streams: c.streams, cleanupEnabled: c.cleanup,
+                                 cancelOnClientDisconnect: c.cancel) == c.expected)
     }
 
     @Test func idleReadyForQueryIsTheBoundaryOnlyWhenNothingElseIsDue() {
@@ -221,7 +233,8 @@ struct ClientSessionStateMachineTests {
         #expect(m.expectedReady == 0)
         #expect(m.transactionStatus == .idle)
         #expect(m.leftSessionState.isEmpty)
-        #expect(m.releaseVerdict(at: .clientClosed, streams: Self.clean, cleanupEnabled: true) == Self.none)
+        #expect(m.releaseVerdict(at: .clientClosed, streams: Self.clean, cleanupEnabled: true,
+                                 cancelOnClientDisconnect: true) == Self.none)
     }
 
     @Test func rewritingModeFollowsTheClientAcrossServers() {

@@ -5,23 +5,12 @@ import Testing
 /// Random batches from several clients over several small-capacity backends: every batch's reply
 /// bytes through the rewriter must equal what the client's own direct backend answers.
 struct PreparedStatementFuzzTests {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     static let queries = ["SELECT 1", "SELECT 2", "UPDATE t", "SELECT 3 FAIL", "SELECT BAD", "SELECT $1"]
     static let names = ["a", "b", "c", ""]
 
     @Test(arguments: 0..<60)
     func randomBatchesMatchDirectBackend(seed: Int) {
-        var rng = SplitMix64(state: UInt64(seed) &* 7919 &+ 1)
+        var rng = FuzzRNG(seed: UInt64(seed) &* 7919 &+ 1)
         let world = PooledWorld(servers: 3, cacheCapacity: 4, serverCapacity: 2)
         let clients = (0..<3).map { _ in world.client() }
         var maybeExists = Array(repeating: Set<String>(), count: clients.count)
