@@ -417,3 +417,40 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
             raise ConnectionError("connection closed by peer")
         buf += chunk
     return buf
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie child of ours counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(cond, timeout: float = 10.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+def admin_rows(target, sql: str) -> list[dict[str, str]]:
+    """One admin console command through psql (user admin/admin); `target` is a Doorman or a port."""
+    port = target if isinstance(target, int) else target.port
+    host = "127.0.0.1" if isinstance(target, int) else target.host
+    env = {"PGHOST": host, "PGPORT": str(port), "PGUSER": "admin", "PGPASSWORD": "admin", "PGDATABASE": "pgdoorman"}
+    rc, out, err = psql(["-A", "-F", "\t", "-P", "footer=off", "-c", sql], env=env, timeout=20)
+    assert rc == 0, f"{sql}: rc={rc} {err}"
+    lines = out.splitlines()
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
+

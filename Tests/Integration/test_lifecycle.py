@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from harness import doorman_bin, free_port, pgbench, psql, run_doorman_cli, to_yaml, wait_for_port
+from harness import (admin_rows, alive, doorman_bin, free_port, pgbench, psql, run_doorman_cli, to_yaml,
+                     wait_for_port, wait_until)
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 ANSI = re.compile(r"\x1b\[")
@@ -23,44 +24,10 @@ ANSI = re.compile(r"\x1b\[")
 
 # ----------------------------------------------------------------------------- helpers
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as dead
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until(cond, timeout: float = 10.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
-
-
 def query(dm_or_port, sql: str = "SELECT 1", user=MD5_USER, pw=MD5_PW, db="example_db", timeout=20):
     port = dm_or_port if isinstance(dm_or_port, int) else dm_or_port.port
     env = {"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": user, "PGPASSWORD": pw, "PGDATABASE": db}
     return psql(["-At", "-c", sql], env=env, timeout=timeout)
-
-
-def admin_rows(port: int, sql: str) -> list[dict[str, str]]:
-    env = {"PGHOST": "127.0.0.1", "PGPORT": str(port), "PGUSER": "admin", "PGPASSWORD": "admin",
-           "PGDATABASE": "pgdoorman"}
-    rc, out, err = psql(["-A", "-F", "\t", "-P", "footer=off", "-c", sql], env=env, timeout=20)
-    assert rc == 0, f"{sql}: rc={rc} {err}"
-    lines = out.splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
 
 def pool_size_of(port: int) -> str:

@@ -12,46 +12,16 @@ import time
 import psycopg
 import pytest
 
-from harness import pgbench, psql
+from harness import admin_rows, alive, pgbench, wait_until
 from wire import Wire, bind, execute, parse, rows, sync
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
 
 
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def wait_until(pred, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
-
-
 def new_pid(dm) -> int:
     assert dm.wait_for_log(r"new process pid \d+ is serving", 15), dm.log()
     return int(re.findall(r"new process pid (\d+) is serving", dm.log())[-1])
-
-
-def admin_rows(dm, sql: str) -> list[dict[str, str]]:
-    rc, out, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-A", "-F", "\t",
-                         "-P", "footer=off", "-c", sql], env={"PGPASSWORD": "admin"})
-    assert rc == 0, err
-    lines = out.splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import psql, to_yaml
+from harness import admin_rows, to_yaml
 from wire import Wire, error_fields
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
@@ -24,15 +24,6 @@ SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
 def connect(dm, user=MD5_USER, pw=MD5_PW, db="example_db"):
     return psycopg.connect(host=dm.host, port=dm.port, user=user, password=pw, dbname=db,
                            autocommit=True, connect_timeout=10, prepare_threshold=None)
-
-
-def admin_rows(dm, sql: str) -> list[dict[str, str]]:
-    rc, out, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-A", "-F", "\t",
-                         "-P", "footer=off", "-c", sql], env={"PGPASSWORD": "admin"})
-    assert rc == 0, err
-    lines = out.splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
 
 
 def stats_row(dm, user=MD5_USER) -> dict[str, str]:

@@ -127,14 +127,7 @@ extension ClientSession {
             || parameters.values.keys.contains { !SessionParameters.reportedSettable.contains($0) }
         counted = true
         countedInClientLimits = true
-        runtime.cancels.register(processID: id, secret: secretKey, session: self)
-        phase = .ready
-        quietSince = .now()
-        poolKey = PoolerRuntime.key(database, user)
-        if let watch = runtime.governor.watch(for: loop) {
-            timeoutWatch = watch
-            watchSlot = watch.add(self)
-        }
+        becomeReady()
         if !h.pendingInput.isEmpty { relayFromClient(ByteBuffer(bytes: h.pendingInput)) }
     }
 }

@@ -415,6 +415,19 @@ extension ClientSession {
         }
     }
 
+    /// The client may send queries from now on (after its login, or adopted from an old process):
+    /// its cancel key works and its loop's sweep enforces the timeouts on it.
+    func becomeReady() {
+        runtime.cancels.register(processID: id, secret: secretKey, session: self)
+        phase = .ready
+        quietSince = .now()
+        poolKey = PoolerRuntime.key(database, user)
+        if let watch = runtime.governor.watch(for: loop) {
+            timeoutWatch = watch
+            watchSlot = watch.add(self)
+        }
+    }
+
     func finishLogin(_ params: ParameterStatusBlock) {
         parameterBaseline = params.values
         var out = context.channel.allocator.buffer(capacity: params.encoded.readableBytes + 128)
@@ -430,14 +443,7 @@ extension ClientSession {
         BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
         BackendMessage.readyForQuery(into: &out)
         output.writeAndFlush(out)
-        runtime.cancels.register(processID: id, secret: secretKey, session: self)
-        phase = .ready
-        quietSince = .now()
-        poolKey = PoolerRuntime.key(database, user)
-        if let watch = runtime.governor.watch(for: loop) {
-            timeoutWatch = watch
-            watchSlot = watch.add(self)
-        }
+        becomeReady()
         runtime.logClientConnection(self)
         if inbound.readableBytes > 0 {
             let rest = inbound

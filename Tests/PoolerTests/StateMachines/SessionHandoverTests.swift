@@ -44,7 +44,7 @@ import Testing
     /// throws; it never traps or allocates by a length it was not given bytes for.
     @Test(arguments: [1, 2, 3, 4, 5] as [UInt64])
     func mutationsNeverTrap(seed: UInt64) {
-        var rng = SplitMix(seed: seed)
+        var rng = FuzzRNG(seed: seed)
         let base = Self.sample.encode()
         for _ in 0..<2_000 {
             var b = base
@@ -60,18 +60,6 @@ import Testing
                 b = Array(b.prefix(Int(rng.next() % UInt64(b.count)))) + [UInt8(truncatingIfNeeded: rng.next())]
             }
             _ = try? SessionHandover.decode(b)
-        }
-    }
-
-    struct SplitMix {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
         }
     }
 }
