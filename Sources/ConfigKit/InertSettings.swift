@@ -42,14 +42,6 @@ public enum InertSettings {
                 note("\(path).auth_query", "auth_query is not implemented in this build: only the users listed "
                      + "under \(path).users can log in")
             }
-            if (pool.reservePoolSize ?? 0) > 0 {
-                note("\(path).reserve_pool_size", "the coordinator's reserve pool is not implemented in this "
-                     + "build: max_db_connections is a hard limit")
-            }
-            if (pool.minGuaranteedPoolSize ?? 0) > 0 {
-                note("\(path).min_guaranteed_pool_size", "is not implemented in this build: any user pool's idle "
-                     + "connection may be closed to make room under max_db_connections")
-            }
             if pool.logClientParameterStatusChanges {
                 note("\(path).log_client_parameter_status_changes", "is not implemented in this build: "
                      + "parameter changes are not logged")

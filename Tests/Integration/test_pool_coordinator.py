@@ -18,6 +18,8 @@ SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
 def coordinated(doorman_config, limit=3, pool_size=4, **general):
     cfg = doorman_config(pool_size=pool_size, **general)
     cfg["pools"]["example_db"]["max_db_connections"] = limit
+    # Evict at once (the default min_connection_lifetime protects connections younger than 30 s).
+    cfg["pools"]["example_db"]["min_connection_lifetime"] = 0
     return cfg
 
 
