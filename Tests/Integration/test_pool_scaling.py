@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from harness import psql
+from harness import psql, to_yaml
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -132,6 +132,27 @@ def test_reserve_pool_beyond_max_db_connections(doorman, doorman_config, pg):
         c.close()
 
 
+def test_reload_gives_a_kept_pool_its_reserve(doorman, doorman_config, pg):
+    """RELOAD turning the reserve on applies to the running pool (kept: its server connection survives)."""
+    cfg = doorman_config(pool_size=2, users=[MD5_USER], query_wait_timeout="10s", retain_connections_time="1s")
+    dm = doorman(cfg)
+    conns = [connect(dm) for _ in range(4)]
+    pid = conns[0].execute("SELECT pg_backend_pid()").fetchone()[0]
+    cfg["pools"]["example_db"]["reserve_pool_size"] = 2
+    cfg["pools"]["example_db"]["reserve_pool_timeout"] = 500
+    dm.config_path.write_text(to_yaml(cfg))
+    rc, _, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-c", "RELOAD"],
+                      env={"PGPASSWORD": "admin"})
+    assert rc == 0, err
+    assert [r["reserve_pool"] for r in admin_rows(dm, "SHOW DATABASES") if r["name"] == "example_db"] == ["2"]
+    assert conns[0].execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # the pool was kept
+    t0 = time.monotonic()
+    run_concurrently([lambda c=c: c.execute("SELECT pg_sleep(2)") for c in conns])
+    assert time.monotonic() - t0 < 3.3
+    for c in conns:
+        c.close()
+
+
 # --- coordinator eviction -----------------------------------------------------------------------------------
 
 def coordinated(doorman_config, query_wait_timeout="1s", **pool):
@@ -240,12 +261,13 @@ class SlowProxy:
         self.sock.close()
 
 
-@pytest.mark.parametrize("max_concurrent_creates, parallel, bound", [(3, 20, 3), (0, 2, 2)])
+@pytest.mark.parametrize("max_concurrent_creates, parallel, bound", [(3, 20, 3), (0, 2, 2), (0, 20, 20)])
 def test_connect_storm_after_reconnect_is_bounded(doorman, doorman_config, pg, max_concurrent_creates, parallel,
                                                   bound):
     """pool_size 20 and 20 clients at once after RECONNECT: PostgreSQL never sees more than `bound` new
     connections logging in at the same time (max_concurrent_creates across pools, or
-    scaling_max_parallel_creates per pool), and every client is served."""
+    scaling_max_parallel_creates per pool), and every client is served. Without either limit (the last
+    case) the same storm reaches PostgreSQL at once, which shows the proxy sees it."""
     proxy = SlowProxy(pg.port)
     try:
         cfg = doorman_config(pool_size=20, users=[MD5_USER], query_wait_timeout="20s",
@@ -260,10 +282,14 @@ def test_connect_storm_after_reconnect_is_bounded(doorman, doorman_config, pg, m
             proxy.peak = 0
             before = proxy.total
         run_concurrently([lambda c=c: c.execute("SELECT pg_sleep(3)") for c in conns])
+        print(f"storm: {proxy.total - before} new connections, peak {proxy.peak} logging in at once")
         assert proxy.total - before >= 10, "the storm did not need new connections"
         assert 2 <= proxy.peak <= bound, f"peak logins in flight {proxy.peak}"
+        if bound == 20:
+            assert proxy.peak >= 10, f"unbounded storm peaked at {proxy.peak}"
         row = [r for r in admin_rows(dm, "SHOW POOL_SCALING") if r["database"] == "example_db"][0]
-        assert int(row["creates"]) >= proxy.total - before and int(row["gate_waits"]) > 0, row
+        assert int(row["creates"]) >= proxy.total - before, row
+        assert (int(row["gate_waits"]) > 0) == (bound < 20), row  # connects held back by a limit
         for c in conns:
             c.close()
     finally:
