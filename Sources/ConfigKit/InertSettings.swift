@@ -35,9 +35,13 @@ public enum InertSettings {
             note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
                  + "pools connect only to their server_host")
         }
+        let fastRetries = "has no effect in this build: checkout is event-driven (a returned connection goes "
+            + "straight to a waiting client), so there are no spins before the anticipation wait"
+        if g.scalingFastRetries != General().scalingFastRetries { note("general.scaling_fast_retries", fastRetries) }
         for name in config.pools.keys.sorted() {
             guard let pool = config.pools[name] else { continue }
             let path = "pools.\(name)"
+            if pool.scalingFastRetries != nil { note("\(path).scaling_fast_retries", fastRetries) }
             if pool.authQuery != nil {
                 note("\(path).auth_query", "auth_query is not implemented in this build: only the users listed "
                      + "under \(path).users can log in")

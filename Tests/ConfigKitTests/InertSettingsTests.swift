@@ -61,6 +61,15 @@ import Testing
         #expect(InertSettings.warnings(c).isEmpty)
     }
 
+    @Test func scalingFastRetriesIsWarnedAboutOnlyWhenSet() {
+        #expect(InertSettings.warnings(config { _ in }).isEmpty)
+        let c = config { c in
+            c.general.scalingFastRetries = 3
+            c.pools["db"]?.scalingFastRetries = 5
+        }
+        #expect(InertSettings.warnings(c).map(\.keyPath) == ["general.scaling_fast_retries", "pools.db.scaling_fast_retries"])
+    }
+
     @Test func poolsAreReportedInNameOrder() {
         let c = config { c in
             var pool = c.pools["db"]!

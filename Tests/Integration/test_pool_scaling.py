@@ -296,6 +296,35 @@ def test_connect_storm_after_reconnect_is_bounded(doorman, doorman_config, pg, m
         proxy.close()
 
 
+# --- anticipation ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("warm_ratio", [20, 100])
+def test_warm_pool_ratio_reuses_returned_connections_before_opening(doorman, doorman_config, pg, warm_ratio):
+    """Ten clients looping over 50 ms transactions on pool_size 10. With scaling_warm_pool_ratio 20 a client
+    above two connections first waits (about 100 ms) for one to come back, so the pool settles well below
+    ten; with 100 every client that finds no idle connection opens one."""
+    cfg = doorman_config(pool_size=10, users=[MD5_USER], scaling_warm_pool_ratio=warm_ratio)
+    dm = doorman(cfg)
+    conns = [connect(dm) for _ in range(10)]
+
+    def loop(c):
+        for _ in range(30):
+            c.execute("SELECT pg_sleep(0.05)")
+
+    run_concurrently([lambda c=c: loop(c) for c in conns])
+    n = backends(pg, MD5_USER)
+    row = [r for r in admin_rows(dm, "SHOW POOL_SCALING") if r["database"] == "example_db"][0]
+    print(f"warm ratio {warm_ratio}: {n} server connections, {row}")
+    if warm_ratio == 100:
+        assert n >= 9, n
+        assert row["antic_notify"] == "0" and row["antic_timeout"] == "0", row
+    else:
+        assert n <= 7, n
+        assert int(row["antic_notify"]) > 0, row
+    for c in conns:
+        c.close()
+
+
 # --- maintenance cycle --------------------------------------------------------------------------------------
 
 def test_retain_connections_max_bounds_closes_per_cycle(doorman, doorman_config, pg):

@@ -233,12 +233,13 @@ struct AdminViews {
         ])
         for p in runtime.pools {
             // inflight: connects under way; creates: connects started; gate_waits: connects held back by
-            // scaling_max_parallel_creates or max_concurrent_creates. The anticipation columns stay 0
-            // (scaling_warm_pool_ratio / scaling_fast_retries are not acted on).
+            // scaling_max_parallel_creates or max_concurrent_creates; antic_notify / antic_timeout:
+            // clients above the warm share served by a returned connection / by a new one after the
+            // anticipation budget. gate_budget_ex, create_fallback and replenish_def stay 0.
             let c = p.counts()
             let x = p.scalingCounters
-            rs.rows.append([p.settings.user, p.settings.database, s(c.opening), s(x.creates), s(x.gateWaits), s(0), s(0),
-                            s(0), s(0), s(0)])
+            rs.rows.append([p.settings.user, p.settings.database, s(c.opening), s(x.creates), s(x.gateWaits), s(0),
+                            s(x.anticipationServed), s(x.anticipationTimeouts), s(0), s(0)])
         }
         return rs
     }

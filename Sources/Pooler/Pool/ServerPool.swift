@@ -64,6 +64,11 @@ public final class ServerPool {
     private var _creates = 0
     private var _gateWaits = 0
     private var _reserveCreates = 0
+    private var _anticipationServed = 0
+    private var _anticipationTimeouts = 0
+    /// The anticipation budget, worked out again at most once a second (`Anticipation.budgetMs`).
+    private var anticipationMs: UInt64 = 100
+    private var anticipationAt: NIODeadline?
     public let stats = PoolStats()
     /// Prepared statements shared by the pool's clients (transaction mode).
     public let statementCache: PreparedStatementCache
@@ -72,6 +77,8 @@ public final class ServerPool {
         var loop: EventLoop
         var enqueuedAt: NIODeadline
         var callback: (Result<ServerConnection, PoolError>) -> Void
+        /// Queued by the anticipation (above the warm share) rather than by a limit.
+        var anticipating = false
     }
 
     /// The SCRAM verifier clients of this pool authenticate against (with its HMACs keyed), worked
@@ -249,6 +256,7 @@ public final class ServerPool {
         var step: Step = .wait
         var currentEpoch = 0
         var blocked: SharedGate?
+        var anticipating: UInt64?
         var retryAt: NIODeadline?
         lock.withLock {
             currentEpoch = _epoch
@@ -256,16 +264,22 @@ public final class ServerPool {
                 step = .closed
             } else if !_paused, let server = popIdleLocked(preferring: loop) {
                 step = .use(server)
-            } else if admitCreateLocked(now: now, waitedMs: nil, blocked: &blocked) {
+            } else if admitCreateLocked(now: now, waitedMs: nil, blocked: &blocked, anticipate: true,
+                                                anticipating: &anticipating) {
                 step = .create
             } else {
                 waiters.append(loopKey: ObjectIdentifier(loop), enqueuedAt: now,
-                               Waiter(loop: loop, enqueuedAt: now, callback: callback))
+                               Waiter(loop: loop, enqueuedAt: now, callback: callback,
+                                      anticipating: anticipating != nil))
                 step = .wait
                 retryAt = armRetryLocked()
             }
         }
         if let retryAt { scheduleRetry(at: retryAt, on: loop) }
+        if let anticipating {
+            // No connection came back within the budget: open one (if the waiter is still there).
+            loop.scheduleTask(in: .milliseconds(Int64(anticipating))) { [self] in serveWaitersWithNewConnections() }
+        }
         switch step {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
@@ -297,18 +311,28 @@ public final class ServerPool {
     /// reserve, scaling_max_parallel_creates), then `max_concurrent_creates`, `max_user_connections`
     /// and `max_db_connections`, whose permits it takes. `blocked` names the shared limit that said
     /// no. Called under `lock`; counts the connect as opening when it says yes.
-    private func admitCreateLocked(now: NIODeadline, waitedMs: UInt64?, blocked: inout SharedGate?) -> Bool {
+    /// With `anticipate` (not for min_pool_size connects), sets `anticipating` to the budget when the
+    /// client should first wait that long for a returned connection (`scaling_warm_pool_ratio`).
+    private func admitCreateLocked(now: NIODeadline, waitedMs: UInt64?, blocked: inout SharedGate?,
+                                   anticipate: Bool, anticipating: inout UInt64?) -> Bool {
         guard !_paused, !_closed, retry.mayAttempt(now: now, opening: opening) else { return false }
+        let budget = anticipate ? anticipationBudgetLocked(now: now) : 0
         let reserve: Bool
         switch CreateGate.decide(open: open, opening: opening, poolSize: settings.poolSize, limits: limits,
-                                 waitedMs: waitedMs) {
+                                 waitedMs: waitedMs, anticipationMs: budget) {
         case .hold(.full):
             return false
         case .hold(.burst):
             _gateWaits += 1
             return false
+        case .hold(.anticipate):
+            anticipating = budget
+            return false
         case .open(let r):
             reserve = r
+        }
+        if budget > 0, waitedMs != nil, open > 0, open + opening >= limits.warmSize(poolSize: settings.poolSize) {
+            _anticipationTimeouts += 1  // a waiter above the warm share whose budget ran out
         }
         if let createSlots, !createSlots.tryTake() {
             _gateWaits += 1
@@ -331,6 +355,18 @@ public final class ServerPool {
         _creates += 1
         if reserve { _reserveCreates += 1 }
         return true
+    }
+
+    /// The anticipation budget (ms), recomputed at most once a second from the pool's transaction times.
+    private func anticipationBudgetLocked(now: NIODeadline) -> UInt64 {
+        if limits.warmRatio >= 100 { return 0 }
+        if let at = anticipationAt, now - at < .seconds(1) { return anticipationMs }
+        let p99 = stats.xactHistogram.percentile(0.99)
+        anticipationMs = Anticipation.budgetMs(xactP99Micros: p99 > 0 ? p99 : nil,
+                                               queryWaitTimeoutMs: limits.queryWaitTimeoutMs,
+                                               jitter: Double.random(in: 0..<1))
+        anticipationAt = now
+        return anticipationMs
     }
 
     /// Registers with the shared limit that kept a connect from starting, to be woken when it frees.
@@ -375,10 +411,15 @@ public final class ServerPool {
 
     public struct ScalingCounters {
         public var creates: Int, gateWaits: Int, reserveCreates: Int
+        /// Anticipating clients served by a returned connection / given a new one after the budget.
+        public var anticipationServed: Int, anticipationTimeouts: Int
     }
 
     public var scalingCounters: ScalingCounters {
-        lock.withLock { ScalingCounters(creates: _creates, gateWaits: _gateWaits, reserveCreates: _reserveCreates) }
+        lock.withLock {
+            ScalingCounters(creates: _creates, gateWaits: _gateWaits, reserveCreates: _reserveCreates,
+                            anticipationServed: _anticipationServed, anticipationTimeouts: _anticipationTimeouts)
+        }
     }
 
     private func popIdleLocked(preferring loop: EventLoop) -> ServerConnection? {
@@ -542,6 +583,7 @@ public final class ServerPool {
                 return nil
             }
             if !_paused, let w = waiters.pop(preferring: ObjectIdentifier(server.loop), now: now)?.element {
+                if w.anticipating { _anticipationServed += 1 }
                 return w
             }
             if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
@@ -629,7 +671,9 @@ public final class ServerPool {
                 guard !_paused, !_closed, let oldest = waiters.popOldest() else { return nil }
                 let now = NIODeadline.now()
                 let waited = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1_000_000))
-                if admitCreateLocked(now: now, waitedMs: waited, blocked: &blocked) { return oldest.element }
+                var anticipating: UInt64?
+                if admitCreateLocked(now: now, waitedMs: waited, blocked: &blocked, anticipate: true,
+                                     anticipating: &anticipating) { return oldest.element }
                 waiters.prepend(loopKey: oldest.loopKey, enqueuedAt: oldest.enqueuedAt, oldest.element)
                 return nil
             }
@@ -774,7 +818,9 @@ public final class ServerPool {
             var blocked: SharedGate?
             let go: Bool = lock.withLock {
                 guard !retry.isFailing, open + opening < settings.minPoolSize else { return false }
-                return admitCreateLocked(now: .now(), waitedMs: nil, blocked: &blocked)
+                var never: UInt64?
+                return admitCreateLocked(now: .now(), waitedMs: nil, blocked: &blocked, anticipate: false,
+                                         anticipating: &never)
             }
             guard go else { return }
             let loop = loops[next % loops.count]
