@@ -331,9 +331,6 @@ public final class ServerPool {
         case .open(let r):
             reserve = r
         }
-        if budget > 0, waitedMs != nil, open > 0, open + opening >= limits.warmSize(poolSize: settings.poolSize) {
-            _anticipationTimeouts += 1  // a waiter above the warm share whose budget ran out
-        }
         if let createSlots, !createSlots.tryTake() {
             _gateWaits += 1
             blocked = .createSlots
@@ -673,7 +670,10 @@ public final class ServerPool {
                 let waited = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1_000_000))
                 var anticipating: UInt64?
                 if admitCreateLocked(now: now, waitedMs: waited, blocked: &blocked, anticipate: true,
-                                     anticipating: &anticipating) { return oldest.element }
+                                     anticipating: &anticipating) {
+                    if oldest.element.anticipating { _anticipationTimeouts += 1 }  // its budget ran out
+                    return oldest.element
+                }
                 waiters.prepend(loopKey: oldest.loopKey, enqueuedAt: oldest.enqueuedAt, oldest.element)
                 return nil
             }
