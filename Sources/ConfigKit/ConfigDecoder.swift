@@ -91,6 +91,7 @@ enum ConfigDecoder {
         x.clientIdleTimeout = g.duration("client_idle_timeout") ?? x.clientIdleTimeout
         x.maxDbClientConnections = g.int("max_db_client_connections") ?? x.maxDbClientConnections
         x.maxUserClientConnections = g.int("max_user_client_connections") ?? x.maxUserClientConnections
+        x.maxUserConnections = g.int("max_user_connections") ?? x.maxUserConnections
         x.clientLoginTimeout = g.duration("client_login_timeout") ?? x.clientLoginTimeout
         x.tcpKeepalivesIdle = g.seconds("tcp_keepalives_idle") ?? x.tcpKeepalivesIdle
         x.tcpKeepalivesInterval = g.seconds("tcp_keepalives_interval") ?? x.tcpKeepalivesInterval

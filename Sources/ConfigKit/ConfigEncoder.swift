@@ -140,6 +140,7 @@ public enum ConfigFields {
         i("transaction_timeout", g.transactionTimeout); i("client_idle_timeout", g.clientIdleTimeout)
         i("max_db_client_connections", g.maxDbClientConnections)
         i("max_user_client_connections", g.maxUserClientConnections)
+        i("max_user_connections", g.maxUserConnections)
         i("tcp_keepalives_idle", g.tcpKeepalivesIdle); i("tcp_keepalives_interval", g.tcpKeepalivesInterval)
         i("tcp_keepalives_count", g.tcpKeepalivesCount); i("tcp_so_linger", g.tcpSoLinger)
         b("tcp_no_delay", g.tcpNoDelay); i("tcp_user_timeout", g.tcpUserTimeout)

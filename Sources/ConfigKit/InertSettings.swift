@@ -55,20 +55,16 @@ public enum InertSettings {
             note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
                  + "pools connect only to their server_host")
         }
+        let fastRetries = "has no effect in this build: checkout is event-driven (a returned connection goes "
+            + "straight to a waiting client), so there are no spins before the anticipation wait"
+        if g.scalingFastRetries != General().scalingFastRetries { note("general.scaling_fast_retries", fastRetries) }
         for name in config.pools.keys.sorted() {
             guard let pool = config.pools[name] else { continue }
             let path = "pools.\(name)"
+            if pool.scalingFastRetries != nil { note("\(path).scaling_fast_retries", fastRetries) }
             if pool.authQuery != nil {
                 note("\(path).auth_query", "auth_query is not implemented in this build: only the users listed "
                      + "under \(path).users can log in")
-            }
-            if (pool.reservePoolSize ?? 0) > 0 {
-                note("\(path).reserve_pool_size", "the coordinator's reserve pool is not implemented in this "
-                     + "build: max_db_connections is a hard limit")
-            }
-            if (pool.minGuaranteedPoolSize ?? 0) > 0 {
-                note("\(path).min_guaranteed_pool_size", "is not implemented in this build: any user pool's idle "
-                     + "connection may be closed to make room under max_db_connections")
             }
             if pool.logClientParameterStatusChanges {
                 note("\(path).log_client_parameter_status_changes", "is not implemented in this build: "

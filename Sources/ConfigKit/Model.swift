@@ -76,6 +76,8 @@ public struct General: Sendable, Equatable {
     /// Client connection limits (0 = none).
     public var maxDbClientConnections: Int = 0
     public var maxUserClientConnections: Int = 0
+    /// Server connections of one user name across all databases (0 = none).
+    public var maxUserConnections: Int = 0
     /// How long a client may take from connecting to the end of authentication (0: no limit).
     public var clientLoginTimeout: UInt64 = 15_000
     /// Seconds.

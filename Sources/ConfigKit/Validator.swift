@@ -65,6 +65,9 @@ public enum ConfigValidator {
         if g.scalingMaxParallelCreates == 0 {
             err("general.scaling_max_parallel_creates", "general.scaling_max_parallel_creates must be >= 1")
         }
+        if g.maxUserConnections < 0 {
+            err("general.max_user_connections", "general.max_user_connections must be >= 0 (0 = no limit)")
+        }
         // 7. unix_socket_mode.
         do { _ = try ValueGrammar.parseOctalMode(g.unixSocketMode) } catch {
             err("general.unix_socket_mode", "\(error)", hint: "use an octal mode like \"0600\" or \"0660\"")

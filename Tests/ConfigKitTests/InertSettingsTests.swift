@@ -30,8 +30,8 @@ import Testing
             c.pools["db"]?.logClientParameterStatusChanges = true
             c.pools["db"]?.authQuery = AuthQuery()
             c.pools["db"]?.maxDbConnections = 10  // implemented: no warning
-            c.pools["db"]?.reservePoolSize = 2
-            c.pools["db"]?.minGuaranteedPoolSize = 1
+            c.pools["db"]?.reservePoolSize = 2  // implemented: no warning
+            c.pools["db"]?.minGuaranteedPoolSize = 1  // implemented: no warning
             c.pools["db"]?.patroniApiUrls = ["http://patroni:8008"]
             var pam = User(username: "pam", password: "")
             pam.authPamService = "login"
@@ -43,13 +43,12 @@ import Testing
         #expect(warnings.map(\.keyPath) == [
             "web.ui", "web.sso_enabled", "talos",
             "general.tcp_socket_buffer_size", "general.tcp_so_linger", "general.patroni_api_urls",
-            "pools.db.auth_query", "pools.db.reserve_pool_size", "pools.db.min_guaranteed_pool_size",
+            "pools.db.auth_query",
             "pools.db.log_client_parameter_status_changes",
             "pools.db.patroni_api_urls",
             "pools.db.users[1].auth_pam_service", "pools.db.users[2].password",
         ])
         #expect(warnings[0].message.contains("only /metrics is served on 0.0.0.0:9127"))
-        #expect(warnings[7].message.contains("max_db_connections is a hard limit"))
         #expect(warnings.last?.message.contains("'svc'") == true)
     }
 
@@ -60,6 +59,15 @@ import Testing
             c.general.patroniApiUrls = []
         }
         #expect(InertSettings.warnings(c).isEmpty)
+    }
+
+    @Test func scalingFastRetriesIsWarnedAboutOnlyWhenSet() {
+        #expect(InertSettings.warnings(config { _ in }).isEmpty)
+        let c = config { c in
+            c.general.scalingFastRetries = 3
+            c.pools["db"]?.scalingFastRetries = 5
+        }
+        #expect(InertSettings.warnings(c).map(\.keyPath) == ["general.scaling_fast_retries", "pools.db.scaling_fast_retries"])
     }
 
     @Test func poolsAreReportedInNameOrder() {

@@ -67,7 +67,7 @@ struct AdminViews {
             let st = p.settings
             rs.rows.append([
                 st.database, st.serverHost, s(st.serverPort), st.serverDatabase, st.serverUser, s(st.poolSize),
-                s(st.minPoolSize), s(0), st.mode.rawValue, s(st.poolSize), s(c.active + c.idle),
+                s(st.minPoolSize), s(p.currentLimits.reserveSize), st.mode.rawValue, s(st.poolSize), s(c.active + c.idle),
             ])
         }
         return rs
@@ -210,7 +210,8 @@ struct AdminViews {
         return rs
     }
 
-    /// One row per database with `max_db_connections` (the reserve pool is not implemented: 0).
+    /// One row per database with `max_db_connections`; reserve_size/reserve_used/reserve_acq are the
+    /// database's reserve beyond the limit (reserve_pool_size, in use now, granted since start).
     func poolCoordinator() -> ResultSet {
         var rs = ResultSet(columns: [
             ("database", .text), ("max_db_conn", .numeric), ("current", .numeric), ("reserve_size", .numeric),
@@ -218,7 +219,8 @@ struct AdminViews {
         ])
         for c in runtime.coordinators {
             let x = c.snapshot
-            rs.rows.append([c.database, s(x.limit), s(x.current), s(0), s(0), s(x.evictions), s(0), s(x.exhaustions)])
+            rs.rows.append([c.database, s(x.limit), s(x.current), s(x.reserveSize), s(x.reserveUsed), s(x.evictions),
+                            s(x.reserveAcquisitions), s(x.exhaustions)])
         }
         return rs
     }
@@ -230,8 +232,14 @@ struct AdminViews {
             ("antic_timeout", .numeric), ("create_fallback", .numeric), ("replenish_def", .numeric),
         ])
         for p in runtime.pools {
+            // inflight: connects under way; creates: connects started; gate_waits: connects held back by
+            // scaling_max_parallel_creates or max_concurrent_creates; antic_notify / antic_timeout:
+            // clients above the warm share served by a returned connection / by a new one after the
+            // anticipation budget. gate_budget_ex, create_fallback and replenish_def stay 0.
             let c = p.counts()
-            rs.rows.append([p.settings.user, p.settings.database, s(c.opening), s(0), s(0), s(0), s(0), s(0), s(0), s(0)])
+            let x = p.scalingCounters
+            rs.rows.append([p.settings.user, p.settings.database, s(c.opening), s(x.creates), s(x.gateWaits), s(0),
+                            s(x.anticipationServed), s(x.anticipationTimeouts), s(0), s(0)])
         }
         return rs
     }

@@ -4,15 +4,18 @@ import NIOCore
 
 /// Why a client could not get a server connection.
 public enum PoolError: Error, CustomStringConvertible {
-    case queryWaitTimeout
+    /// query_wait_timeout passed; `limit` names the limit that kept the client waiting, if one did
+    /// (`max_user_connections`, `max_db_connections`).
+    case queryWaitTimeout(limit: String?)
     case connectFailed(String)
     case serverRejected(ServerError)
     case closed
 
     public var description: String {
         switch self {
-        case .queryWaitTimeout:
-            return "Timeout occurred while waiting free connection from pool (query_wait_timeout)"
+        case .queryWaitTimeout(let limit):
+            let base = "Timeout occurred while waiting free connection from pool (query_wait_timeout)"
+            return limit.map { base + ": " + $0 } ?? base
         case .connectFailed(let why):
             return "Error occurred while creating a new connection to postgresql: \(why)"
         case .serverRejected(let e):
@@ -53,6 +56,19 @@ public final class ServerPool {
     nonisolated(unsafe) private static var lastParameterSetID = 0
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
+    /// Reserve and connect-parallelism knobs (RELOAD updates them in place: `setLimits`).
+    private var limits: PoolLimits
+    /// Event loops for min_pool_size connects (given by the maintenance cycle; used by RESUME too).
+    private var replenishLoops: [EventLoop] = []
+    /// SHOW POOL_SCALING counters (slow path only).
+    private var _creates = 0
+    private var _gateWaits = 0
+    private var _reserveCreates = 0
+    private var _anticipationServed = 0
+    private var _anticipationTimeouts = 0
+    /// The anticipation budget, worked out again at most once a second (`Anticipation.budgetMs`).
+    private var anticipationMs: UInt64 = 100
+    private var anticipationAt: NIODeadline?
     public let stats = PoolStats()
     /// Prepared statements shared by the pool's clients (transaction mode).
     public let statementCache: PreparedStatementCache
@@ -61,6 +77,8 @@ public final class ServerPool {
         var loop: EventLoop
         var enqueuedAt: NIODeadline
         var callback: (Result<ServerConnection, PoolError>) -> Void
+        /// Queued by the anticipation (above the warm share) rather than by a limit.
+        var anticipating = false
     }
 
     /// The SCRAM verifier clients of this pool authenticate against (with its HMACs keyed), worked
@@ -81,13 +99,21 @@ public final class ServerPool {
     let waiterAlarm: WaiterAlarm?
     /// The database's `max_db_connections` permits, when it has a limit.
     let coordinator: DatabaseCoordinator?
+    /// `max_concurrent_creates`: connects in flight across all pools.
+    let createSlots: SharedPermits?
+    /// `max_user_connections`: server connections of this pool's user name across all databases.
+    let userBudget: SharedPermits?
 
     init(settings: PoolSettings, connector: ServerConnector, waiterAlarm: WaiterAlarm? = nil,
-         coordinator: DatabaseCoordinator? = nil) {
+         coordinator: DatabaseCoordinator? = nil, limits: PoolLimits = PoolLimits(),
+         createSlots: SharedPermits? = nil, userBudget: SharedPermits? = nil) {
         self.settings = settings
         self.connector = connector
         self.waiterAlarm = waiterAlarm
         self.coordinator = coordinator
+        self.limits = limits
+        self.createSlots = createSlots
+        self.userBudget = userBudget
         self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize,
                                                      counter: .shared)
     }
@@ -229,7 +255,8 @@ public final class ServerPool {
         let now = NIODeadline.now()
         var step: Step = .wait
         var currentEpoch = 0
-        var wantsPermit = false
+        var blocked: SharedGate?
+        var anticipating: UInt64?
         var retryAt: NIODeadline?
         lock.withLock {
             currentEpoch = _epoch
@@ -237,18 +264,22 @@ public final class ServerPool {
                 step = .closed
             } else if !_paused, let server = popIdleLocked(preferring: loop) {
                 step = .use(server)
-            } else if !_paused && open + opening < settings.poolSize && retry.mayAttempt(now: now, opening: opening)
-                        && permitLocked(&wantsPermit) {
-                opening += 1
+            } else if admitCreateLocked(now: now, waitedMs: nil, blocked: &blocked, anticipate: true,
+                                                anticipating: &anticipating) {
                 step = .create
             } else {
                 waiters.append(loopKey: ObjectIdentifier(loop), enqueuedAt: now,
-                               Waiter(loop: loop, enqueuedAt: now, callback: callback))
+                               Waiter(loop: loop, enqueuedAt: now, callback: callback,
+                                      anticipating: anticipating != nil))
                 step = .wait
                 retryAt = armRetryLocked()
             }
         }
         if let retryAt { scheduleRetry(at: retryAt, on: loop) }
+        if let anticipating {
+            // No connection came back within the budget: open one (if the waiter is still there).
+            loop.scheduleTask(in: .milliseconds(Int64(anticipating))) { [self] in serveWaitersWithNewConnections() }
+        }
         switch step {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
@@ -269,18 +300,123 @@ public final class ServerPool {
         case .wait:
             // Expired by `expireWaiters`, which the runtime calls while the alarm is armed.
             waiterAlarm?.waiterQueued()
-            if wantsPermit { coordinator?.want(self) }
+            noteBlocked(blocked)
         }
     }
 
-    /// A `max_db_connections` permit for one more connection (always, without a limit); sets
-    /// `wants` when the database is at its limit. Called under `lock`.
-    @inline(__always)
-    private func permitLocked(_ wants: inout Bool) -> Bool {
-        guard let coordinator else { return true }
-        if coordinator.tryAcquire(for: self) { return true }
-        wants = true
-        return false
+    /// The shared limits a connect can wait for.
+    private enum SharedGate { case createSlots, user, database }
+
+    /// Whether one more connect may start now: the pool's own counts (`CreateGate`: pool_size, the
+    /// reserve, scaling_max_parallel_creates), then `max_concurrent_creates`, `max_user_connections`
+    /// and `max_db_connections`, whose permits it takes. `blocked` names the shared limit that said
+    /// no. Called under `lock`; counts the connect as opening when it says yes.
+    /// With `anticipate` (not for min_pool_size connects), sets `anticipating` to the budget when the
+    /// client should first wait that long for a returned connection (`scaling_warm_pool_ratio`).
+    private func admitCreateLocked(now: NIODeadline, waitedMs: UInt64?, blocked: inout SharedGate?,
+                                   anticipate: Bool, anticipating: inout UInt64?) -> Bool {
+        guard !_paused, !_closed, retry.mayAttempt(now: now, opening: opening) else { return false }
+        let budget = anticipate ? anticipationBudgetLocked(now: now) : 0
+        let reserve: Bool
+        switch CreateGate.decide(open: open, opening: opening, poolSize: settings.poolSize, limits: limits,
+                                 waitedMs: waitedMs, anticipationMs: budget) {
+        case .hold(.full):
+            return false
+        case .hold(.burst):
+            _gateWaits += 1
+            return false
+        case .hold(.anticipate):
+            anticipating = budget
+            return false
+        case .open(let r):
+            reserve = r
+        }
+        if let createSlots, !createSlots.tryTake() {
+            _gateWaits += 1
+            blocked = .createSlots
+            return false
+        }
+        if let userBudget, !userBudget.tryTake() {
+            createSlots?.giveWithoutWaking()
+            blocked = .user
+            return false
+        }
+        if let coordinator, !coordinator.tryAcquire(
+            for: self, reserveAllowed: CreateGate.reserveAllowed(limits: limits, waitedMs: waitedMs)) {
+            userBudget?.giveWithoutWaking()
+            createSlots?.giveWithoutWaking()
+            blocked = .database
+            return false
+        }
+        opening += 1
+        _creates += 1
+        if reserve { _reserveCreates += 1 }
+        return true
+    }
+
+    /// The anticipation budget (ms), recomputed at most once a second from the pool's transaction times.
+    private func anticipationBudgetLocked(now: NIODeadline) -> UInt64 {
+        if limits.warmRatio >= 100 { return 0 }
+        if let at = anticipationAt, now - at < .seconds(1) { return anticipationMs }
+        let p99 = stats.xactHistogram.percentile(0.99)
+        anticipationMs = Anticipation.budgetMs(xactP99Micros: p99 > 0 ? p99 : nil,
+                                               queryWaitTimeoutMs: limits.queryWaitTimeoutMs,
+                                               jitter: Double.random(in: 0..<1))
+        anticipationAt = now
+        return anticipationMs
+    }
+
+    /// Registers with the shared limit that kept a connect from starting, to be woken when it frees.
+    private func noteBlocked(_ gate: SharedGate?) {
+        guard let gate else { return }
+        switch gate {
+        case .createSlots: createSlots?.want(self)
+        case .user: userBudget?.want(self)
+        case .database: coordinator?.want(self)
+        }
+    }
+
+    /// Gives back the per-connection permits (user, database) of `count` connections that stopped
+    /// counting in this pool; those waiting for them may open connections.
+    private func returnPermits(_ count: Int) {
+        guard count > 0 else { return }
+        userBudget?.give(count)
+        coordinator?.release(count, from: self)
+    }
+
+    /// Starts a connect; its `max_concurrent_creates` slot (taken by `admitCreateLocked`) is given
+    /// back when it ends.
+    private func startConnect(on loop: EventLoop) -> EventLoopFuture<ServerConnection> {
+        let future = connector.connect(pool: self, on: loop)
+        if let createSlots { future.whenComplete { _ in createSlots.give() } }
+        return future
+    }
+
+    /// What a client that timed out was waiting for, when a limit held it back.
+    private func limitText() -> String? {
+        if let userBudget, userBudget.isFull {
+            return "max_user_connections (\(userBudget.limit)) reached for user '\(settings.user)'"
+        }
+        return coordinator?.limitText(user: settings.user)
+    }
+
+    /// RELOAD changed reserve_pool_size, reserve_pool_timeout or scaling_max_parallel_creates (the
+    /// runtime serves waiters afterwards, outside its lock).
+    func setLimits(_ new: PoolLimits) { lock.withLock { limits = new } }
+
+    var currentLimits: PoolLimits { lock.withLock { limits } }
+
+    public struct ScalingCounters {
+        public var creates: Int, gateWaits: Int, reserveCreates: Int
+        /// Anticipating clients served by a returned connection / given a new one after the budget.
+        public var anticipationServed: Int, anticipationTimeouts: Int
+    }
+
+    public var scalingCounters: ScalingCounters {
+        lock.withLock {
+            ScalingCounters(creates: _creates, gateWaits: _gateWaits, reserveCreates: _reserveCreates,
+                            anticipationServed: _anticipationServed, anticipationTimeouts: _anticipationTimeouts)
+        }
     }
 
     private func popIdleLocked(preferring loop: EventLoop) -> ServerConnection? {
@@ -316,11 +452,17 @@ public final class ServerPool {
             lastReason = retry.lastReason
             return waiters.expire(enqueuedAtOrBefore: limit)
         }
-        let error: PoolError = lastReason.map { .connectFailed($0) } ?? .queryWaitTimeout
-        for w in expired {
-            stats.recordWaitTimeout()
-            Self.run(on: w.loop) { w.callback(.failure(error)) }
+        if !expired.isEmpty {
+            let error: PoolError = lastReason.map { .connectFailed($0) } ?? .queryWaitTimeout(limit: limitText())
+            for w in expired {
+                stats.recordWaitTimeout()
+                Self.run(on: w.loop) { w.callback(.failure(error)) }
+            }
         }
+        // The clients still waiting may now be owed a connection: a reserve one (reserve_pool_timeout
+        // passed), one a coordinator eviction can make room for (min_connection_lifetime passed), or
+        // one a shared limit freed without waking this pool.
+        if hasWaiters { serveWaitersWithNewConnections() }
     }
 
     /// While connects fail and clients wait, the time of the next attempt if no timer is set for
@@ -361,21 +503,20 @@ public final class ServerPool {
     private func create(on loop: EventLoop, enqueuedAt: NIODeadline,
                         _ callback: @escaping (Result<ServerConnection, PoolError>) -> Void) {
         let startedAt = NIODeadline.now()
-        connector.connect(pool: self, on: loop).whenComplete { [self] result in
+        startConnect(on: loop).whenComplete { [self] result in
             switch result {
             case .success(let server):
-                let wasFailing: Bool = lock.withLock {
+                lock.withLock {
                     opening -= 1
                     open += 1
                     server.countedInPool = true
-                    let failing = retry.isFailing
                     retry.attemptSucceeded()
-                    return failing
                 }
                 stats.recordWait(micros: UInt64(max(0, (NIODeadline.now() - enqueuedAt).nanoseconds / 1000)))
                 Self.run(on: loop) { callback(.success(server)) }
-                // PostgreSQL is back: open servers for the others that waited meanwhile.
-                if wasFailing { serveWaitersWithNewConnections() }
+                // A connect slot is free (and if PostgreSQL was down, it is back): open servers for
+                // the others that waited meanwhile.
+                serveWaitersWithNewConnections()
             case .failure(let error):
                 connectFailed(error, startedAt: startedAt, on: loop, enqueuedAt: enqueuedAt, callback)
             }
@@ -406,7 +547,7 @@ public final class ServerPool {
                 break
             }
         }
-        coordinator?.release(from: self)
+        returnPermits(1)
         if case .transient(let reason) = failure {
             Self.logger.info("connect to \(settings.serverHost):\(settings.serverPort) for \(settings.serverUser)@\(settings.serverDatabase) failed: \(reason)\(requeued ? "; retrying while clients wait" : "")")
         }
@@ -439,6 +580,7 @@ public final class ServerPool {
                 return nil
             }
             if !_paused, let w = waiters.pop(preferring: ObjectIdentifier(server.loop), now: now)?.element {
+                if w.anticipating { _anticipationServed += 1 }
                 return w
             }
             if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
@@ -477,24 +619,36 @@ public final class ServerPool {
             return uncountLocked(server)
         }
         if counted {
-            coordinator?.release(from: self)
+            returnPermits(1)
             serveWaitersWithNewConnections()
         }
     }
 
-    /// Closes the least recently used idle server to make room for another pool of the database
-    /// (`DatabaseCoordinator.want`); false when none is idle.
-    func evictOneIdle() -> Bool {
+    /// Idle servers at least `minAgeMs` old (what the coordinator may evict).
+    func idleCount(olderThanMs minAgeMs: UInt64, now: NIODeadline) -> Int {
+        lock.withLock { idle.reduce(0) { $0 + (Self.isOlder($1, than: minAgeMs, now: now) ? 1 : 0) } }
+    }
+
+    private static func isOlder(_ s: ServerConnection, than ms: UInt64, now: NIODeadline) -> Bool {
+        (now - s.createdAt).nanoseconds >= Int64(clamping: ms) * 1_000_000
+    }
+
+    /// Closes the least recently used idle server at least `minAgeMs` old (min_connection_lifetime)
+    /// to make room for another pool of the database (`DatabaseCoordinator.want`); false when none is.
+    func evictOneIdle(olderThanMs minAgeMs: UInt64 = 0, now: NIODeadline = .now()) -> Bool {
         var counted = false
         let victim: ServerConnection? = lock.withLock {
-            guard !idle.isEmpty else { return nil }
-            let s = settings.serverRoundRobin ? idle.removeLast() : idle.removeFirst()
+            let old = { (s: ServerConnection) in Self.isOlder(s, than: minAgeMs, now: now) }
+            // Least recently used first: the front of the LIFO list, the back of the FIFO one.
+            guard let i = settings.serverRoundRobin ? idle.lastIndex(where: old) : idle.firstIndex(where: old)
+            else { return nil }
+            let s = idle.remove(at: i)
             counted = uncountLocked(s)
             return s
         }
         guard let victim else { return false }
         victim.close()
-        if counted { coordinator?.release(from: self) }
+        if counted { returnPermits(1) }
         return true
     }
 
@@ -509,16 +663,21 @@ public final class ServerPool {
     /// Opens connections for waiters while there is room (and, with `max_db_connections`, a permit).
     func serveWaitersWithNewConnections() {
         while true {
-            var wantsPermit = false
+            var blocked: SharedGate?
             let waiter: Waiter? = lock.withLock {
-                guard !_paused, !_closed, open + opening < settings.poolSize, !waiters.isEmpty,
-                      retry.mayAttempt(now: .now(), opening: opening),
-                      permitLocked(&wantsPermit), let w = popWaiterLocked()
-                else { return nil }
-                opening += 1
-                return w
+                guard !_paused, !_closed, let oldest = waiters.popOldest() else { return nil }
+                let now = NIODeadline.now()
+                let waited = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1_000_000))
+                var anticipating: UInt64?
+                if admitCreateLocked(now: now, waitedMs: waited, blocked: &blocked, anticipate: true,
+                                     anticipating: &anticipating) {
+                    if oldest.element.anticipating { _anticipationTimeouts += 1 }  // its budget ran out
+                    return oldest.element
+                }
+                waiters.prepend(loopKey: oldest.loopKey, enqueuedAt: oldest.enqueuedAt, oldest.element)
+                return nil
             }
-            if wantsPermit { coordinator?.want(self) }
+            noteBlocked(blocked)
             guard let waiter else { return }
             create(on: waiter.loop, enqueuedAt: waiter.enqueuedAt, waiter.callback)
         }
@@ -540,6 +699,7 @@ public final class ServerPool {
             Self.run(on: w.loop) { w.callback(.success(s)) }
         }
         serveWaitersWithNewConnections()
+        replenish(loops: lock.withLock { replenishLoops })
     }
 
     /// Retires every existing server: idle ones now, busy ones when they come back.
@@ -553,7 +713,7 @@ public final class ServerPool {
             return d
         }
         for s in drained { s.close() }
-        coordinator?.release(uncounted, from: self)
+        returnPermits(uncounted)
         serveWaitersWithNewConnections()
     }
 
@@ -590,48 +750,82 @@ public final class ServerPool {
             return (d, waiters.removeAll())
         }
         for s in drained { s.close() }
-        coordinator?.release(uncounted, from: self)
+        returnPermits(uncounted)
         return pending
     }
 
     public var isClosed: Bool { lock.withLock { _closed } }
 
-    // MARK: - Maintenance
+    // MARK: - Maintenance (driven by `RetainCycle`)
 
-    /// Closes idle servers past idle_timeout or server_lifetime, and opens servers up to min_pool_size.
-    func maintain(now: NIODeadline, loops: [EventLoop]) {
+    /// The idle servers this pool would close in a maintenance cycle: past server_lifetime (or
+    /// RECONNECT), idle past idle_timeout above min_pool_size, and reserve connections (beyond
+    /// pool_size) no client waits for. `RetainPlanner` picks among all pools' candidates.
+    func retainCandidates(now: NIODeadline) -> [RetainPlanner.Candidate<ServerConnection>] {
         let idleLimit = settings.idleTimeoutMs
-        var uncounted = 0
-        let expired: [ServerConnection] = lock.withLock {
-            var out: [ServerConnection] = []
-            idle.removeAll { s in
-                let idleFor = UInt64(max(0, (now - s.lastUsed).nanoseconds / 1_000_000))
-                let tooOld = !s.isReusable(epoch: _epoch, now: now)
-                let tooIdle = idleLimit > 0 && idleFor > idleLimit && open > settings.minPoolSize
-                if tooOld || tooIdle {
-                    if uncountLocked(s) { uncounted += 1 }
-                    out.append(s)
-                    return true
+        return lock.withLock {
+            guard !idle.isEmpty else { return [] }
+            var out: [RetainPlanner.Candidate<ServerConnection>] = []
+            func add(_ s: ServerConnection, _ reason: RetainPlanner.Reason) {
+                out.append(.init(item: s, id: ObjectIdentifier(s), createdAt: s.createdAt, reason: reason))
+            }
+            let byAge = idle.sorted { $0.createdAt < $1.createdAt }
+            var idleRoom = max(0, open - settings.minPoolSize)
+            var reserveRoom = waiters.isEmpty ? max(0, open - settings.poolSize) : 0
+            for s in byAge {
+                if !s.isReusable(epoch: _epoch, now: now) {
+                    add(s, .lifetime)
+                    continue
                 }
-                return false
+                let idleFor = UInt64(max(0, (now - s.lastUsed).nanoseconds / 1_000_000))
+                if idleLimit > 0 && idleFor > idleLimit && idleRoom > 0 {
+                    idleRoom -= 1
+                    add(s, .idle)
+                } else if reserveRoom > 0 {
+                    reserveRoom -= 1
+                    add(s, .reserve)
+                }
             }
             return out
         }
-        for s in expired { s.close() }
-        coordinator?.release(uncounted, from: self)
-        // Pre-warm / replenish to min_pool_size (as far as max_db_connections permits).
-        var toOpen = 0
-        lock.withLock {
-            if !_paused && !_closed && !retry.isFailing && open + opening < settings.minPoolSize {
-                var unused = false
-                for _ in 0..<(settings.minPoolSize - open - opening) where permitLocked(&unused) { toOpen += 1 }
-                opening += toOpen
+    }
+
+    /// Closes those of `servers` that are still idle here (chosen by the maintenance cycle).
+    func closeIdle(_ servers: [ServerConnection]) {
+        var uncounted = 0
+        let closing: [ServerConnection] = lock.withLock {
+            var out: [ServerConnection] = []
+            for s in servers {
+                guard let i = idle.firstIndex(where: { $0 === s }) else { continue }
+                idle.remove(at: i)
+                if uncountLocked(s) { uncounted += 1 }
+                out.append(s)
             }
+            return out
         }
-        guard toOpen > 0, !loops.isEmpty else { return }
-        for i in 0..<toOpen {
-            let loop = loops[i % loops.count]
-            connector.connect(pool: self, on: loop).whenComplete { [self] result in
+        for s in closing { s.close() }
+        returnPermits(uncounted)
+        if uncounted > 0 { serveWaitersWithNewConnections() }
+    }
+
+    /// Opens servers up to min_pool_size, as fast as the connect limits allow (each finished
+    /// connect starts the next); skipped while paused or while connects fail.
+    func replenish(loops: [EventLoop]) {
+        guard !loops.isEmpty else { return }
+        lock.withLock { if replenishLoops.isEmpty { replenishLoops = loops } }
+        var next = 0
+        while true {
+            var blocked: SharedGate?
+            let go: Bool = lock.withLock {
+                guard !retry.isFailing, open + opening < settings.minPoolSize else { return false }
+                var never: UInt64?
+                return admitCreateLocked(now: .now(), waitedMs: nil, blocked: &blocked, anticipate: false,
+                                         anticipating: &never)
+            }
+            guard go else { return }
+            let loop = loops[next % loops.count]
+            next += 1
+            startConnect(on: loop).whenComplete { [self] result in
                 lock.withLock { opening -= 1 }
                 switch result {
                 case .success(let server):
@@ -641,8 +835,10 @@ public final class ServerPool {
                         retry.attemptSucceeded()
                     }
                     release(server)
+                    serveWaitersWithNewConnections()
+                    replenish(loops: [loop])
                 case .failure:
-                    coordinator?.release(from: self)
+                    returnPermits(1)
                     serveWaitersWithNewConnections()
                 }
             }

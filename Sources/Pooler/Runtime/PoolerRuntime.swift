@@ -72,6 +72,10 @@ public final class PoolerRuntime {
     private var _coordinators: [String: DatabaseCoordinator] = [:]
     /// The pools of each database with a coordinator (what `DatabaseCoordinator.siblings` reads).
     private var _coordinatedPools: [String: [ServerPool]] = [:]
+    /// `max_concurrent_creates`: connects in flight across all pools.
+    let createSlots: SharedPermits
+    /// `max_user_connections`, one budget per user name (kept across RELOAD: it counts open connections).
+    private var _userBudgets: [String: SharedPermits] = [:]
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
@@ -125,10 +129,13 @@ public final class PoolerRuntime {
         self.memory = MemoryBudget(limit: Int(clamping: config.general.maxMemoryUsage))
         self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
         self._coordinators = Self.coordinators(config: config, previous: [:])
+        self.createSlots = SharedPermits(name: "max_concurrent_creates", limit: config.general.maxConcurrentCreates)
+        self._userBudgets = Self.userBudgets(config: config, previous: [:])
         self._pools = Self.buildPools(config: config, previous: [:], connector: connector, waiterAlarm: waiterAlarm,
-                                      coordinators: _coordinators)
+                                      coordinators: _coordinators, createSlots: createSlots, userBudgets: _userBudgets)
         self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
+        for b in _userBudgets.values { wireUserBudget(b) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         streamThresholdBytes.store(Self.streamThreshold(config.general), ordering: .relaxed)
@@ -149,20 +156,26 @@ public final class PoolerRuntime {
     static func key(_ database: String, _ user: String) -> String { database + "\u{0}" + user }
 
     static func buildPools(config: Config, previous: [String: ServerPool], connector: ServerConnector,
-                           waiterAlarm: WaiterAlarm?, coordinators: [String: DatabaseCoordinator])
+                           waiterAlarm: WaiterAlarm?, coordinators: [String: DatabaseCoordinator],
+                           createSlots: SharedPermits? = nil, userBudgets: [String: SharedPermits] = [:])
         -> [String: ServerPool]
     {
         var out: [String: ServerPool] = [:]
         for (name, pool) in config.pools {
             let coordinator = coordinators[name]
+            let limits = PoolLimits.resolve(pool: pool, general: config.general)
             for user in pool.users {
                 let settings = PoolSettings.resolve(poolName: name, pool: pool, user: user, general: config.general)
                 let k = key(name, user.username)
-                if let old = previous[k], old.settings == settings, old.coordinator === coordinator, !old.isClosed {
+                let budget = userBudgets[user.username]
+                if let old = previous[k], old.settings == settings, old.coordinator === coordinator,
+                   old.createSlots === createSlots, old.userBudget === budget, !old.isClosed {
+                    old.setLimits(limits)  // reserve and parallelism apply to the kept pool
                     out[k] = old
                 } else {
                     out[k] = ServerPool(settings: settings, connector: connector, waiterAlarm: waiterAlarm,
-                                        coordinator: coordinator)
+                                        coordinator: coordinator, limits: limits, createSlots: createSlots,
+                                        userBudget: budget)
                 }
             }
         }
@@ -175,14 +188,40 @@ public final class PoolerRuntime {
         var out: [String: DatabaseCoordinator] = [:]
         for (name, pool) in config.pools {
             guard let limit = pool.maxDbConnections, limit > 0 else { continue }
+            let settings = DatabaseCoordinator.Settings(
+                limit: limit, reserveSize: max(0, pool.effectiveReservePoolSize),
+                guarantee: max(0, pool.effectiveMinGuaranteedPoolSize), minLifetimeMs: pool.effectiveMinConnectionLifetime)
             if let c = previous[name] {
-                c.setLimit(limit)
+                c.configure(settings)
                 out[name] = c
             } else {
-                out[name] = DatabaseCoordinator(database: name, limit: limit)
+                out[name] = DatabaseCoordinator(database: name, settings: settings)
             }
         }
         return out
+    }
+
+    /// One `max_user_connections` budget per user name of the configuration; an existing one is kept
+    /// (it counts the user's open connections) and gets its new limit when the caller applies it.
+    static func userBudgets(config: Config, previous: [String: SharedPermits]) -> [String: SharedPermits] {
+        var out: [String: SharedPermits] = [:]
+        for pool in config.pools.values {
+            for user in pool.users where out[user.username] == nil {
+                out[user.username] = previous[user.username]
+                    ?? SharedPermits(name: "max_user_connections", limit: config.general.maxUserConnections)
+            }
+        }
+        return out
+    }
+
+    /// A user at max_user_connections gets room by closing an idle connection of the same user in
+    /// another database.
+    private func wireUserBudget(_ budget: SharedPermits) {
+        budget.evictIdle = { [weak self, weak budget] requester in
+            guard let self, let budget else { return }
+            let others = self.unsortedPools.filter { $0 !== requester && $0.userBudget === budget }
+            for p in others where p.evictOneIdle() { return }
+        }
     }
 
     /// The coordinator finds the database's current pools through the runtime's pool map.
@@ -267,8 +306,11 @@ public final class PoolerRuntime {
             let fresh = Self.coordinators(config: newConfig, previous: _coordinators)
             for (name, c) in fresh where _coordinators[name] !== c { wireSiblings(c) }
             _coordinators = fresh
+            let budgets = Self.userBudgets(config: newConfig, previous: _userBudgets)
+            for b in budgets.values where b.evictIdle == nil { wireUserBudget(b) }
+            _userBudgets = budgets
             _pools = Self.buildPools(config: newConfig, previous: old, connector: connector, waiterAlarm: waiterAlarm,
-                                     coordinators: fresh)
+                                     coordinators: fresh, createSlots: createSlots, userBudgets: _userBudgets)
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
             loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
@@ -282,6 +324,10 @@ public final class PoolerRuntime {
         }
         memory.setLimit(Int(clamping: newConfig.general.maxMemoryUsage))
         for c in coordinators { c.wake() }  // a raised max_db_connections serves waiting pools
+        // Raised max_concurrent_creates / max_user_connections / pool_size-side limits serve waiters too.
+        createSlots.setLimit(newConfig.general.maxConcurrentCreates)
+        for b in lock.withLock({ Array(_userBudgets.values) }) { b.setLimit(newConfig.general.maxUserConnections) }
+        for p in unsortedPools where p.hasWaiters { p.serveWaitersWithNewConnections() }
         // Replaced pools hand their waiters and future checkouts to the new pool of the same
         // (database, user); connected clients keep working. Removed pools close.
         for (old, successor) in replaced {
@@ -526,10 +572,9 @@ public final class PoolerRuntime {
         maintenanceTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) {
             [weak self] _ in
             guard let self else { return }
-            let now = NIODeadline.now()
-            for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
-            FailedLoginLog.shared.flush(self.logger, now: now)
+            FailedLoginLog.shared.flush(self.logger, now: .now())
         }
+        scheduleRetainCycle(in: .milliseconds(100), loops: loops)
         for loop in loops {
             guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }
             let interval = Self.loginSweepInterval
@@ -551,6 +596,20 @@ public final class PoolerRuntime {
             [weak self] _ in
             guard let self else { return }
             self.averager.tick(pools: self.unsortedPools, seconds: 15)
+        }
+    }
+
+    /// The maintenance cycle (`RetainCycle`), every retain_connections_time (read again each time, so
+    /// RELOAD changes the interval from the next cycle on).
+    private func scheduleRetainCycle(in delay: TimeAmount, loops: [EventLoop]) {
+        group.next().scheduleTask(in: delay) { [weak self] in
+            guard let self, !self.shuttingDown.load(ordering: .relaxed) else { return }
+            let (interval, maxCloses) = self.lock.withLock {
+                (self._config.general.retainConnectionsTime, self._config.general.retainConnectionsMax)
+            }
+            RetainCycle.run(pools: self.unsortedPools, coordinators: self.coordinators, maxCloses: maxCloses,
+                            now: .now(), loops: loops)
+            self.scheduleRetainCycle(in: .milliseconds(Int64(clamping: max(100, interval))), loops: loops)
         }
     }
 
