@@ -7,7 +7,11 @@ connected clients; max_db_client_connections and max_user_client_connections ref
 the limit with 53300 naming it."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -297,3 +301,29 @@ def test_query_timeout_with_asyncpg_prepared_statements(doorman, doorman_config)
             await conn.close()
 
     asyncio.run(run())
+
+
+@pytest.mark.skipif(not shutil.which("ss"), reason="ss (iproute2) is needed to read socket buffers")
+def test_unix_socket_buffer_size_sets_the_client_sockets_buffers(doorman, doorman_config, tmp_path):
+    """unix_socket_buffer_size: the pooler's end of a Unix-socket client connection gets that send
+    and receive buffer (the kernel doubles what is asked: ss shows at least the size)."""
+    sock_dir = tmp_path / "sock"
+    sock_dir.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(sock_dir, 0o777)
+    dm = doorman(with_general(doorman_config, unix_socket_dir=str(sock_dir), unix_socket_buffer_size="3MB"))
+    with psycopg.connect(host=str(sock_dir), port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+        out = subprocess.run(["ss", "-xmpn"], capture_output=True, text=True).stdout
+    # The accepted socket: local address is the socket path, owned by the pooler's pid.
+    lines = out.splitlines()
+    sizes = []
+    for i, line in enumerate(lines):
+        if f"pid={dm.pid}," in line and f".s.PGSQL.{dm.port}" in line and "LISTEN" not in line:
+            mem = " ".join(lines[i:i + 2])
+            m = re.search(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+)", mem)
+            if m:
+                sizes.append((int(m.group(1)), int(m.group(2))))
+    assert sizes, out
+    assert all(rb >= 3_000_000 and tb >= 3_000_000 for rb, tb in sizes), sizes
