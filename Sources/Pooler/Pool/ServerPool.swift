@@ -42,6 +42,9 @@ public final class ServerPool {
     /// Backoff for connects while they fail (PostgreSQL restarting): waiters wait on.
     private var retry = ConnectRetry()
     private var retryTimerArmed = false
+    /// One timer per pool ends the anticipation of its waiters (not one per waiting client: under
+    /// load most checkouts anticipate, and a scheduled task each cost more than the checkout).
+    private var anticipationTimerArmed = false
     private var _paused = false
     private var _epoch = 0
     private var _closed = false
@@ -276,10 +279,7 @@ public final class ServerPool {
             }
         }
         if let retryAt { scheduleRetry(at: retryAt, on: loop) }
-        if let anticipating {
-            // No connection came back within the budget: open one (if the waiter is still there).
-            loop.scheduleTask(in: .milliseconds(Int64(anticipating))) { [self] in serveWaitersWithNewConnections() }
-        }
+        if let anticipating { armAnticipationTimer(in: anticipating, on: loop) }
         switch step {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
@@ -311,6 +311,26 @@ public final class ServerPool {
     /// reserve, scaling_max_parallel_creates), then `max_concurrent_creates`, `max_user_connections`
     /// and `max_db_connections`, whose permits it takes. `blocked` names the shared limit that said
     /// no. Called under `lock`; counts the connect as opening when it says yes.
+    /// No connection came back within the anticipation budget: open one for the waiters whose
+    /// budget has passed, then look again while any client still waits. At most one timer per pool
+    /// (a waiter that came after it was armed is served by the next one, or by the waiter sweep).
+    private func armAnticipationTimer(in ms: UInt64, on loop: EventLoop) {
+        let arm: Bool = lock.withLock {
+            if anticipationTimerArmed { return false }
+            anticipationTimerArmed = true
+            return true
+        }
+        guard arm else { return }
+        loop.scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
+            lock.withLock { anticipationTimerArmed = false }
+            serveWaitersWithNewConnections()
+            let again: UInt64? = lock.withLock {
+                waiters.isEmpty || _closed ? nil : anticipationBudgetLocked(now: .now())
+            }
+            if let again { armAnticipationTimer(in: max(1, again), on: loop) }
+        }
+    }
+
     /// With `anticipate` (not for min_pool_size connects), sets `anticipating` to the budget when the
     /// client should first wait that long for a returned connection (`scaling_warm_pool_ratio`).
     private func admitCreateLocked(now: NIODeadline, waitedMs: UInt64?, blocked: inout SharedGate?,
