@@ -248,15 +248,25 @@ struct AdminViews {
         return rs
     }
 
+    /// One row per database with auth_query, live from its service.
     func authQuery() -> ResultSet {
-        // auth_query is not implemented: columns, no rows.
-        ResultSet(columns: [
+        var rs = ResultSet(columns: [
             ("database", .text), ("cache_entries", .numeric), ("cache_hits", .numeric), ("cache_misses", .numeric),
             ("cache_refetches", .numeric), ("cache_rate_limited", .numeric), ("auth_success", .numeric),
             ("auth_failure", .numeric), ("executor_queries", .numeric), ("executor_errors", .numeric),
             ("dynamic_pools_current", .numeric), ("dynamic_pools_created", .numeric),
             ("dynamic_pools_destroyed", .numeric),
         ])
+        for service in runtime.authQueries {
+            let x = service.snapshot()
+            rs.rows.append([
+                service.database, s(x.cacheEntries), s(x.cache.hits), s(x.cache.misses), s(x.cache.refetches),
+                s(x.cache.rateLimited), s(x.counters.authSuccess), s(x.counters.authFailure),
+                s(x.counters.executorQueries), s(x.counters.executorErrors), s(x.dynamicPools),
+                s(x.counters.poolsCreated), s(x.counters.poolsDestroyed),
+            ])
+        }
+        return rs
     }
 
     /// The operator's startup_parameters each pool's server connections log in with, and where each

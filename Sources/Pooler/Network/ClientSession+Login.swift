@@ -48,6 +48,8 @@ extension ClientSession {
                 let response = Array(msg.1.readableBytesView.prefix { $0 != 0 })
                 if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
                     authenticated(clientKey: nil)
+                } else if authQueryLogin?.secret != nil {
+                    authQueryMD5Mismatch(salt: salt, response: response)
                 } else {
                     authFailed()
                 }
@@ -139,6 +141,7 @@ extension ClientSession {
     }
 
     func authFailed() {
+        authQueryFailed()
         refuseLogin(code: .invalidPassword, MockAuthentication.failureMessage(user: user))
     }
 
@@ -205,6 +208,7 @@ extension ClientSession {
             if !runtime.hasDatabase(database) {
                 return refuseLogin(code: .invalidCatalogName, "database \"\(database)\" does not exist")
             }
+            if let service = runtime.authQuery(for: database) { return authQueryStartup(service, method: method) }
             // Not configured for this database: the same exchange as a wrong password.
             return mockAuthentication(method: method, md5: runtime.mockAuthenticationUsesMD5)
         }
@@ -276,6 +280,7 @@ extension ClientSession {
             if inbound.readableBytes > 0 { admin.receive(&inbound) }
             return
         }
+        if pool == nil && authQueryLogin != nil && !authQueryJoinPool() { return }
         guard let pool else { return close() }
         if let clientKey, case .scramPassthrough = pool.settings.backendCredential {
             pool.scramClientKey = clientKey

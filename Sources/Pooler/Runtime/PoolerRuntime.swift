@@ -55,6 +55,8 @@ public final class PoolerRuntime {
     private var _coordinators: [String: DatabaseCoordinator] = [:]
     /// The pools of each database with a coordinator (what `DatabaseCoordinator.siblings` reads).
     private var _coordinatedPools: [String: [ServerPool]] = [:]
+    /// auth_query per database (`AuthQueryService`: executor, cache, dynamic pools).
+    private var _authQueries: [String: AuthQueryService] = [:]
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
@@ -103,6 +105,8 @@ public final class PoolerRuntime {
                                       coordinators: _coordinators)
         self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
+        self._authQueries = AuthQueryService.services(config: config, previous: [:], connector: connector,
+                                                      waiterAlarm: waiterAlarm, logger: logger).services
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
@@ -178,14 +182,22 @@ public final class PoolerRuntime {
         lock.withLock { _pools[Self.key(database, user)] }
     }
 
+    /// The auth_query service of `database`, if it has auth_query.
+    func authQuery(for database: String) -> AuthQueryService? { lock.withLock { _authQueries[database] } }
+
+    var authQueries: [AuthQueryService] {
+        lock.withLock { Array(_authQueries.values) }.sorted { $0.database < $1.database }
+    }
+
+    /// Static pools and the dynamic (auth_query) ones.
     public var pools: [ServerPool] {
-        lock.withLock { Array(_pools.values) }.sorted {
+        lock.withLock { Array(_pools.values) + _authQueries.values.flatMap(\.pools) }.sorted {
             ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user)
         }
     }
 
     /// The pools without sorting, for the periodic timers (the 50 ms waiter sweep must not sort).
-    var unsortedPools: [ServerPool] { lock.withLock { Array(_pools.values) } }
+    var unsortedPools: [ServerPool] { lock.withLock { Array(_pools.values) + _authQueries.values.flatMap(\.pools) } }
 
     func hasDatabase(_ database: String) -> Bool { lock.withLock { _config.pools[database] != nil } }
 
@@ -231,9 +243,12 @@ public final class PoolerRuntime {
         }
         // Server-facing certificates are re-read on every RELOAD (new connections use them).
         if let problem = reloadServerTLS(newConfig) { return (false, result.diagnostics + [problem]) }
+        var retiredAuthQueries: [AuthQueryService] = []
         let (before, replaced): (Config, [(ServerPool, ServerPool?)]) = lock.withLock {
             let before = _config
             if newConfig == _config { return (before, []) }
+            (_authQueries, retiredAuthQueries) = AuthQueryService.services(
+                config: newConfig, previous: _authQueries, connector: connector, waiterAlarm: waiterAlarm, logger: logger)
             let old = _pools
             let fresh = Self.coordinators(config: newConfig, previous: _coordinators)
             for (name, c) in fresh where _coordinators[name] !== c { wireSiblings(c) }
@@ -248,6 +263,7 @@ public final class PoolerRuntime {
                 .map { ($0.value, _pools[$0.key]) })
         }
         memory.setLimit(Int(clamping: newConfig.general.maxMemoryUsage))
+        for s in retiredAuthQueries { s.shutdown() }
         for c in coordinators { c.wake() }  // a raised max_db_connections serves waiting pools
         // Replaced pools hand their waiters and future checkouts to the new pool of the same
         // (database, user); connected clients keep working. Removed pools close.
@@ -463,6 +479,7 @@ public final class PoolerRuntime {
             guard let self else { return }
             let now = NIODeadline.now()
             for p in self.unsortedPools { p.maintain(now: now, loops: loops) }
+            for s in self.authQueries { s.maintain(now: now, loops: loops) }
             FailedLoginLog.shared.flush(self.logger, now: now)
         }
         for loop in loops {
@@ -560,6 +577,7 @@ public final class PoolerRuntime {
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }
+        for s in authQueries { s.shutdown() }
         if let dir = config.general.unixSocketDir { unlink("\(dir)/.s.PGSQL.\(config.general.port)") }
     }
 
