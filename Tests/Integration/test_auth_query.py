@@ -347,3 +347,48 @@ def test_postgres_down_prompt_error_and_restart_under_load(doorman, own_pg):
         with connect(dm, role, pw) as c:
             assert c.execute("SELECT current_user").fetchone()[0] == role
     assert dm.alive()
+
+
+def test_pg_hba_applies_to_auth_query_users(doorman, aq_pg):
+    """pg_hba decides for users found by auth_query as for listed ones: reject refuses before any
+    lookup-based exchange succeeds, trust lets a found user in without a password (an unknown one is
+    still refused), scram-sha-256 runs SCRAM (an MD5-stored user cannot pass it)."""
+    hba = (f"host all {MD5_ROLE} 127.0.0.1/32 reject\n"
+           f"host all aq_trusted 127.0.0.1/32 trust\n"
+           f"host all all 127.0.0.1/32 scram-sha-256\n")
+    aq_pg.su_psql("SET password_encryption = 'md5'; DROP ROLE IF EXISTS aq_md5_b; "
+                  "CREATE ROLE aq_md5_b LOGIN PASSWORD 'b-pass'")
+    # MD5-stored: with trust there is no client proof, so only pass-the-hash can log in to PostgreSQL.
+    aq_pg.su_psql("SET password_encryption = 'md5'; DROP ROLE IF EXISTS aq_trusted; "
+                  "CREATE ROLE aq_trusted LOGIN PASSWORD 'trusted-pass'")
+    dm = doorman(config(aq_pg, auth_query(), pg_hba=hba))
+    assert login_error(dm, MD5_ROLE, MD5_ROLE_PW).sqlstate == "28000"
+    with connect(dm, SCRAM_ROLE, SCRAM_ROLE_PW) as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == SCRAM_ROLE
+    assert login_error(dm, "aq_md5_b", "b-pass").sqlstate == "28P01"
+    with connect(dm, "aq_trusted", "anything") as c:
+        assert c.execute("SELECT current_user").fetchone()[0] == "aq_trusted"
+    from harness import auth_request
+    assert auth_request(dm.host, dm.port, SCRAM_ROLE)[0] == 10
+
+
+def test_startup_parameters_column_and_hostile_rows(doorman, aq_pg):
+    """The row's startup_parameters (JSON) reach the user's server connections and SHOW
+    STARTUP_PARAMETERS (source auth_query); invalid JSON or several rows fail the login (28P01) with
+    the reason in the log only."""
+    query = ("SELECT passwd, CASE WHEN usename = 'aq_md5' THEN '{\"work_mem\": \"3MB\"}' ELSE '{bad' END "
+             "AS startup_parameters FROM doorman.get_auth($1) "
+             "UNION ALL SELECT passwd, NULL FROM doorman.get_auth($1) WHERE usename = 'aq_scram'")
+    dm = doorman(config(aq_pg, auth_query(query=query)))
+    with connect(dm, MD5_ROLE, MD5_ROLE_PW) as c:
+        assert c.execute("SHOW work_mem").fetchone()[0] == "3MB"
+    rows = [r for r in admin_rows(dm, "SHOW STARTUP_PARAMETERS") if r["user"] == MD5_ROLE]
+    assert [(r["parameter"], r["value"], r["source"]) for r in rows] == [("work_mem", "3MB", "auth_query")]
+    e = login_error(dm, SCRAM_ROLE, SCRAM_ROLE_PW)  # two rows
+    assert e.sqlstate == "28P01"
+    assert dm.wait_for_log(r"unusable row for user \"aq_scram\": auth_query returned 2 rows")
+    aq_pg.su_psql("SET password_encryption = 'md5'; DROP ROLE IF EXISTS aq_badjson; "
+                  "CREATE ROLE aq_badjson LOGIN PASSWORD 'j-pass'")
+    assert login_error(dm, "aq_badjson", "j-pass").sqlstate == "28P01"
+    assert dm.wait_for_log(r"unusable row for user \"aq_badjson\": startup_parameters")
+    assert aq_row(dm)["executor_errors"] == 2

@@ -270,8 +270,8 @@ struct AdminViews {
     }
 
     /// The operator's startup_parameters each pool's server connections log in with, and where each
-    /// comes from (`general` or `pool`; a pool's value wins). They are in every server's
-    /// StartupMessage, so they are always `applied`; clients cannot change them.
+    /// comes from (`general`, `pool`, or `auth_query` for a dynamic user's row; later wins). They are
+    /// in every server's StartupMessage, so they are always `applied`; clients cannot change them.
     func startupParameters() -> ResultSet {
         var rs = ResultSet(columns: [
             ("user", .text), ("database", .text), ("parameter", .text), ("value", .text), ("source", .text),
@@ -280,9 +280,14 @@ struct AdminViews {
         let config = runtime.config
         for p in runtime.pools.sorted(by: { ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user) }) {
             let own = config.pools[p.settings.database]?.startupParameters ?? [:]
+            // A value the config does not give came from the user's auth_query row.
+            var configured: [String: String] = [:]
+            for kv in config.pools[p.settings.database]?.effectiveStartupParameters(config.general) ?? [] {
+                configured[kv.key] = kv.value
+            }
             for (name, value) in p.settings.startupParameters.sorted(by: { $0.0 < $1.0 }) {
-                rs.rows.append([p.settings.user, p.settings.database, name, value,
-                                own[name] != nil ? "pool" : "general", "applied"])
+                let source = configured[name] != value ? "auth_query" : own[name] != nil ? "pool" : "general"
+                rs.rows.append([p.settings.user, p.settings.database, name, value, source, "applied"])
             }
         }
         return rs

@@ -235,14 +235,16 @@ final class AuthQueryService {
     func reconfigure(pool: Pool, general: General) {
         var replaced: [(ServerPool, ServerPool)] = []
         lock.withLock {
+            let (previousPool, previousGeneral) = (poolConfig, self.general)
             poolConfig = pool
             self.general = general
             for e in dynamic.values {
                 let old = e.pool
+                // The row's own parameters: those the previous config did not give.
+                let row = Self.rowParameters(of: old, pool: previousPool, general: previousGeneral)
                 let wanted = Self.dynamicSettings(
                     database: database, pool: pool, general: general, user: old.settings.user,
-                    secret: AuthQuerySecret(password: old.settings.clientPassword,
-                                            startupParameters: Self.rowParameters(of: old, pool: pool, general: general)))
+                    secret: AuthQuerySecret(password: old.settings.clientPassword, startupParameters: row))
                 if wanted != old.settings {
                     let fresh = ServerPool(settings: wanted, connector: connector, waiterAlarm: waiterAlarm)
                     e.pool = fresh
@@ -299,7 +301,8 @@ final class AuthQueryService {
         var out: [String: AuthQueryService] = [:]
         for (name, pool) in config.pools {
             guard let aq = pool.authQuery else { continue }
-            if let old = previous[name], old.settings == aq, old.sameExecutorTarget(pool: pool, general: config.general) {
+            if let old = previous[name], old.settings == aq,
+               old.sameExecutorTarget(pool: pool, general: config.general) {
                 old.reconfigure(pool: pool, general: config.general)
                 out[name] = old
             } else {
