@@ -392,3 +392,24 @@ def test_startup_parameters_column_and_hostile_rows(doorman, aq_pg):
     assert login_error(dm, "aq_badjson", "j-pass").sqlstate == "28P01"
     assert dm.wait_for_log(r"unusable row for user \"aq_badjson\": startup_parameters")
     assert aq_row(dm)["executor_errors"] == 2
+
+
+def test_generate_auth_query_user_config_serves_unlisted_users(doorman, aq_pg, tmp_dir):
+    """`pg_doorman generate --auth-query-user doorman_auth` writes auth_query blocks instead of users;
+    with the README's snippet in place the config works as written (its placeholder password is the
+    snippet's)."""
+    from test_generate import run, su_args
+    out = Path(tmp_dir) / "generated.yaml"
+    cp = run(["generate", *su_args(aq_pg), "--auth-query-user", AUTH_ROLE, "--no-comments", "-o", str(out)])
+    assert cp.returncode == 0, cp.stderr
+    text = out.read_text()
+    assert "auth_query:" in text and "doorman.get_auth($1)" in text and MD5_ROLE not in text
+    assert run(["-t", str(out)]).returncode == 0
+    text = re.sub(r"(?m)^(\s*)port: 6432$", r"\1port: ${DOORMAN_PORT}", text)
+    dm = doorman(text)
+    for role, pw in ((MD5_ROLE, MD5_ROLE_PW), (SCRAM_ROLE, SCRAM_ROLE_PW)):
+        with connect(dm, role, pw) as c:
+            assert c.execute("SELECT current_user").fetchone()[0] == role
+    # The executor keeps to its `workers` (2) connections.
+    n = aq_pg.su_psql(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{AUTH_ROLE}'").strip()
+    assert 1 <= int(n) <= 2
