@@ -413,3 +413,27 @@ def test_generate_auth_query_user_config_serves_unlisted_users(doorman, aq_pg, t
     # The executor keeps to its `workers` (2) connections.
     n = aq_pg.su_psql(f"SELECT count(*) FROM pg_stat_activity WHERE usename = '{AUTH_ROLE}'").strip()
     assert 1 <= int(n) <= 2
+
+
+def test_a_dynamic_pool_created_during_pause_starts_paused(doorman, aq_pg):
+    """PAUSE example_db, then a user found by auth_query logs in: its new pool is paused too, so its
+    login (which needs the pool's first server) waits until RESUME, as for a listed user."""
+    users = [{"username": aq_pg.md5_user, "password": aq_pg.hashes[aq_pg.md5_user], "pool_size": 1}]
+    dm = doorman(config(aq_pg, auth_query(), users=users, query_wait_timeout="20s"))
+    rc, _, _, err = admin_psql(dm, "PAUSE example_db")
+    assert rc == 0, err
+    done = []
+
+    def client():
+        with connect(dm, MD5_ROLE, MD5_ROLE_PW) as c:
+            done.append(c.execute("SELECT 5").fetchone()[0])
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    time.sleep(1.5)
+    pools = {r["user"]: r for r in admin_rows(dm, "SHOW POOLS")}
+    assert pools[MD5_ROLE]["paused"] == "1"
+    assert done == []
+    rc, _, _, err = admin_psql(dm, "RESUME example_db")
+    assert rc == 0, err
+    t.join(15)
+    assert done == [5]

@@ -41,6 +41,10 @@ final class AuthQueryService {
         init(pool: ServerPool) { self.pool = pool }
     }
 
+    /// Whether the database's listed users' pools are PAUSEd (set by the runtime): a dynamic pool
+    /// created meanwhile starts paused too, as if it had existed at PAUSE.
+    var staticPoolsPaused: () -> Bool = { false }
+
     /// Dedicated mode: every user found shares the `server_user` pool.
     var isDedicated: Bool { settings.serverUser != nil }
 
@@ -174,20 +178,27 @@ final class AuthQueryService {
     func join(user: String, secret: AuthQuerySecret) -> ServerPool? {
         let key = settings.serverUser ?? user
         var retired: (ServerPool, ServerPool)?
+        let staticPaused = staticPoolsPaused()
         let pool: ServerPool? = lock.withLock {
             guard !stopped else { return nil }
             let wanted = Self.dynamicSettings(database: database, pool: poolConfig, general: general, user: user,
                                               secret: secret)
+            let paused = staticPaused || dynamic.values.contains { $0.pool.paused }
+            func makePool() -> ServerPool {
+                let p = ServerPool(settings: wanted, connector: connector, waiterAlarm: waiterAlarm)
+                if paused { p.pause() }
+                return p
+            }
             if let e = dynamic[key] {
                 if e.pool.settings != wanted || e.pool.isClosed {
-                    let fresh = ServerPool(settings: wanted, connector: connector, waiterAlarm: waiterAlarm)
+                    let fresh = makePool()
                     retired = (e.pool, fresh)
                     e.pool = fresh
                 }
                 e.clients += 1
                 return e.pool
             }
-            let e = Entry(pool: ServerPool(settings: wanted, connector: connector, waiterAlarm: waiterAlarm))
+            let e = Entry(pool: makePool())
             e.clients = 1
             dynamic[key] = e
             counters.poolsCreated += 1

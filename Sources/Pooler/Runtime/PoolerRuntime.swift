@@ -107,6 +107,7 @@ public final class PoolerRuntime {
         for c in _coordinators.values { wireSiblings(c) }
         self._authQueries = AuthQueryService.services(config: config, previous: [:], connector: connector,
                                                       waiterAlarm: waiterAlarm, logger: logger).services
+        for service in _authQueries.values { wirePause(service) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
@@ -160,6 +161,11 @@ public final class PoolerRuntime {
         return out
     }
 
+    private func wirePause(_ service: AuthQueryService) {
+        let database = service.database
+        service.staticPoolsPaused = { [weak self] in self?.staticPoolsPaused(database) ?? false }
+    }
+
     /// The coordinator finds the database's current pools through the runtime's pool map.
     private func wireSiblings(_ c: DatabaseCoordinator) {
         let database = c.database
@@ -180,6 +186,11 @@ public final class PoolerRuntime {
 
     func pool(database: String, user: String) -> ServerPool? {
         lock.withLock { _pools[Self.key(database, user)] }
+    }
+
+    /// Whether a listed user's pool of `database` is PAUSEd (what a new dynamic pool follows).
+    func staticPoolsPaused(_ database: String) -> Bool {
+        lock.withLock { _pools.values.contains { $0.settings.database == database && $0.paused } }
     }
 
     /// The auth_query service of `database`, if it has auth_query.
@@ -247,8 +258,10 @@ public final class PoolerRuntime {
         let (before, replaced): (Config, [(ServerPool, ServerPool?)]) = lock.withLock {
             let before = _config
             if newConfig == _config { return (before, []) }
+            let keptAuthQueries = _authQueries
             (_authQueries, retiredAuthQueries) = AuthQueryService.services(
                 config: newConfig, previous: _authQueries, connector: connector, waiterAlarm: waiterAlarm, logger: logger)
+            for (name, service) in _authQueries where keptAuthQueries[name] !== service { wirePause(service) }
             let old = _pools
             let fresh = Self.coordinators(config: newConfig, previous: _coordinators)
             for (name, c) in fresh where _coordinators[name] !== c { wireSiblings(c) }
