@@ -437,3 +437,34 @@ def test_a_dynamic_pool_created_during_pause_starts_paused(doorman, aq_pg):
     assert rc == 0, err
     t.join(15)
     assert done == [5]
+
+
+def test_reconnecting_clients_leave_no_lease_behind(doorman, aq_pg):
+    """pgbench -C (a new login per transaction) as two dynamic users: no failure, and once they are
+    gone the pools are collected (every login's place in its pool was given back)."""
+    dm = doorman(config(aq_pg, auth_query(pool_size=2, dynamic_pool_gc_delay="1s"), idle_timeout="1s"))
+    for role, pw in ((MD5_ROLE, MD5_ROLE_PW), (SCRAM_ROLE, SCRAM_ROLE_PW)):
+        r = pgbench(["-n", "-S", "-C", "-c", "6", "-j", "2", "-T", "3"], env=dm.env(role, pw))
+        assert r.ok, r.stdout + r.stderr
+        print(f"pgbench -C {role}: tps={r.tps} processed={r.processed} failed={r.failed}")
+    row = aq_row(dm)
+    assert row["auth_failure"] == 0 and row["auth_success"] >= 20 and row["executor_queries"] == 2, row
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and aq_row(dm)["dynamic_pools_current"] != 0:
+        time.sleep(0.3)
+    assert aq_row(dm)["dynamic_pools_destroyed"] == 2
+
+
+def test_a_lookup_that_hangs_times_out(doorman, aq_pg):
+    """A query that does not answer: the login fails within query_wait_timeout with a clear error, and
+    the stuck executor connection is closed, not reused."""
+    slow = "SELECT passwd FROM doorman.get_auth($1), pg_sleep(CASE WHEN $1 = 'aq_md5' THEN 30 ELSE 0 END)"
+    dm = doorman(config(aq_pg, auth_query(query=slow, workers=1), query_wait_timeout="2s"))
+    t0 = time.monotonic()
+    e = login_error(dm, MD5_ROLE, MD5_ROLE_PW)
+    assert e.sqlstate == "3D000" and "temporarily unavailable" in str(e), e
+    assert time.monotonic() - t0 < 8
+    assert dm.wait_for_log(r"did not answer within 2000 ms")
+    with connect(dm, SCRAM_ROLE, SCRAM_ROLE_PW) as c:  # the executor's one worker was replaced
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+    assert aq_row(dm)["executor_errors"] == 1
