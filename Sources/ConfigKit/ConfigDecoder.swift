@@ -85,6 +85,12 @@ enum ConfigDecoder {
         x.retainConnectionsMax = g.int("retain_connections_max") ?? x.retainConnectionsMax
         x.serverIdleCheckTimeout = g.duration("server_idle_check_timeout") ?? x.serverIdleCheckTimeout
         x.proxyCopyDataTimeout = g.duration("proxy_copy_data_timeout") ?? x.proxyCopyDataTimeout
+        x.queryTimeout = g.duration("query_timeout") ?? x.queryTimeout
+        x.idleTransactionTimeout = g.duration("idle_transaction_timeout") ?? x.idleTransactionTimeout
+        x.transactionTimeout = g.duration("transaction_timeout") ?? x.transactionTimeout
+        x.clientIdleTimeout = g.duration("client_idle_timeout") ?? x.clientIdleTimeout
+        x.maxDbClientConnections = g.int("max_db_client_connections") ?? x.maxDbClientConnections
+        x.maxUserClientConnections = g.int("max_user_client_connections") ?? x.maxUserClientConnections
         x.clientLoginTimeout = g.duration("client_login_timeout") ?? x.clientLoginTimeout
         x.tcpKeepalivesIdle = g.seconds("tcp_keepalives_idle") ?? x.tcpKeepalivesIdle
         x.tcpKeepalivesInterval = g.seconds("tcp_keepalives_interval") ?? x.tcpKeepalivesInterval
@@ -240,6 +246,11 @@ enum ConfigDecoder {
         x.idleTimeout = p.duration("idle_timeout")
         x.serverLifetime = p.duration("server_lifetime")
         x.connectTimeout = p.duration("connect_timeout")
+        x.queryTimeout = p.duration("query_timeout")
+        x.idleTransactionTimeout = p.duration("idle_transaction_timeout")
+        x.transactionTimeout = p.duration("transaction_timeout")
+        x.clientIdleTimeout = p.duration("client_idle_timeout")
+        x.maxDbClientConnections = p.int("max_db_client_connections")
         x.cleanupServerConnections = p.bool("cleanup_server_connections") ?? x.cleanupServerConnections
         x.logClientParameterStatusChanges = p.bool("log_client_parameter_status_changes")
             ?? x.logClientParameterStatusChanges
@@ -321,6 +332,10 @@ enum ConfigDecoder {
             }
         }
         x.serverLifetime = u.duration("server_lifetime")
+        x.queryTimeout = u.duration("query_timeout")
+        x.idleTransactionTimeout = u.duration("idle_transaction_timeout")
+        x.transactionTimeout = u.duration("transaction_timeout")
+        x.clientIdleTimeout = u.duration("client_idle_timeout")
         x.serverUsername = u.string("server_username")
         x.serverPassword = u.string("server_password")
         x.authPamService = u.string("auth_pam_service")

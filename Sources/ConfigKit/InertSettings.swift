@@ -31,6 +31,26 @@ public enum InertSettings {
         if g.tcpSoLinger > 0 {
             note("general.tcp_so_linger", "is not applied by this build: client sockets close normally")
         }
+        // Tuning knobs of the reference's Tokio runtime: this build runs SwiftNIO event loops
+        // (`worker_threads` sizes them) and has no such scheduler, blocking pool or thread stacks.
+        for (key, set) in [("worker_stack_size", g.workerStackSize != nil), ("max_blocking_threads", g.maxBlockingThreads != nil),
+                           ("tokio_global_queue_interval", g.tokioGlobalQueueInterval != nil),
+                           ("tokio_event_interval", g.tokioEventInterval != nil)] where set {
+            note("general.\(key)", "has no effect in this build: it tunes the reference pooler's Tokio runtime; this one "
+                 + "runs general.worker_threads SwiftNIO event loops")
+        }
+        // The reference keeps a per-client cache of anonymous statements and a shared store of
+        // query texts; this build keeps a client's one unnamed statement (as PostgreSQL does) and
+        // the pool's statement cache (prepared_statements_cache_size), so there is nothing to size.
+        if g.clientAnonymousPreparedCacheSize != nil {
+            note("general.client_anonymous_prepared_cache_size", "has no effect in this build: a client's unnamed "
+                 + "statement is kept one at a time, as PostgreSQL does; prepared_statements_cache_size bounds the pool's cache")
+        }
+        if g.queryInternerGcIntervalSeconds != 60 || g.queryInternerAnonIdleTtlSeconds != 60 {
+            note(g.queryInternerGcIntervalSeconds != 60 ? "general.query_interner_gc_interval_seconds"
+                    : "general.query_interner_anon_idle_ttl_seconds",
+                 "has no effect in this build: it has no shared query-text store to collect")
+        }
         if let urls = g.patroniApiUrls, !urls.isEmpty {
             note("general.patroni_api_urls", "Patroni fallback is not implemented in this build; "
                  + "pools connect only to their server_host")

@@ -68,6 +68,14 @@ public struct General: Sendable, Equatable {
     public var retainConnectionsMax: Int = 3
     public var serverIdleCheckTimeout: UInt64 = 60_000
     public var proxyCopyDataTimeout: UInt64 = 15_000
+    /// Pooler-enforced timeouts (ms; 0 = off), overridable per pool and per user.
+    public var queryTimeout: UInt64 = 0
+    public var idleTransactionTimeout: UInt64 = 0
+    public var transactionTimeout: UInt64 = 0
+    public var clientIdleTimeout: UInt64 = 0
+    /// Client connection limits (0 = none).
+    public var maxDbClientConnections: Int = 0
+    public var maxUserClientConnections: Int = 0
     /// How long a client may take from connecting to the end of authentication (0: no limit).
     public var clientLoginTimeout: UInt64 = 15_000
     /// Seconds.
@@ -154,8 +162,14 @@ public struct Pool: Sendable, Equatable {
     public var idleTimeout: UInt64? = nil
     /// Milliseconds.
     public var serverLifetime: UInt64? = nil
-    /// Milliseconds. Parsed but the runtime uses `general.connect_timeout` (reference behaviour).
+    /// Milliseconds; overrides `general.connect_timeout` for this pool's server connections.
     public var connectTimeout: UInt64? = nil
+    /// Overrides of the general timeouts (ms).
+    public var queryTimeout: UInt64? = nil
+    public var idleTransactionTimeout: UInt64? = nil
+    public var transactionTimeout: UInt64? = nil
+    public var clientIdleTimeout: UInt64? = nil
+    public var maxDbClientConnections: Int? = nil
     public var cleanupServerConnections: Bool = true
     public var logClientParameterStatusChanges: Bool = false
     public var applicationName: String? = nil
@@ -194,6 +208,11 @@ public struct User: Sendable, Equatable {
     public var poolMode: PoolMode? = nil
     /// Milliseconds.
     public var serverLifetime: UInt64? = nil
+    /// Overrides of the pool's and general timeouts (ms).
+    public var queryTimeout: UInt64? = nil
+    public var idleTransactionTimeout: UInt64? = nil
+    public var transactionTimeout: UInt64? = nil
+    public var clientIdleTimeout: UInt64? = nil
     public var serverUsername: String? = nil
     public var serverPassword: String? = nil
     public var authPamService: String? = nil

@@ -71,4 +71,28 @@ import Testing
         #expect(InertSettings.warnings(c).map(\.keyPath) == ["pools.alpha.log_client_parameter_status_changes",
                                                               "pools.zeta.log_client_parameter_status_changes"])
     }
+
+    /// The reference's Tokio knobs, anonymous-statement cache and query-text store have nothing to
+    /// act on here: warned when set (the interner settings: when not at their defaults).
+    @Test func referenceRuntimeKnobsAreWarnedAbout() {
+        let c = config { c in
+            c.general.workerStackSize = 8 << 20
+            c.general.maxBlockingThreads = 4
+            c.general.tokioGlobalQueueInterval = 31
+            c.general.tokioEventInterval = 61
+            c.general.clientAnonymousPreparedCacheSize = 100
+            c.general.queryInternerGcIntervalSeconds = 30
+        }
+        let paths = InertSettings.warnings(c).map(\.keyPath)
+        #expect(paths == ["general.worker_stack_size", "general.max_blocking_threads", "general.tokio_global_queue_interval",
+                          "general.tokio_event_interval", "general.client_anonymous_prepared_cache_size",
+                          "general.query_interner_gc_interval_seconds"])
+        let defaults = config { c in
+            c.general.queryInternerGcIntervalSeconds = 60
+            c.general.queryInternerAnonIdleTtlSeconds = 60
+            c.general.workerCpuAffinityPinning = true  // implemented
+            c.general.unixSocketBufferSize = 65536  // implemented
+        }
+        #expect(InertSettings.warnings(defaults).isEmpty)
+    }
 }

@@ -29,7 +29,7 @@ COLUMNS: dict[str, list[list[str]]] = {
     "DATABASES": [["name", "host", "port", "database", "force_user", "pool_size", "min_pool_size", "reserve_pool",
                    "pool_mode", "max_connections", "current_connections"]],
     "CLIENTS": [["client_id", "database", "user", "application_name", "addr", "tls", "state", "wait",
-                 "transaction_count", "query_count", "error_count", "age_seconds", "parameters"]],
+                 "transaction_count", "query_count", "error_count", "age_seconds", "parameters", "query_timeouts"]],
     "SERVERS": [
         ["server_id", "server_process_id", "database_name", "user", "application_name", "state", "wait",
          "transaction_count", "query_count", "bytes_sent", "bytes_received", "age_seconds", "prepare_cache_hit",
@@ -41,7 +41,8 @@ COLUMNS: dict[str, list[list[str]]] = {
     "STATS": [["database", "user", "total_xact_count", "total_query_count", "total_received", "total_sent",
                "total_xact_time", "total_query_time", "total_wait_time", "total_errors", "avg_xact_count",
                "avg_query_count", "avg_recv", "avg_sent", "avg_errors", "avg_xact_time", "avg_query_time",
-               "avg_wait_time"]],
+               "avg_wait_time", "query_timeouts", "idle_transaction_timeouts", "transaction_timeouts",
+               "client_idle_timeouts", "copy_data_timeouts"]],
     "USERS": [["name", "pool_mode"]],
     "CONFIG": [["key", "value", "default", "changeable"]],
     "LISTS": [["list", "items"]],

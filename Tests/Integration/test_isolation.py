@@ -286,3 +286,31 @@ def test_max_memory_usage_refuses_a_message_too_large_to_hold(doorman, doorman_c
     other.send(parse("s2", "SELECT length($1::text)"), bind("", "s2", [b"y" * (512 << 10)]), execute(), sync())
     assert rows(other.read_until_ready()) == [[str(512 << 10).encode()]]
     other.close()
+
+
+def test_large_rows_in_prepared_mode_are_relayed_in_pieces(doorman, doorman_config):
+    """message_size_to_be_stream: a DataRow larger than it is relayed as it arrives, even where the
+    rewriter relays the session (named statements), so it is never held whole: 20 MB rows come through
+    a pooler whose whole in-flight budget is 4 MB. A threshold above the budget makes the pooler hold
+    the row whole, which the budget then refuses (53200) — the setting is what decides."""
+    from wire import bind, execute, parse, sync
+    rowsize = 20 << 20
+    for threshold, fits in (("64KB", True), ("64MB", False)):
+        dm = doorman(doorman_config(pool_size=2, prepared_statements_cache_size=100, max_memory_usage="4MB",
+                                    message_size_to_be_stream=threshold))
+        w = Wire.connect(dm.host, dm.port, MD5_USER, MD5_PW)
+        w.send(parse("big", "SELECT repeat('x', $1::int), 7"), bind("", "big", [str(rowsize).encode()]), execute(),
+               sync())
+        if fits:
+            for _ in range(3):  # twice more on the same session: the stream stays in step
+                msgs = w.read_until_ready(timeout=30)
+                got = rows(msgs)
+                assert len(got) == 1 and len(got[0][0]) == rowsize and got[0][1] == b"7", [t for t, _ in msgs]
+                w.send(bind("", "big", [str(rowsize).encode()]), execute(), sync())
+            w.read_until_ready(timeout=30)
+            assert w.scalar("SELECT 1") == "1"
+            w.close()
+        else:
+            fields = read_error(w)
+            assert fields.get("C") == "53200", fields
+        dm.stop()

@@ -78,13 +78,14 @@ struct AdminViews {
             ("client_id", .text), ("database", .text), ("user", .text), ("application_name", .text), ("addr", .text),
             ("tls", .text), ("state", .text), ("wait", .text), ("transaction_count", .numeric),
             ("query_count", .numeric), ("error_count", .numeric), ("age_seconds", .numeric),
-            ("parameters", .text),
+            ("parameters", .text), ("query_timeouts", .numeric),
         ])
         for c in snapshots {
             rs.rows.append([
                 "#c\(c.id)", c.database, c.user, c.applicationName, c.peer == "unix" ? "127.0.0.1:0" : c.peer,
                 c.tls ? "true" : "false", c.state, c.state == "waiting" ? "write" : "idle",
                 s(c.transactionCount), s(c.queryCount), s(c.errorCount), s(Int(c.ageSeconds)), c.parameters,
+                s(c.queryTimeouts),
             ])
         }
         return rs
@@ -122,6 +123,9 @@ struct AdminViews {
             ("avg_xact_count", .numeric), ("avg_query_count", .numeric), ("avg_recv", .numeric),
             ("avg_sent", .numeric), ("avg_errors", .numeric), ("avg_xact_time", .numeric),
             ("avg_query_time", .numeric), ("avg_wait_time", .numeric),
+            // The pooler's own timeouts (not in the reference's SHOW STATS): how often each acted.
+            ("query_timeouts", .numeric), ("idle_transaction_timeouts", .numeric),
+            ("transaction_timeouts", .numeric), ("client_idle_timeouts", .numeric), ("copy_data_timeouts", .numeric),
         ])
         for p in runtime.pools {
             let t = p.stats.snapshot()
@@ -131,7 +135,7 @@ struct AdminViews {
                 s(t.xactTime), s(t.queryTime), s(t.waitTime), s(t.errors),
                 s(a.xactCount), s(a.queryCount), s(a.received), s(a.sent), s(a.errors), s(a.xactTime),
                 s(a.queryTime), s(a.waitTime),
-            ])
+            ] + p.stats.timeoutCounts.map { s($0.1) })
         }
         return rs
     }

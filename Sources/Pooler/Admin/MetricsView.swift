@@ -57,6 +57,8 @@ struct MetricsView {
             ("pg_doorman_pools_avg_wait_time", "Average time clients waited for a server over the last 15-second period, in milliseconds."),
             ("pg_doorman_servers_prepared_hits", "Prepared statements found already prepared on the server connection."),
             ("pg_doorman_servers_prepared_misses", "Prepared statements that had to be prepared on the server connection."),
+            ("pg_doorman_pools_timeouts_total", "Clients the pooler's own timeouts acted on since start, by setting "
+             + "(query_timeouts: statements cancelled; the others: clients disconnected)."),
         ]
         for (name, help) in families { out.family(name, help: help) }
         for p in runtime.pools {
@@ -72,6 +74,9 @@ struct MetricsView {
             out.sample("pg_doorman_pools_servers", ["status": "idle", "user": user, "database": db], c.idle)
 
             let t = p.stats.snapshot()
+            for (kind, n) in p.stats.timeoutCounts {
+                out.sample("pg_doorman_pools_timeouts_total", ["kind": kind, "user": user, "database": db], n)
+            }
             out.sample("pg_doorman_pools_bytes", ["direction": "received", "user": user, "database": db], t.received)
             out.sample("pg_doorman_pools_bytes", ["direction": "sent", "user": user, "database": db], t.sent)
             for q in ["50", "90", "95", "99"] {

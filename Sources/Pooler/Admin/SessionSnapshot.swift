@@ -22,6 +22,8 @@ struct SessionSnapshot {
     var usedFlush = false
     /// The client's own session parameters that differ from the pool's ("name=value, …").
     var parameters = ""
+    /// Statements of this client cancelled by query_timeout.
+    var queryTimeouts = 0
 }
 
 struct ServerSnapshot {

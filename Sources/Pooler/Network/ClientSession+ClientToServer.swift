@@ -81,7 +81,11 @@ extension ClientSession {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
-        if relay.expectedReady > 0 && busySince == nil { busySince = justAttached ? attachedAt : .now() }
+        if relay.expectedReady > 0 && busySince == nil {
+            let since = justAttached ? attachedAt : .now()
+            busySince = since
+            if transactionSince == nil { transactionSince = since }
+        }
         if switchAt >= 0, hasRewriter {
             if switchAt > 0, let head = buffer.getSlice(at: buffer.readerIndex, length: switchAt) {
                 queueForServer(server, head)
@@ -231,7 +235,8 @@ extension ClientSession {
         }
         do {
             while true {
-                if let (type, length) = try Self.largeIncompleteMessage(input, maxLength: clientScanner.maxMessageLength) {
+                if let (type, length) = try Self.largeIncompleteMessage(
+                    input, types: Self.streamedFrontend, threshold: runtime.streamThreshold, maxLength: clientScanner.maxMessageLength) {
                     // A Query or CopyData too large to hold: forwarded in pieces (the rewriter never
                     // changes them), with the bookkeeping of a whole one.
                     if type == FrontendMessageID.query.rawValue { relay.count(type) }
@@ -298,7 +303,11 @@ extension ClientSession {
         if needed != clientMessageHeld, !runtime.memory.adjust(held: &clientMessageHeld, needed: needed) {
             return outOfMemory()
         }
-        if relay.expectedReady > 0 && busySince == nil { busySince = .now() }
+        if relay.expectedReady > 0 && busySince == nil {
+            let since = NIODeadline.now()
+            busySince = since
+            if transactionSince == nil { transactionSince = since }
+        }
         let queries = relay.queryCount &- queriesBefore
         server.queryCount &+= queries
         if let pool {
@@ -321,21 +330,23 @@ extension ClientSession {
         }
     }
 
-    /// Messages larger than this that the rewriter never changes (Query, CopyData) are forwarded in
-    /// pieces as they arrive instead of being collected whole.
-    static let streamThreshold = 1 << 20
+    /// Messages the rewriter never changes that are forwarded in pieces as they arrive, instead of
+    /// being collected whole, when larger than `message_size_to_be_stream` (`runtime.streamThreshold`).
+    static let streamedFrontend: (UInt8, UInt8) = (FrontendMessageID.query.rawValue, FrontendMessageID.copyData.rawValue)
+    static let streamedBackend: (UInt8, UInt8) = (BackendMessageID.dataRow.rawValue, BackendMessageID.copyData.rawValue)
     /// A client waiting for a server has at most this much of what it sent held; then its reads
     /// pause until it gets one (the rest waits in the kernel's socket buffers).
     static let pendingLimit = 256 << 10
 
-    /// The header of a Query or CopyData at the start of `input` that is larger than
-    /// `streamThreshold` and not complete yet: (type, length field).
-    static func largeIncompleteMessage(_ input: ByteBuffer, maxLength: Int) throws -> (UInt8, Int)? {
+    /// The header of a message of one of `types` at the start of `input` that is larger than
+    /// `threshold` and not complete yet: (type, length field).
+    static func largeIncompleteMessage(_ input: ByteBuffer, types: (UInt8, UInt8), threshold: Int,
+                                       maxLength: Int) throws -> (UInt8, Int)? {
         guard input.readableBytes >= 5,
               let type = input.getInteger(at: input.readerIndex, as: UInt8.self),
-              type == FrontendMessageID.query.rawValue || type == FrontendMessageID.copyData.rawValue,
+              type == types.0 || type == types.1,
               let length = input.getInteger(at: input.readerIndex + 1, as: Int32.self).map(Int.init),
-              length - 4 > streamThreshold, input.readableBytes < 1 + length
+              length - 4 > threshold, input.readableBytes < 1 + length
         else { return nil }
         guard length <= maxLength else { throw MessageScanner.ScanError.badLength(type: type, length: length) }
         return (type, length)

@@ -282,6 +282,10 @@ extension ClientSession {
         }
         if pool == nil && authQueryLogin != nil && !authQueryJoinPool() { return }
         guard let pool else { return close() }
+        if let refusal = runtime.governor.admit(database: database, user: user) {
+            return refuseLogin(code: .tooManyConnections, refusal.message(database: database, user: user))
+        }
+        countedInClientLimits = true
         if let clientKey, case .scramPassthrough = pool.settings.backendCredential {
             pool.scramClientKey = clientKey
         }
@@ -416,6 +420,12 @@ extension ClientSession {
         output.writeAndFlush(out)
         runtime.cancels.register(processID: id, secret: secretKey, session: self)
         phase = .ready
+        quietSince = .now()
+        poolKey = PoolerRuntime.key(database, user)
+        if let watch = runtime.governor.watch(for: loop) {
+            timeoutWatch = watch
+            watchSlot = watch.add(self)
+        }
         runtime.logClientConnection(self)
         if inbound.readableBytes > 0 {
             let rest = inbound

@@ -41,6 +41,7 @@ extension ClientSession {
         let n = toClient.readableBytes
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: n, ordering: .relaxed) }
         if n > 0 { output.write(toClient) }
+        if relay.serverInCopy { copyDataAt = .now() }
         if relay.expectedReady == 0 {
             // One clock read for the end of the query, the transaction and the checkin.
             let now = NIODeadline.now()
@@ -64,9 +65,30 @@ extension ClientSession {
         var runs = ForwardRuns(input)
         var boundary = false
         var sawReady = false
+        if serverPassThrough > 0 {
+            // The rest of a DataRow/CopyData too large to hold, relayed (or dropped) as it comes.
+            let start = input.readerIndex
+            let n = min(serverPassThrough, input.readableBytes)
+            input.moveReaderIndex(forwardBy: n)
+            serverPassThrough -= n
+            runs.message(at: start, end: input.readerIndex, keep: !serverPassThroughDropped, then: &serverExtra)
+        }
         do {
-            while true {
+            while serverPassThrough == 0 {
                 let start = input.readerIndex
+                if let (type, length) = try Self.largeIncompleteMessage(
+                    input, types: Self.streamedBackend, threshold: runtime.streamThreshold,
+                    maxLength: serverScanner.maxMessageLength) {
+                    // A large row or COPY chunk: relayed in pieces with the bookkeeping of a whole one.
+                    if serverExtra.writerIndex > 0 { serverExtra.clear() }
+                    let keep = relay.setupPending ? false
+                        : (rewriter?.serverReply(type: type, body: ByteBuffer(), extra: &serverExtra) ?? true)
+                    serverPassThroughDropped = !keep
+                    serverPassThrough = 1 + length - input.readableBytes
+                    input.moveReaderIndex(to: input.writerIndex)
+                    runs.message(at: start, end: input.readerIndex, keep: keep, then: &serverExtra)
+                    break
+                }
                 guard let (type, body) = try MessageFramer.next(&input, maxLength: serverScanner.maxMessageLength) else { break }
                 if relay.setupPending {
                     // A reply to the pooler's own parameter query: not for the client, nor the rewriter.
@@ -121,6 +143,7 @@ extension ClientSession {
         }
         if let pool { pool.stats.bytesSent.wrappingIncrement(by: toClient.readableBytes, ordering: .relaxed) }
         if toClient.readableBytes > 0 { output.write(toClient) }
+        if relay.serverInCopy { copyDataAt = .now() }
         let quiet = relay.expectedReady == 0
         let atBoundary = (boundary || (quiet && relay.transactionStatus == .idle && sawReady))
             && !(rewriter?.needsServerFiltering ?? false)
@@ -174,6 +197,8 @@ extension ClientSession {
     /// Everything sent has been answered: the busy interval ends (SHOW STATS total_query_time).
     @inline(__always)
     func serverWentQuiet(now: NIODeadline) {
+        quietSince = now
+        timeoutCancelSent = false
         guard let since = busySince, let pool else { return }
         busySince = nil
         let micros = Int((now - since).nanoseconds / 1000)
@@ -185,6 +210,7 @@ extension ClientSession {
     /// give the server back.
     func transactionBoundary(now: NIODeadline) {
         relay.transactionEnded()
+        transactionSince = nil
         server?.transactionCount &+= 1
         if let pool {
             pool.stats.xactCount.wrappingIncrement(ordering: .relaxed)
@@ -267,7 +293,7 @@ extension ClientSession {
                          rewriterExpectsReplies: false, rewriterUncertain: uncertain)
         case .rewriting:
             return .init(clientAtBoundary: (clientAcc?.readableBytes ?? 0) == 0 && clientPassThrough == 0,
-                         serverAtBoundary: (serverAcc?.readableBytes ?? 0) == 0,
+                         serverAtBoundary: (serverAcc?.readableBytes ?? 0) == 0 && serverPassThrough == 0,
                          rewriterExpectsReplies: rewriter?.peekNeedsServerFiltering() ?? false,
                          rewriterUncertain: uncertain)
         }
@@ -283,9 +309,11 @@ extension ClientSession {
                     now: NIODeadline = .now()) {
         _ = rewriter?.serverReleased()
         relay.serverDetached()
+        transactionSince = nil
         clientAcc = nil
         serverAcc = nil
         clientPassThrough = 0
+        serverPassThrough = 0
         runtime.memory.release(clientMessageHeld + serverMessageHeld)
         clientMessageHeld = 0
         serverMessageHeld = 0

@@ -108,6 +108,22 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var attachedAt = NIODeadline.now()
     /// When the server started working on what the client sent (for total_query_time).
     var busySince: NIODeadline?
+    /// The pooler's own timeouts (`SessionTimeouts`): when everything the client sent was last
+    /// answered (or it logged in), when its open transaction began, whether the running statement
+    /// was already cancelled by query_timeout, how many were.
+    var quietSince = NIODeadline.now()
+    var transactionSince: NIODeadline?
+    var timeoutCancelSent = false
+    /// While a COPY is in progress: when data last moved either way (proxy_copy_data_timeout).
+    var copyDataAt = NIODeadline.now()
+    var queryTimeouts = 0
+    /// This client's slot in its loop's `SessionWatch` (-1: not watched) and whether it counts
+    /// against max_db/user_client_connections.
+    var timeoutWatch: SessionWatch<ClientSession>?
+    var watchSlot = -1
+    var countedInClientLimits = false
+    /// `PoolerRuntime.key(database, user)`, set at login (the timeouts are looked up by it).
+    var poolKey = ""
 
     // Prepared statements in transaction mode: the rewriter (nil in session mode or without a
     // statement cache); `relay.mode` says whether the current attachment relays through it.
@@ -123,6 +139,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverAcc: ByteBuffer?
     /// Rewriting: bytes of a large Query/CopyData still to forward as they come (never collected).
     var clientPassThrough = 0
+    /// Rewriting: bytes of a large DataRow/CopyData from the server still to relay as they come
+    /// (dropped instead when the rewriter filters that reply).
+    var serverPassThrough = 0
+    var serverPassThroughDropped = false
     /// What this session has reserved of `max_memory_usage` for the partial client / server message
     /// it holds whole (rewriting mode).
     var clientMessageHeld = 0
@@ -174,6 +194,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let buffer = unwrapInboundIn(data)
         switch phase {
         case .ready:
+            if relay.serverInCopy { copyDataAt = .now() }
             relayFromClient(buffer)
         case .admin(let admin):
             var b = buffer
@@ -211,6 +232,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         clientMessageHeld = 0
         serverMessageHeld = 0
         startupFinished()
+        if let timeoutWatch {
+            timeoutWatch.remove(slot: watchSlot)
+            self.timeoutWatch = nil
+            watchSlot = -1
+        }
         output.disableDirect()
         runtime.cancels.unregister(processID: id)
         runtime.sessionEnded(self, admin: wasAdmin)
@@ -314,7 +340,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             statementBytes: (rewriter?.statementBytes ?? 0) + (relay.extendedClient ? 0 : rawUnnamed?.readableBytes ?? 0),
             usedFlush: relay.usedFlush,
             parameters: parameters.values.filter { parameterBaseline[$0.key] != $0.value }
-                .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+                .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "),
+            queryTimeouts: queryTimeouts)
     }
     var ageSeconds: Int64 { (NIODeadline.now() - connectedAt).nanoseconds / 1_000_000_000 }
     var isCounted: Bool { counted }

@@ -11,6 +11,12 @@ public final class PoolStats {
     public let waitTimeMicros = ManagedAtomic<Int>(0)
     public let errors = ManagedAtomic<Int>(0)
     public let waitTimeouts = ManagedAtomic<Int>(0)
+    /// Clients the pooler's own timeouts acted on (`SessionTimeouts`), by setting.
+    public let queryTimeouts = ManagedAtomic<Int>(0)
+    public let idleTransactionTimeouts = ManagedAtomic<Int>(0)
+    public let transactionTimeouts = ManagedAtomic<Int>(0)
+    public let clientIdleTimeouts = ManagedAtomic<Int>(0)
+    public let copyDataTimeouts = ManagedAtomic<Int>(0)
     public let xactHistogram = LatencyHistogram()
     public let queryHistogram = LatencyHistogram()
 
@@ -23,6 +29,27 @@ public final class PoolStats {
     func recordWaitTimeout() {
         waitTimeouts.wrappingIncrement(ordering: .relaxed)
         errors.wrappingIncrement(ordering: .relaxed)
+    }
+
+    func recordTimeout(_ action: SessionTimeouts.Action) {
+        let counter: ManagedAtomic<Int>
+        switch action {
+        case .cancelStatement: counter = queryTimeouts
+        case .closeIdleInTransaction: counter = idleTransactionTimeouts
+        case .closeTransaction: counter = transactionTimeouts
+        case .closeIdleClient: counter = clientIdleTimeouts
+        case .closeStalledCopy: counter = copyDataTimeouts
+        }
+        counter.wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// The timeout counters as (setting, count), in SHOW STATS order.
+    public var timeoutCounts: [(String, Int)] {
+        [("query_timeouts", queryTimeouts.load(ordering: .relaxed)),
+         ("idle_transaction_timeouts", idleTransactionTimeouts.load(ordering: .relaxed)),
+         ("transaction_timeouts", transactionTimeouts.load(ordering: .relaxed)),
+         ("client_idle_timeouts", clientIdleTimeouts.load(ordering: .relaxed)),
+         ("copy_data_timeouts", copyDataTimeouts.load(ordering: .relaxed))]
     }
 
     /// A snapshot of all totals, in SHOW STATS order.

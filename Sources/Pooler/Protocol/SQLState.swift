@@ -16,6 +16,10 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible, Expressible
     public static let protocolViolation = SQLState("08P01")
     /// 26000 invalid_sql_statement_name: a prepared statement that does not exist.
     public static let invalidSQLStatementName = SQLState("26000")
+    /// 25P03 idle_in_transaction_session_timeout: idle inside a transaction for too long.
+    public static let idleInTransactionTimeout = SQLState("25P03")
+    /// 25P04 transaction_timeout: a transaction open for too long.
+    public static let transactionTimeout = SQLState("25P04")
     /// 28000 invalid_authorization_specification: refused by pg_hba or tls_mode.
     public static let invalidAuthorizationSpecification = SQLState("28000")
     /// 28P01 invalid_password: authentication failed.
@@ -30,6 +34,8 @@ public struct SQLState: Hashable, Sendable, CustomStringConvertible, Expressible
     public static let tooManyConnections = SQLState("53300")
     /// 57014 query_canceled.
     public static let queryCanceled = SQLState("57014")
+    /// 57P05 idle_session_timeout: a client silent outside a transaction for too long.
+    public static let idleSessionTimeout = SQLState("57P05")
     /// 57P01 admin_shutdown.
     public static let adminShutdown = SQLState("57P01")
     /// 57P03 cannot_connect_now: the pooler is shutting down.

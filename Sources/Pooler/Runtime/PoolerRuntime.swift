@@ -25,6 +25,21 @@ public final class PoolerRuntime {
         return ms == 0 ? .hours(24 * 365 * 100) : .milliseconds(Int64(min(ms, UInt64(Int64.max / 1_000_000))))
     }
     private let loginTimeoutMs = ManagedAtomic<UInt64>(15_000)
+    /// `message_size_to_be_stream`: larger messages the pooler need not rewrite are relayed in
+    /// pieces, never held whole (at least 1 KiB).
+    var streamThreshold: Int { streamThresholdBytes.load(ordering: .relaxed) }
+    private let streamThresholdBytes = ManagedAtomic<Int>(1 << 20)
+    /// `unix_socket_buffer_size` for accepted Unix-socket clients (0: the kernel's default).
+    private let unixSocketBufferBytes = ManagedAtomic<Int>(0)
+
+    /// SO_SNDBUF and SO_RCVBUF of an accepted Unix-socket client (on its loop; best effort).
+    static func setUnixBuffers(_ channel: Channel, bytes: Int) {
+        guard bytes > 0, let options = channel.syncOptions else { return }
+        let value = SocketOptionValue(clamping: bytes)
+        try? options.setOption(ChannelOptions.socketOption(.so_sndbuf), value: value)
+        try? options.setOption(ChannelOptions.socketOption(.so_rcvbuf), value: value)
+    }
+    static func streamThreshold(_ g: General) -> Int { max(1024, Int(clamping: g.messageSizeToBeStream)) }
     /// Every configured user has an MD5 hash: an unknown user then gets a mock MD5 exchange (what
     /// any known user gets under pg_hba md5), else a mock SCRAM one (`MockAuthentication`).
     var mockAuthenticationUsesMD5: Bool { mockMD5.load(ordering: .relaxed) }
@@ -78,6 +93,8 @@ public final class PoolerRuntime {
     private var statsTask: RepeatedTask?
     /// Starts the query_wait_timeout checks when a client starts waiting (see `scheduleWaiterCheck`).
     let waiterAlarm = WaiterAlarm()
+    /// Client limits and the pooler's timeouts on clients.
+    let governor: ClientGovernor
     static let waiterCheckInterval = TimeAmount.milliseconds(50)
     let averager = StatsAverager()
     public let logLevels: LogLevels
@@ -95,6 +112,8 @@ public final class PoolerRuntime {
         var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
         for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
         self.loginWatches = watches
+        self.governor = ClientGovernor(loops: Array(group.makeIterator()))
+        governor.apply(config)
         self.logger = logger
         self.configPath = configPath
         self._config = config
@@ -110,6 +129,8 @@ public final class PoolerRuntime {
         for service in _authQueries.values { wirePause(service) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
+        streamThresholdBytes.store(Self.streamThreshold(config.general), ordering: .relaxed)
+        unixSocketBufferBytes.store(Int(clamping: config.general.unixSocketBufferSize), ordering: .relaxed)
         mockMD5.store(Self.allUsersHaveMD5Hashes(config), ordering: .relaxed)
     }
 
@@ -271,6 +292,9 @@ public final class PoolerRuntime {
             _coordinatedPools = Self.coordinatedPools(_pools)
             _config = newConfig
             loginTimeoutMs.store(newConfig.general.clientLoginTimeout, ordering: .relaxed)
+            streamThresholdBytes.store(Self.streamThreshold(newConfig.general), ordering: .relaxed)
+            unixSocketBufferBytes.store(Int(clamping: newConfig.general.unixSocketBufferSize), ordering: .relaxed)
+            governor.apply(newConfig)
             mockMD5.store(Self.allUsersHaveMD5Hashes(newConfig), ordering: .relaxed)
             return (before, old.filter { kv in !_pools.values.contains { $0 === kv.value } }
                 .map { ($0.value, _pools[$0.key]) })
@@ -337,6 +361,10 @@ public final class PoolerRuntime {
             return sessions.removeValue(forKey: s.id) != nil
         }
         if removed && s.isCounted { clientCount.wrappingDecrement(ordering: .relaxed) }
+        if s.countedInClientLimits {
+            s.countedInClientLimits = false
+            governor.leave(database: s.database, user: s.user)
+        }
         if logIt && wasLoggedIn && !s.user.isEmpty {
             logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
         }
@@ -429,8 +457,10 @@ public final class PoolerRuntime {
                 let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
                 // TCP-only socket options (Unix-socket clients share this bootstrap). On Linux an
                 // accepted socket inherits them from the listener, where they are set once.
-                if !Self.acceptedSocketsInheritTCPOptions {
-                    if case .unixDomainSocket = channel.remoteAddress {} else { Self.configureTCP(channel, general) }
+                if case .unixDomainSocket = channel.remoteAddress {
+                    Self.setUnixBuffers(channel, bytes: self.unixSocketBufferBytes.load(ordering: .relaxed))
+                } else if !Self.acceptedSocketsInheritTCPOptions {
+                    Self.configureTCP(channel, general)
                 }
                 // Added synchronously (we are on the channel's loop): no future and promise per connection.
                 do {
@@ -501,6 +531,16 @@ public final class PoolerRuntime {
             loginSweepTasks.append(loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
                 for session in watch.expired(now: .now()) { session.startupTimedOut() }
             })
+        }
+        governor.startSweeps(loops: loops)
+        if general.workerCpuAffinityPinning {
+            let cores = System.coreCount
+            if CPUAffinity.applies(enabled: true, cores: cores) {
+                let n = CPUAffinity.pin(loops: loops, cores: cores)
+                logger.info("worker_cpu_affinity_pinning: \(n) of \(loops.count) event loop(s) pinned to cores 0-\(loops.count - 1)")
+            } else {
+                logger.info("worker_cpu_affinity_pinning ignored: \(cores) core(s), pinning needs at least \(CPUAffinity.minimumCores)")
+            }
         }
         statsTask = group.next().scheduleRepeatedTask(initialDelay: StatsAverager.period, delay: StatsAverager.period) {
             [weak self] _ in
@@ -587,6 +627,7 @@ public final class PoolerRuntime {
         maintenanceTask?.cancel()
         statsTask?.cancel()
         for task in loginSweepTasks { task.cancel() }
+        governor.stopSweeps()
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }

@@ -45,7 +45,7 @@ extension PoolSettings {
             serverDatabase: pool.serverDatabaseName(poolName), serverUser: serverUser,
             backendCredential: credential, applicationName: pool.effectiveApplicationName, mode: mode,
             poolSize: user.poolSize, minPoolSize: user.minPoolSize ?? 0,
-            connectTimeoutMs: general.connectTimeout, queryWaitTimeoutMs: general.queryWaitTimeout,
+            connectTimeoutMs: pool.connectTimeout ?? general.connectTimeout, queryWaitTimeoutMs: general.queryWaitTimeout,
             idleTimeoutMs: pool.effectiveIdleTimeout(general),
             serverLifetimeMs: user.serverLifetime ?? pool.effectiveServerLifetime(general),
             cleanupServerConnections: pool.cleanupServerConnections, serverRoundRobin: general.serverRoundRobin)
