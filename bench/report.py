@@ -9,7 +9,25 @@ import json
 import sys
 from collections import OrderedDict
 
-TARGETS = ["direct", "pgbouncer", "doorman"]
+# Record target names (unchanged since the first results, so older .jsonl files still load):
+# "pgbouncer" is Debian's PgBouncer (1.18), "pgbouncer125" the 1.25.2 build, added later.
+ALL_TARGETS = ["direct", "pgbouncer", "pgbouncer125", "doorman"]
+POOLERS = ["pgbouncer", "pgbouncer125", "doorman"]
+DEFAULT_LABELS = {"direct": "direct", "pgbouncer": "pgbouncer-1.18", "pgbouncer125": "pgbouncer-1.25.2",
+                  "doorman": "doorman"}
+
+
+def labels(meta: dict) -> dict[str, str]:
+    """Column names: the PgBouncers carry their version (from meta, e.g. "PgBouncer 1.18.0" -> 1.18)."""
+    out = dict(DEFAULT_LABELS)
+    for t in ("pgbouncer", "pgbouncer125"):
+        words = (meta.get(f"{t}_version") or "").split()
+        if len(words) >= 2 and words[0] == "PgBouncer" and words[1][:1].isdigit():
+            v = words[1]
+            if v.count(".") == 2 and v.endswith(".0"):
+                v = v[:-2]
+            out[t] = f"pgbouncer-{v}"
+    return out
 
 
 def fmt(v, nd=0, unit=""):
@@ -54,6 +72,13 @@ def scenario_name(r) -> str:
 def main() -> int:
     rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
     meta = json.load(open(sys.argv[2])) if len(sys.argv) > 2 else {}
+    # pgbouncer125 gets columns when the run had it (even as n/a); older results show the three
+    # targets they had.
+    seen = {r["target"] for r in rows}
+    TARGETS = [t for t in ALL_TARGETS if t != "pgbouncer125" or t in seen]
+    poolers = [t for t in POOLERS if t in TARGETS]
+    bouncers = [t for t in poolers if t != "doorman"]
+    L = labels(meta)
     # With BENCH_ROUNDS > 1 a scenario has several runs per target: report the median of each figure
     # (tps, p50, p99, CPU per transaction) over those runs, each on its own — a single run's p99 moves
     # by ±20% on this VM — and the tps range of all of them.
@@ -80,7 +105,8 @@ def main() -> int:
     out.append(f"# pg_doorman benchmark — {meta.get('date', '')}\n")
     if meta:
         out.append("| | |\n|---|---|")
-        for k in ("machine", "kernel", "postgres", "pgbouncer", "doorman", "duration", "pgbench", "notes"):
+        for k in ("machine", "kernel", "postgres", "pgbouncer", "pgbouncer125", "doorman", "duration", "pgbench",
+                  "notes"):
             if k in meta:
                 out.append(f"| {k} | {meta[k]} |")
         out.append("")
@@ -89,17 +115,20 @@ def main() -> int:
         out.append(f"Each scenario ran {rounds} times, targets alternating within every round; tps, p50, "
                    "p99 and CPU per transaction below are each the median of that target's runs (tps range "
                    "of all runs in the last table); memory figures come from the run with the median tps.\n")
-    out.append("| scenario | direct | pgbouncer | doorman | doorman/pgbouncer | doorman/direct | pgbouncer/direct |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    # ratio columns: doorman against each PgBouncer (side by side), doorman and each PgBouncer against direct
+    pairs = [("doorman", b) for b in bouncers] + [("doorman", "direct")] + [(b, "direct") for b in bouncers]
+    out.append("| scenario | " + " | ".join(L[x] for x in TARGETS) + " | "
+               + " | ".join(f"{L[a]}/{L[b]}" for a, b in pairs) + " |")
+    out.append("|---|" + "---:|" * (len(TARGETS) + len(pairs)))
     for k in keys:
         t = by_scn[k]
-        d, p, m = (tps(t.get(x)) for x in TARGETS)
-        out.append(f"| {scenario_name(next(iter(t.values())))} | {fmt(d)} | {fmt(p)} | {fmt(m)} | "
-                   f"{ratio(m, p)} | {ratio(m, d)} | {ratio(p, d)} |")
+        v = {x: tps(t.get(x)) for x in TARGETS}
+        out.append(f"| {scenario_name(next(iter(t.values())))} | " + " | ".join(fmt(v[x]) for x in TARGETS) + " | "
+                   + " | ".join(ratio(v[a], v[b]) for a, b in pairs) + " |")
     out.append("")
     out.append("## Latency p50 / p99 (ms, from pgbench --log)\n")
-    out.append("| scenario | direct | pgbouncer | doorman |")
-    out.append("|---|---:|---:|---:|")
+    out.append("| scenario | " + " | ".join(L[x] for x in TARGETS) + " |")
+    out.append("|---|" + "---:|" * len(TARGETS))
     for k in keys:
         t = by_scn[k]
         cells = []
@@ -117,9 +146,10 @@ def main() -> int:
                "RSS: VmRSS mid-run; peak: VmHWM after the run (process lifetime); per client: "
                "(mid-run RSS − RSS at pooler start) / clients, shown for runs that raised the client count "
                "above every earlier run.\n")
-    out.append("| scenario | pgbouncer CPU µs/tx | doorman CPU µs/tx | pgbouncer RSS MiB (peak) | "
-               "doorman RSS MiB (peak) | pgbouncer KiB/client | doorman KiB/client |")
-    out.append("|---|---:|---:|---:|---:|---:|---:|")
+    out.append("| scenario | " + " | ".join(f"{L[x]} CPU µs/tx" for x in poolers) + " | "
+               + " | ".join(f"{L[x]} RSS MiB (peak)" for x in poolers) + " | "
+               + " | ".join(f"{L[x]} KiB/client" for x in poolers) + " |")
+    out.append("|---|" + "---:|" * (3 * len(poolers)))
     base = meta.get("rss_start_kib", {})
     # RSS per client is only meaningful for a run that pushes the client count past every earlier run
     # (freed memory is rarely returned to the OS, so later smaller runs would be charged for it).
@@ -133,7 +163,7 @@ def main() -> int:
     for k in keys:
         t = by_scn[k]
         cpu, rss, per = [], [], []
-        for x in ("pgbouncer", "doorman"):
+        for x in poolers:
             r = t.get(x)
             if r and r.get("ok"):
                 cpu.append(fmt(r.get("cpu_us_per_tx"), 1))
@@ -146,13 +176,12 @@ def main() -> int:
                     per.append("—")
             else:
                 cpu.append("n/a"); rss.append("n/a"); per.append("n/a")
-        out.append(f"| {scenario_name(next(iter(t.values())))} | {cpu[0]} | {cpu[1]} | {rss[0]} | {rss[1]} | "
-                   f"{per[0]} | {per[1]} |")
+        out.append(f"| {scenario_name(next(iter(t.values())))} | " + " | ".join(cpu + rss + per) + " |")
     out.append("")
     if spread:
         out.append(f"## tps range over the {rounds} rounds\n")
-        out.append("| scenario | direct | pgbouncer | doorman |")
-        out.append("|---|---:|---:|---:|")
+        out.append("| scenario | " + " | ".join(L[x] for x in TARGETS) + " |")
+        out.append("|---|" + "---:|" * len(TARGETS))
         for k in keys:
             cells = [spread.get((k, x), "n/a") for x in TARGETS]
             out.append(f"| {scenario_name(next(iter(by_scn[k].values())))} | " + " | ".join(cells) + " |")
@@ -168,12 +197,12 @@ def main() -> int:
                 skipped.setdefault((x, r.get("reason")), []).append(scenario_name(r))
             elif not r.get("ok"):
                 last = (r.get("stderr") or "").strip().splitlines()[-1:] or ["?"]
-                notes.append(f"- {x}, {scenario_name(r)}: failed (rc={r.get('rc')}) — {last[0][:200]}")
+                notes.append(f"- {L[x]}, {scenario_name(r)}: failed (rc={r.get('rc')}) — {last[0][:200]}")
             elif r.get("failed"):
-                notes.append(f"- {x}, {scenario_name(r)}: {r['failed']} failed transactions")
+                notes.append(f"- {L[x]}, {scenario_name(r)}: {r['failed']} failed transactions")
     for (x, reason), scns in skipped.items():
         where = "every scenario" if len(scns) == len(keys) else "; ".join(scns)
-        notes.append(f"- {x}: n/a in {where} — {reason}")
+        notes.append(f"- {L[x]}: n/a in {where} — {reason}")
     if notes:
         out.append("## Notes\n")
         out.extend(notes)

@@ -570,7 +570,10 @@ def test_admin_upgrade(doorman, doorman_config, reap):
     assert query(dm)[0] == 0
 
 
-def test_upgrade_idle_client_of_old_process_keeps_working_until_it_leaves(doorman, doorman_config, reap):
+def test_upgrade_idle_client_moves_and_the_old_process_exits_at_once(doorman, doorman_config, reap):
+    """Transaction mode: the idle client's session moves to the new process (live migration) and
+    keeps working on the same connection; the old process, left without clients, exits long before
+    shutdown_timeout (20 s)."""
     dm = doorman(doorman_config(shutdown_timeout=20000))
     c = psycopg.connect(dm.dsn(MD5_USER, MD5_PW), autocommit=True)
     c.execute("SELECT 1")
@@ -578,9 +581,10 @@ def test_upgrade_idle_client_of_old_process_keeps_working_until_it_leaves(doorma
     assert dm.wait_for_log(r"new process pid \d+ is serving", 15), dm.log()
     reap.append(new_pid_from_log(dm.log(), dm.pid))
     assert c.execute("SELECT 3").fetchone()[0] == 3
-    assert dm.alive()
-    c.close()
     dm.proc.wait(10)
+    assert c.execute("SELECT 4").fetchone()[0] == 4
+    c.close()
+
 
 
 def test_upgrade_keeps_unix_socket(doorman, doorman_config, tmp_dir, reap):

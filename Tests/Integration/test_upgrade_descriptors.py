@@ -75,7 +75,9 @@ def test_new_process_holds_no_client_or_server_socket_of_the_old_one(doorman, do
 
 
 def test_client_ended_at_shutdown_timeout_sees_eof_at_once(doorman, doorman_config, reap):
-    dm = doorman(doorman_config(shutdown_timeout=2000), args=("-l", "info"))
+    # Session mode: the client holds a server, so it stays with the old process (an idle
+    # transaction-mode client would move to the new one: test_live_migration.py).
+    dm = doorman(doorman_config(pool_mode="session", shutdown_timeout=2000), args=("-l", "info"))
     c = psycopg.connect(dm.dsn(MD5_USER, MD5_PW), autocommit=True)
     assert c.execute("SELECT 1").fetchone()[0] == 1
     new = upgrade(dm, dm.pid, 1)

@@ -45,6 +45,9 @@ final class ChannelOutput {
         return (try? core.withUnsafeTransport { $0 as? NIOBSDSocket.Handle }).flatMap { $0 } ?? -1
     }
 
+    /// The plain socket's descriptor while writes may bypass NIO, else -1.
+    var socketDescriptor: CInt { fd }
+
     /// True while writes may bypass NIO (plain socket, channel open).
     var isDirect: Bool { fd >= 0 }
 

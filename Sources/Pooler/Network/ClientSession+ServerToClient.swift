@@ -223,6 +223,7 @@ extension ClientSession {
         if let s = server {
             server = nil
             runRelease(disposal, of: s, now: now)
+            if runtime.isMigrating { offerHandover() }
         }
         if relay.terminating { close() }
         else if relay.closeAtBoundary { fatal(code: .poolerShutdown, "pooler is shut down now") }

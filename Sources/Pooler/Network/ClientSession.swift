@@ -24,8 +24,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     let runtime: PoolerRuntime
     let loop: EventLoop
     let id: Int32
-    let secretKey: Int32 = Int32.random(in: Int32.min...Int32.max)
-    let connectedAt = NIODeadline.now()
+    let secretKey: Int32
+    let connectedAt: NIODeadline
     var context: ChannelHandlerContext!
     /// Writes to the client (directly to the socket when it is plain, see `ChannelOutput`).
     var output: ChannelOutput!
@@ -122,6 +122,13 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var timeoutWatch: SessionWatch<ClientSession>?
     var watchSlot = -1
     var countedInClientLimits = false
+    /// Binary upgrade: a session being handed to the new process (reads paused; what still arrives
+    /// is kept for the record), the one that came from the old process (restored in handlerAdded),
+    /// and one the new process adopted (its connection closes here without a word).
+    var migrating = false
+    var migratingInput: ByteBuffer?
+    var adoptedFrom: SessionHandover?
+    var handedOver = false
     /// `PoolerRuntime.key(database, user)`, set at login (the timeouts are looked up by it).
     var poolKey = ""
 
@@ -157,10 +164,12 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         return server == nil ? "idle" : "active"
     }
 
-    init(runtime: PoolerRuntime, loop: EventLoop, id: Int32) {
+    init(runtime: PoolerRuntime, loop: EventLoop, id: Int32, secretKey: Int32? = nil, connectedAt: NIODeadline? = nil) {
         self.runtime = runtime
         self.loop = loop
         self.id = id
+        self.secretKey = secretKey ?? Int32.random(in: Int32.min...Int32.max)
+        self.connectedAt = connectedAt ?? .now()
         self.inbound = ByteBufferAllocator().buffer(capacity: 0)
     }
 
@@ -171,6 +180,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         self.output = ChannelOutput(context: context)
         remoteAddress = context.channel.remoteAddress
         if case .some(.unixDomainSocket) = remoteAddress { isUnixSocket = true }
+        if let handover = adoptedFrom {
+            adoptedFrom = nil
+            return restore(from: handover)
+        }
         // A client that never finishes its startup is cut off by its loop's login sweep.
         if let watch = runtime.loginWatch(for: loop) {
             loginWatch = watch
@@ -194,6 +207,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         let buffer = unwrapInboundIn(data)
         switch phase {
         case .ready:
+            if migrating {
+                var b = buffer
+                if migratingInput == nil { migratingInput = b } else { migratingInput?.writeBuffer(&b) }
+                return
+            }
             if relay.serverInCopy { copyDataAt = .now() }
             relayFromClient(buffer)
         case .admin(let admin):

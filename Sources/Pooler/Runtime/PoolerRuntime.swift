@@ -80,6 +80,11 @@ public final class PoolerRuntime {
     private var loggedIn: Set<Int32> = []
 
     private let clientCount = ManagedAtomic<Int>(0)
+    private var _migrationSender: MigrationSender?
+    /// After a binary upgrade, the way to the old process for cancels of its clients (set before
+    /// `start`, never changed).
+    var cancelRelay: CancelRelay?
+    private let migrationActive = ManagedAtomic<Bool>(false)
     private let connectionCounter = ManagedAtomic<Int32>(0)
     public let totalConnections = ManagedAtomic<Int>(0)
     public let cancelRequests = ManagedAtomic<Int>(0)
@@ -334,6 +339,28 @@ public final class PoolerRuntime {
 
     // MARK: - Clients
 
+    /// Binary upgrade: the old process's migration channel while sessions are handed over
+    /// (`SessionMigration`); `migrationActive` is the flag the hot path reads.
+    var migrationSender: MigrationSender? {
+        get { lock.withLock { _migrationSender } }
+        set {
+            lock.withLock { _migrationSender = newValue }
+            migrationActive.store(newValue != nil, ordering: .relaxed)
+        }
+    }
+    var isMigrating: Bool { migrationActive.load(ordering: .relaxed) }
+
+    /// Client ids continue after the old process's (a migrated client keeps its id and cancel key).
+    public func continueConnectionIDs(after last: Int32) {
+        connectionCounter.store(last, ordering: .relaxed)
+    }
+
+    /// The last client id handed out.
+    public var lastConnectionID: Int32 { connectionCounter.load(ordering: .relaxed) }
+
+    /// Undoes `admitClient` for a client that did not become a session.
+    func releaseAdmission() { clientCount.wrappingDecrement(ordering: .relaxed) }
+
     func nextConnectionID() -> Int32 {
         connectionCounter.wrappingIncrementThenLoad(ordering: .relaxed) & Int32.max
     }
@@ -365,7 +392,7 @@ public final class PoolerRuntime {
             s.countedInClientLimits = false
             governor.leave(database: s.database, user: s.user)
         }
-        if logIt && wasLoggedIn && !s.user.isEmpty {
+        if logIt && wasLoggedIn && !s.user.isEmpty && !s.handedOver {
             logger.info("client \(s.peer) disconnected: \(s.user)@\(s.database)")
         }
     }
@@ -390,7 +417,11 @@ public final class PoolerRuntime {
 
     func cancel(processID: Int32, secretKey: Int32) {
         cancelRequests.wrappingIncrement(ordering: .relaxed)
-        guard let session = cancels.session(processID: processID, secret: secretKey) else { return }
+        guard let session = cancels.session(processID: processID, secret: secretKey) else {
+            // Perhaps a client that stayed with the process this one upgraded.
+            cancelRelay?.forward(processID: processID, secretKey: secretKey)
+            return
+        }
         session.cancelCurrentQuery()
     }
 

@@ -89,6 +89,13 @@ public enum ProcessRunner {
         }
 
         let runtime = PoolerRuntime(config: config, configPath: options.configPath, logger: logger, logLevels: levels)
+        if isUpgradeChild, let last = env[MigrationSender.firstClientIDEnv].flatMap(Int32.init) {
+            runtime.continueConnectionIDs(after: last)
+        }
+        if isUpgradeChild, let fd = env[CancelRelay.envKey].flatMap(Int32.init), fd >= 0 {
+            ListenSocket.setCloseOnExec(fd, true)
+            runtime.cancelRelay = CancelRelay(fd: fd)
+        }
         do {
             try runtime.start(inheritedFD: options.inheritFd)
         } catch {
@@ -120,6 +127,11 @@ public enum ProcessRunner {
         // systemd first: after an upgrade the old process sends MAINPID=<us> as soon as it reads our byte.
         SystemdNotify.send("READY=1\nMAINPID=\(getpid())")
         Spawn.signalReady(envKey: readyFDEnv)
+        if isUpgradeChild, let fd = env[MigrationSender.envKey].flatMap(Int32.init), fd >= 0 {
+            // Idle sessions of the old process arrive on this socket with their connections.
+            ListenSocket.setCloseOnExec(fd, true)
+            runtime.receiveMigratedSessions(socket: fd)
+        }
         // Park the main thread; signal handlers end the process.
         while true { sleep(3600) }
     }
@@ -252,6 +264,12 @@ final class SignalHandlers {
         if runtime.currentClients > 0 {
             logger.warning("Graceful shutdown timed out (shutdown_timeout \(timeoutMs) ms) with \(runtime.currentClients) clients; closing forcibly")
         }
+        if upgraded, let m = runtime.migrationSender {
+            let moved = m.migrated.load(ordering: .relaxed), refused = m.refused.load(ordering: .relaxed)
+            let failed = m.failed.load(ordering: .relaxed)
+            let why = refused + failed > 0 ? " (\(refused) refused by the new process, \(failed) not sent: channel broken)" : ""
+            logger.info("binary upgrade: \(moved) client session(s) moved to the new process, \(runtime.currentClients) stayed here until the end\(why)")
+        }
         if upgraded {
             // runtime.stop() would unlink the Unix socket the new process has bound at the same path.
             runtime.stopAccepting()
@@ -304,10 +322,25 @@ final class SignalHandlers {
             aborted("pipe() failed: \(String(cString: strerror(errno)))")
             return false
         }
+        // The channel idle client sessions move to the new process on (live migration): ours is
+        // migration[0], the new process gets migration[1] as fd 5.
+        var migration: [Int32] = [-1, -1]
+        if socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &migration) != 0 {
+            migration = [-1, -1]
+            logger.warning("binary upgrade: socketpair() failed (\(String(cString: strerror(errno)))): clients will finish here instead of moving")
+        }
+        // Cancels for clients that stay here arrive at the new process: it passes them back on
+        // cancelPair (ours [0], its fd 6).
+        var cancelPair: [Int32] = [-1, -1]
+        if socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &cancelPair) != 0 {
+            cancelPair = [-1, -1]
+        }
+        func closeMigration() { for fd in migration + cancelPair where fd >= 0 { close(fd) } }
         // Stop accepting before the new process starts: new connections wait in the socket's backlog
         // until it accepts them (two processes accepting from one socket race for every connection).
         guard let held = runtime.releaseTCPListener() else {
             close(ready.read); close(ready.write)
+            closeMigration()
             aborted("no listening socket to hand over")
             return false
         }
@@ -322,22 +355,35 @@ final class SignalHandlers {
         if let i = args.firstIndex(of: "--inherit-fd"), i + 1 < args.count { args.removeSubrange(i...(i + 1)) }
         args.removeAll { $0.hasPrefix("--inherit-fd=") }
         args += ["--inherit-fd", "3"]
-        var extraEnv = [ProcessRunner.readyFDEnv: "4", ProcessRunner.upgradeEnv: "1"]
+        var extraEnv = [ProcessRunner.readyFDEnv: "4", ProcessRunner.upgradeEnv: "1",
+                        MigrationSender.firstClientIDEnv: String(runtime.lastConnectionID)]
+        var fds: [(Int32, Int32)] = [(held, 3), (ready.write, 4)]
+        if migration[1] >= 0 {
+            extraEnv[MigrationSender.envKey] = "5"
+            fds.append((migration[1], 5))
+        }
+        if cancelPair[1] >= 0 {
+            extraEnv[CancelRelay.envKey] = "6"
+            fds.append((cancelPair[1], 6))
+        }
         if daemon { extraEnv[ProcessRunner.daemonChildEnv] = "1" }
         let child: pid_t
         do {
             // Foreground: the new process shares our stdio (same terminal, file or journal) and
             // process group. Daemon: its own session, stdio on /dev/null, logs to syslog.
             child = try Spawn.spawn(path: exe, args: args, extraEnv: extraEnv, removeEnv: ["INHERIT_FD"],
-                                    fds: [(held, 3), (ready.write, 4)],
+                                    fds: fds,
                                     newSession: daemon, nullStdio: daemon)
         } catch {
             close(ready.read); close(ready.write)
+            closeMigration()
             resumeAccepting()
             aborted("\(error)")
             return false
         }
         close(ready.write)
+        if migration[1] >= 0 { close(migration[1]) }
+        if cancelPair[1] >= 0 { close(cancelPair[1]) }
         logger.info("binary upgrade: started \(exe) as pid \(child); waiting until it serves")
         let result = Spawn.waitForReady(fd: ready.read, timeoutMs: Self.upgradeReadyTimeoutMs)
         close(ready.read)
@@ -345,6 +391,8 @@ final class SignalHandlers {
             kill(child, SIGKILL)
             var status: Int32 = 0
             waitpid(child, &status, 0)
+            if migration[0] >= 0 { close(migration[0]) }
+            if cancelPair[0] >= 0 { close(cancelPair[0]) }
             resumeAccepting()
             switch result {
             case .failed(let why): aborted("the new process (pid \(child)) failed to start: \(why)")
@@ -369,6 +417,11 @@ final class SignalHandlers {
         if let tmp = aside, let path = unixSocketPath, rename(tmp, path) != 0 {
             logger.warning("could not restore \(path) for the new process: \(String(cString: strerror(errno)))")
             unlink(tmp)
+        }
+        if cancelPair[0] >= 0 { runtime.serveForwardedCancels(socket: cancelPair[0]) }
+        if migration[0] >= 0 {
+            logger.info("binary upgrade: handing idle client sessions to pid \(child) (each at its next idle point)")
+            runtime.startMigration(MigrationSender(socket: migration[0]))
         }
         return true
     }

@@ -39,6 +39,10 @@ struct SessionHandover: Equatable {
     var queryCount: Int
     /// The client's own session parameters (canonical name → value).
     var parameters: [String: String]
+    /// The pool's server values at the client's login (what it follows where it set nothing).
+    var baseline: [String: String]
+    /// The client uses the extended protocol (its next server is relayed through the rewriter).
+    var extendedClient: Bool
     /// Named prepared statements (transaction mode's rewriter).
     var statements: [Statement]
     /// The unnamed statement as its whole Parse message, if any.
@@ -67,11 +71,14 @@ struct SessionHandover: Equatable {
         for s in [database, user, applicationName, peer] { w.text(s) }
         w.u64(UInt64(max(0, transactionCount)))
         w.u64(UInt64(max(0, queryCount)))
-        w.u32(UInt32(parameters.count))
-        for (k, v) in parameters.sorted(by: { $0.key < $1.key }) {
-            w.text(k)
-            w.text(v)
+        for map in [parameters, baseline] {
+            w.u32(UInt32(map.count))
+            for (k, v) in map.sorted(by: { $0.key < $1.key }) {
+                w.text(k)
+                w.text(v)
+            }
         }
+        w.u8(extendedClient ? 1 : 0)
         w.u32(UInt32(statements.count))
         for s in statements {
             w.text(s.name)
@@ -101,11 +108,21 @@ struct SessionHandover: Equatable {
         let connectedAt = try r.u64()
         let database = try r.text(), user = try r.text(), applicationName = try r.text(), peer = try r.text()
         let transactions = try r.u64(), queries = try r.u64()
-        let nParams = try r.count(max: UInt64(Limit.parameters), "parameters")
-        var parameters: [String: String] = [:]
-        for _ in 0..<nParams {
-            let k = try r.text()
-            parameters[k] = try r.text()
+        var maps: [[String: String]] = []
+        for _ in 0..<2 {
+            let n = try r.count(max: UInt64(Limit.parameters), "parameters")
+            var map: [String: String] = [:]
+            for _ in 0..<n {
+                let k = try r.text()
+                map[k] = try r.text()
+            }
+            maps.append(map)
+        }
+        let extended: Bool
+        switch try r.u8() {
+        case 0: extended = false
+        case 1: extended = true
+        default: throw DecodeError.overLimit("extended flag")
         }
         let nStatements = try r.count(max: UInt64(Limit.statements), "statements")
         var statements: [Statement] = []
@@ -133,7 +150,8 @@ struct SessionHandover: Equatable {
         return SessionHandover(
             processID: processID, secretKey: secretKey, connectedAtUptimeNanos: connectedAt, database: database,
             user: user, applicationName: applicationName, peer: peer, transactionCount: Int(clamping: transactions),
-            queryCount: Int(clamping: queries), parameters: parameters, statements: statements, unnamedParse: unnamed,
+            queryCount: Int(clamping: queries), parameters: maps[0], baseline: maps[1], extendedClient: extended,
+            statements: statements, unnamedParse: unnamed,
             pendingInput: pending)
     }
 

@@ -6,6 +6,7 @@ import Testing
         processID: 12345, secretKey: -987654, connectedAtUptimeNanos: 123_456_789_012, database: "example_db",
         user: "app", applicationName: "psql", peer: "127.0.0.1:5555", transactionCount: 7, queryCount: 42,
         parameters: ["TimeZone": "Asia/Tokyo", "DateStyle": "ISO, DMY", "application_name": "psql"],
+        baseline: ["TimeZone": "UTC", "DateStyle": "ISO, MDY"], extendedClient: true,
         statements: [.init(name: "s1", query: "SELECT $1::int", parameterTypes: [23]),
                      .init(name: "ünïcode", query: "SELECT 'ё'", parameterTypes: [])],
         unnamedParse: [0x50, 0, 0, 0, 8, 0, 0, 0], pendingInput: Array("Q\0\0\0\u{d}SELECT 1\0".utf8))

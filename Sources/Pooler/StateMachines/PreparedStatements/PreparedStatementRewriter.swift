@@ -140,6 +140,23 @@ public struct PreparedStatementRewriter {
         self.unnamedOnServer = unnamed != nil && unnamedOnServer
     }
 
+    /// The client's statements as they travel in a session handover (`SessionHandover`): each
+    /// named one by its client name, query and parameter types; the unnamed one as its Parse bytes.
+    public var handoverStatements: (named: [(String, [UInt8], [UInt32])], unnamed: [UInt8]?) {
+        (named.sorted { $0.key < $1.key }.map { ($0.key, $0.value.query, $0.value.parameterTypes) },
+         unnamed.map { Array($0.readableBytesView) })
+    }
+
+    /// A handed-over client's statements: known to this rewriter and the pool's cache, on no server
+    /// yet (each is prepared on a server when the client first uses it there).
+    public mutating func adoptHandover(named statements: [(String, [UInt8], [UInt32])], unnamed: ByteBuffer?) {
+        for (name, query, types) in statements {
+            named[name] = cache.statement(query: query, parameterTypes: types, context: keyContext)
+        }
+        self.unnamed = unnamed
+        unnamedOnServer = false
+    }
+
     /// Number of named statements the client has.
     public var namedStatementCount: Int { named.count }
 
