@@ -468,3 +468,28 @@ def test_a_lookup_that_hangs_times_out(doorman, aq_pg):
     with connect(dm, SCRAM_ROLE, SCRAM_ROLE_PW) as c:  # the executor's one worker was replaced
         assert c.execute("SELECT 1").fetchone()[0] == 1
     assert aq_row(dm)["executor_errors"] == 1
+
+
+def test_binary_upgrade_keeps_dynamic_users_on_the_old_process(doorman, aq_pg, reap):
+    """Live migration moves only sessions whose pool the new process has: a dynamic user's idle session
+    is refused by it and finishes on the old process, working; new logins go to the new process."""
+    import signal
+    from test_live_migration import alive, new_pid, wait_until
+    cfg = config(aq_pg, auth_query(), users=[{"username": aq_pg.md5_user, "password": aq_pg.hashes[aq_pg.md5_user],
+                                              "pool_size": 2}], shutdown_timeout=60000)
+    dm = doorman(cfg, args=("-l", "info"))
+    old = dm.pid
+    c = connect(dm, MD5_ROLE, MD5_ROLE_PW)
+    assert c.execute("SELECT 1").fetchone()[0] == 1
+    dm.signal(signal.SIGUSR2)
+    reap.append(new_pid(dm))
+    time.sleep(1.5)
+    assert alive(old)  # it still serves the dynamic user's session
+    assert c.execute("SELECT current_user").fetchone()[0] == MD5_ROLE
+    with connect(dm, SCRAM_ROLE, SCRAM_ROLE_PW) as c2:  # a new login: the new process
+        assert c2.execute("SELECT current_user").fetchone()[0] == SCRAM_ROLE
+    c.close()
+    assert wait_until(lambda: not alive(old), 15), dm.log()
+
+
+from test_live_migration import reap  # noqa: E402,F401  (fixture)
