@@ -227,3 +227,58 @@ def test_asyncpg_pool_across_an_upgrade(doorman, doorman_config, reap):
     reap.append(new_pid(dm))
     assert wait_until(lambda: not alive(old), 10), dm.log()
     assert re.search(r"6 client session\(s\) moved to the new process", dm.log()), dm.log()
+
+
+def test_pgjdbc_connections_across_an_upgrade(doorman, doorman_config, reap, tmp_path):
+    import shutil
+    import subprocess
+    jar = os.environ.get("PGJDBC_JAR", "/usr/share/java/postgresql.jar")
+    if not (shutil.which("javac") and shutil.which("java") and os.path.isfile(jar)):
+        pytest.skip("pgjdbc or a JDK is not installed (scripts/lib/driver-deps.sh installs them)")
+    src = os.path.join(os.path.dirname(__file__), "drivers", "pgjdbc", "UpgradeLoop.java")
+    cp = subprocess.run(["javac", "-nowarn", "-cp", jar, "-d", str(tmp_path), src], capture_output=True, text=True,
+                        timeout=120)
+    assert cp.returncode == 0, cp.stderr
+    dm = doorman(doorman_config(pool_size=4, shutdown_timeout=60000), args=("-l", "info"))
+    old = dm.pid
+    url = f"jdbc:postgresql://{dm.host}:{dm.port}/example_db?sslmode=disable"
+    proc = subprocess.Popen(["java", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-cp", f"{tmp_path}:{jar}",
+                             "UpgradeLoop", url, MD5_USER, MD5_PW, "4", "8"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "connected 4"
+        time.sleep(1.5)
+        dm.signal(signal.SIGUSR2)
+        reap.append(new_pid(dm))
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert re.search(r"queries \d+ failures 0", out), out
+    assert wait_until(lambda: not alive(old), 10), dm.log()
+    assert re.search(r"4 client session\(s\) moved to the new process", dm.log()), dm.log()
+
+
+def test_a_session_the_new_process_refuses_stays_with_the_old_one(doorman, doorman_config, reap):
+    """The new process's config no longer has the client's pool: it refuses the session, which goes
+    on being served by the old process (until it leaves or shutdown_timeout), with nothing lost."""
+    from harness import to_yaml
+    cfg = doorman_config(pool_size=4, shutdown_timeout=30000)
+    dm = doorman(cfg, args=("-l", "info"))
+    old = dm.pid
+    w = Wire.connect(dm.host, dm.port, SCRAM_USER, SCRAM_PW)
+    assert w.scalar("SELECT 1") == "1"
+    cfg["pools"]["example_db"]["users"] = [u for u in cfg["pools"]["example_db"]["users"] if u["username"] == MD5_USER]
+    dm.config_path.write_text(to_yaml(cfg))
+    dm.signal(signal.SIGUSR2)
+    reap.append(new_pid(dm))
+    assert dm.wait_for_log(r"1 idle client session\(s\) move now", 5), dm.log()
+    time.sleep(1.0)
+    assert alive(old)
+    assert w.scalar("SELECT 2") == "2"  # still served, by the old process
+    assert w.scalar("SELECT 3") == "3"  # (and not offered again at each transaction's end)
+    w.close()
+    assert wait_until(lambda: not alive(old), 10)
+    assert re.search(r"0 client session\(s\) moved to the new process, 0 stayed here until the end "
+                     r"\(1 refused by the new process", dm.log()), dm.log()

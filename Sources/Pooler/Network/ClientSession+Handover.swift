@@ -13,10 +13,26 @@ import NIOCore
 /// closes its descriptor only after the new one said it adopted it (closing a descriptor another
 /// process still holds sends the client nothing). A refusal or any failure resumes the session here.
 extension ClientSession {
+    /// Why the session cannot leave the process now (nil: it can). Session mode and TLS never
+    /// can; the others pass.
+    var handoverBlocker: String? {
+        switch phase {
+        case .admin: return "admin console"
+        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal, .loggingIn: return "logging in"
+        case .closed: return "closing"
+        case .ready: break
+        }
+        if usesTLS || output.socketDescriptor < 0 { return "TLS" }
+        if pool?.settings.mode == .session { return "session mode" }
+        if handedOver || migrating { return "moving" }
+        if handoverDeclined { return "refused by the new process" }
+        return canHandOver ? nil : "in a transaction"
+    }
+
     /// Whether the session is at a point where it can leave the process: logged in, plain socket,
     /// transaction mode, no server, nothing queued or half received.
     var canHandOver: Bool {
-        guard case .ready = phase, !migrating, !handedOver, !usesTLS, output.socketDescriptor >= 0,
+        guard case .ready = phase, !migrating, !handedOver, !handoverDeclined, !usesTLS, output.socketDescriptor >= 0,
               server == nil, !waitingForServer, pending == nil, clientScanner.atBoundary,
               (clientAcc?.readableBytes ?? 0) == 0, clientPassThrough == 0, rawUnnamedMissing == 0,
               relay.pendingSets == 0, inbound.readableBytes == 0, !relay.terminating,
@@ -66,6 +82,7 @@ extension ClientSession {
     /// The new process refused the session or the transfer failed: it goes on here.
     func resumeAfterHandover() {
         migrating = false
+        handoverDeclined = true
         guard case .ready = phase, context != nil else { return }
         context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         if let held = migratingInput {

@@ -129,6 +129,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var migratingInput: ByteBuffer?
     var adoptedFrom: SessionHandover?
     var handedOver = false
+    /// The new process refused this session (or the transfer failed): it is not offered again.
+    var handoverDeclined = false
     /// `PoolerRuntime.key(database, user)`, set at login (the timeouts are looked up by it).
     var poolKey = ""
 

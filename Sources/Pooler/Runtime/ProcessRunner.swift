@@ -262,7 +262,8 @@ final class SignalHandlers {
             }
         }
         if runtime.currentClients > 0 {
-            logger.warning("Graceful shutdown timed out (shutdown_timeout \(timeoutMs) ms) with \(runtime.currentClients) clients; closing forcibly")
+            let why = upgraded ? " (" + PoolerRuntime.describe(runtime.migrationCensus(offering: false)) + ")" : ""
+            logger.warning("Graceful shutdown timed out (shutdown_timeout \(timeoutMs) ms) with \(runtime.currentClients) clients\(why); closing forcibly")
         }
         if upgraded, let m = runtime.migrationSender {
             let moved = m.migrated.load(ordering: .relaxed), refused = m.refused.load(ordering: .relaxed)

@@ -71,9 +71,30 @@ extension PoolerRuntime {
     /// go at their next idle point (`offerHandover`).
     func startMigration(_ sender: MigrationSender) {
         migrationSender = sender
-        for session in clients {
-            session.loop.execute { session.offerHandover() }
+        let census = migrationCensus(offering: true)
+        let stays = census.filter { $0.key != "idle" && $0.key != "in a transaction" }
+        logger.info("binary upgrade: \(census["idle"] ?? 0) idle client session(s) move now, \(census["in a transaction"] ?? 0) at the end of their transaction\(stays.isEmpty ? "" : "; staying here: " + Self.describe(stays))")
+    }
+
+    /// Why each client session can or cannot move now, counted (run on the sessions' loops; call
+    /// off the event loops). With `offering`, each idle one starts moving.
+    func migrationCensus(offering: Bool) -> [String: Int] {
+        let futures = clients.map { session in
+            session.loop.submit { () -> String in
+                let blocker = session.handoverBlocker
+                if offering && blocker == nil { session.offerHandover() }
+                return blocker ?? "idle"
+            }
         }
+        var census: [String: Int] = [:]
+        for f in futures {
+            if let reason = try? f.wait() { census[reason, default: 0] += 1 }
+        }
+        return census
+    }
+
+    static func describe(_ census: [String: Int]) -> String {
+        census.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
     }
 
     /// New process: adopts the sessions the old process sends on `socket` until it closes it.
