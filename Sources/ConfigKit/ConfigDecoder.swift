@@ -360,6 +360,7 @@ enum ConfigDecoder {
         x.cacheTtl = a.duration("cache_ttl") ?? x.cacheTtl
         x.cacheFailureTtl = a.duration("cache_failure_ttl") ?? x.cacheFailureTtl
         x.minInterval = a.duration("min_interval") ?? x.minInterval
+        x.dynamicPoolGcDelay = a.duration("dynamic_pool_gc_delay") ?? x.dynamicPoolGcDelay
         a.finish()
         return x
     }

@@ -229,6 +229,7 @@ public enum ConfigFields {
         i("workers", a.workers); s("server_user", a.serverUser); s("server_password", a.serverPassword)
         i("pool_size", a.poolSize); i("min_pool_size", a.minPoolSize); i("cache_ttl", a.cacheTtl)
         i("cache_failure_ttl", a.cacheFailureTtl); i("min_interval", a.minInterval)
+        i("dynamic_pool_gc_delay", a.dynamicPoolGcDelay)
         return f
     }
 

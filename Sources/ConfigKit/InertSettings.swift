@@ -1,7 +1,7 @@
 // Settings this build loads and validates but does not act on yet (README, "Not implemented yet").
 //
-// A configuration written for the reference pg_doorman may rely on one of them — an auth_query
-// that lets users not listed in the file log in, a coordinator capping a database's connections. Silently
+// A configuration written for the reference pg_doorman may rely on one of them — a reserve pool,
+// a Patroni fallback, PAM logins. Silently
 // ignoring it would surface later as failed logins or missing metrics, so `pg_doorman -t` prints
 // these as warnings and the pooler logs them at start and after every RELOAD.
 
@@ -62,10 +62,6 @@ public enum InertSettings {
             guard let pool = config.pools[name] else { continue }
             let path = "pools.\(name)"
             if pool.scalingFastRetries != nil { note("\(path).scaling_fast_retries", fastRetries) }
-            if pool.authQuery != nil {
-                note("\(path).auth_query", "auth_query is not implemented in this build: only the users listed "
-                     + "under \(path).users can log in")
-            }
             if pool.logClientParameterStatusChanges {
                 note("\(path).log_client_parameter_status_changes", "is not implemented in this build: "
                      + "parameter changes are not logged")

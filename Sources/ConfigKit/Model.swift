@@ -247,6 +247,8 @@ public struct AuthQuery: Sendable, Equatable {
     public var cacheTtl: UInt64 = 3_600_000
     public var cacheFailureTtl: UInt64 = 30_000
     public var minInterval: UInt64 = 1_000
+    /// How long a dynamic pool stays after its last client and server connection are gone (ms).
+    public var dynamicPoolGcDelay: UInt64 = 60_000
 
     public init() {}
 }

@@ -97,9 +97,13 @@ public struct GenerateOptions: Sendable, Equatable {
     public var serverHost: String = "127.0.0.1"
     public var serverPort: Int = 5432
     public var ssl: Bool = false
+    /// `--auth-query-user`: each pool gets an auth_query block run as this role (the README's
+    /// `doorman.get_auth` function) instead of a list of every role with its hash.
+    public var authQueryUser: String? = nil
 
     public init(poolSize: Int = 40, sessionMode: Bool = false, serverHost: String = "127.0.0.1",
-                serverPort: Int = 5432, ssl: Bool = false) {
+                serverPort: Int = 5432, ssl: Bool = false, authQueryUser: String? = nil) {
+        self.authQueryUser = authQueryUser
         self.poolSize = poolSize
         self.sessionMode = sessionMode
         self.serverHost = serverHost
@@ -116,6 +120,9 @@ public enum ConfigGenerator {
         host all all ::1/128 md5
 
         """
+
+    /// The query `--auth-query-user` configures: the SECURITY DEFINER function of the README.
+    public static let authQuerySQL = "SELECT usename, passwd FROM doorman.get_auth($1)"
 
     /// One pool per database, each with every role (hashes copied as they are, for passthrough auth).
     public static func build(_ inventory: ServerInventory, options: GenerateOptions) -> Config {
@@ -134,7 +141,16 @@ public enum ConfigGenerator {
             p.serverHost = options.serverHost
             p.serverPort = UInt16(clamping: options.serverPort)
             p.poolMode = options.sessionMode ? .session : .transaction
-            p.users = users
+            if let role = options.authQueryUser {
+                var aq = AuthQuery()
+                aq.query = authQuerySQL
+                aq.user = role
+                aq.password = "change-me"
+                aq.poolSize = options.poolSize
+                p.authQuery = aq
+            } else {
+                p.users = users
+            }
             c.pools[db] = p
         }
         return c

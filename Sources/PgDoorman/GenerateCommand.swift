@@ -44,6 +44,12 @@ struct GenerateCommand: ParsableCommand {
     @Option(name: .long, help: "Override server_host in config (uses the host parameter if not specified)")
     var serverHost: String?
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Instead of listing every role with its password hash, give each pool an auth_query block run as this role",
+        discussion: "The query calls doorman.get_auth($1), the SECURITY DEFINER function shown in the README; set auth_query.password.",
+        valueName: "role"))
+    var authQueryUser: String?
+
     @Flag(name: .long, help: "Disable inline comments in generated config (by default, comments are included)")
     var noComments = false
 
@@ -61,6 +67,7 @@ struct GenerateCommand: ParsableCommand {
             throw ValidationError("invalid format '\(format)': use yaml or toml")
         }
         if poolSize < 1 { throw ValidationError("--pool-size must be at least 1") }
+        if let authQueryUser, authQueryUser.isEmpty { throw ValidationError("--auth-query-user needs a role name") }
         if let port, !(1...65535).contains(port) { throw ValidationError("--port must be between 1 and 65535") }
     }
 
@@ -91,7 +98,7 @@ struct GenerateCommand: ParsableCommand {
                 poolSize: poolSize, sessionMode: sessionPoolMode,
                 serverHost: serverHost ?? host ?? Self.firstHost(ProcessInfo.processInfo.environment["PGHOST"])
                     ?? "127.0.0.1",
-                serverPort: port ?? inventory.connectedPort ?? 5432, ssl: ssl)
+                serverPort: port ?? inventory.connectedPort ?? 5432, ssl: ssl, authQueryUser: authQueryUser)
             let config = ConfigGenerator.build(inventory, options: options)
             text = noComments
                 ? AnnotatedEmitter.plain(config, format: fmt)

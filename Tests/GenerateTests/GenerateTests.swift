@@ -28,6 +28,22 @@ import ConfigKit
     }
 
     @Test(arguments: [AnnotatedFormat.yaml, .toml])
+    func authQueryUserGivesEachPoolAnAuthQueryBlockInsteadOfUsers(_ f: AnnotatedFormat) {
+        let c = ConfigGenerator.build(Self.inventory, options: GenerateOptions(poolSize: 9, authQueryUser: "doorman_auth"))
+        #expect(c.sortedPoolNames == ["app", "postgres"])
+        for (_, p) in c.pools {
+            #expect(p.users.isEmpty)
+            #expect(p.authQuery?.user == "doorman_auth")
+            #expect(p.authQuery?.query == ConfigGenerator.authQuerySQL)
+            #expect(p.authQuery?.poolSize == 9)
+        }
+        let text = AnnotatedEmitter.render(c, format: f, language: .english, notes: [.placeholderAdmin, .generatedHba])
+        let r = ConfigLoader.load(text: text, format: f == .yaml ? .yaml : .toml)
+        #expect(r.errors.isEmpty, "\(r.errors)")
+        #expect(r.config == c)
+    }
+
+    @Test(arguments: [AnnotatedFormat.yaml, .toml])
     func generatedConfigValidates(_ f: AnnotatedFormat) {
         let c = ConfigGenerator.build(Self.inventory, options: GenerateOptions())
         for language in CatalogueLanguage.allCases {

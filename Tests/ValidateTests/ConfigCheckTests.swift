@@ -39,6 +39,7 @@ import ConfigKit
           db:
             max_db_connections: 10
             reserve_pool_size: 2
+            log_client_parameter_status_changes: true
             auth_query:
               query: "SELECT passwd FROM pg_shadow WHERE usename = $1"
               user: "doorman"
@@ -49,7 +50,8 @@ import ConfigKit
         #expect(out.exitCode == 0)
         #expect(out.stdout.count == 2)
         #expect(out.stderr.count == 1)
-        #expect(out.stderr.contains { $0.hasPrefix("warning: pools.db.auth_query: auth_query is not implemented") })
+        #expect(out.stderr.first?.hasPrefix("warning: pools.db.log_client_parameter_status_changes") == true)
+        #expect(!out.stderr.contains { $0.contains("auth_query") })  // implemented: no warning
         #expect(!out.stderr.contains { $0.contains("reserve_pool_size") })  // implemented
     }
 

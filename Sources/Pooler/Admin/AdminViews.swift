@@ -260,20 +260,30 @@ struct AdminViews {
         return rs
     }
 
+    /// One row per database with auth_query, live from its service.
     func authQuery() -> ResultSet {
-        // auth_query is not implemented: columns, no rows.
-        ResultSet(columns: [
+        var rs = ResultSet(columns: [
             ("database", .text), ("cache_entries", .numeric), ("cache_hits", .numeric), ("cache_misses", .numeric),
             ("cache_refetches", .numeric), ("cache_rate_limited", .numeric), ("auth_success", .numeric),
             ("auth_failure", .numeric), ("executor_queries", .numeric), ("executor_errors", .numeric),
             ("dynamic_pools_current", .numeric), ("dynamic_pools_created", .numeric),
             ("dynamic_pools_destroyed", .numeric),
         ])
+        for service in runtime.authQueries {
+            let x = service.snapshot()
+            rs.rows.append([
+                service.database, s(x.cacheEntries), s(x.cache.hits), s(x.cache.misses), s(x.cache.refetches),
+                s(x.cache.rateLimited), s(x.counters.authSuccess), s(x.counters.authFailure),
+                s(x.counters.executorQueries), s(x.counters.executorErrors), s(x.dynamicPools),
+                s(x.counters.poolsCreated), s(x.counters.poolsDestroyed),
+            ])
+        }
+        return rs
     }
 
     /// The operator's startup_parameters each pool's server connections log in with, and where each
-    /// comes from (`general` or `pool`; a pool's value wins). They are in every server's
-    /// StartupMessage, so they are always `applied`; clients cannot change them.
+    /// comes from (`general`, `pool`, or `auth_query` for a dynamic user's row; later wins). They are
+    /// in every server's StartupMessage, so they are always `applied`; clients cannot change them.
     func startupParameters() -> ResultSet {
         var rs = ResultSet(columns: [
             ("user", .text), ("database", .text), ("parameter", .text), ("value", .text), ("source", .text),
@@ -282,9 +292,14 @@ struct AdminViews {
         let config = runtime.config
         for p in runtime.pools.sorted(by: { ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user) }) {
             let own = config.pools[p.settings.database]?.startupParameters ?? [:]
+            // A value the config does not give came from the user's auth_query row.
+            var configured: [String: String] = [:]
+            for kv in config.pools[p.settings.database]?.effectiveStartupParameters(config.general) ?? [] {
+                configured[kv.key] = kv.value
+            }
             for (name, value) in p.settings.startupParameters.sorted(by: { $0.0 < $1.0 }) {
-                rs.rows.append([p.settings.user, p.settings.database, name, value,
-                                own[name] != nil ? "pool" : "general", "applied"])
+                let source = configured[name] != value ? "auth_query" : own[name] != nil ? "pool" : "general"
+                rs.rows.append([p.settings.user, p.settings.database, name, value, source, "applied"])
             }
         }
         return rs

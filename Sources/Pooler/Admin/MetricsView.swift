@@ -15,6 +15,7 @@ struct MetricsView {
         process(&out)
         connections(&out)
         pools(&out)
+        authQuery(&out)
         return out.text
     }
 

@@ -48,6 +48,8 @@ extension ClientSession {
                 let response = Array(msg.1.readableBytesView.prefix { $0 != 0 })
                 if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
                     authenticated(clientKey: nil)
+                } else if authQueryLogin?.secret != nil {
+                    authQueryMD5Mismatch(salt: salt, response: response)
                 } else {
                     authFailed()
                 }
@@ -142,6 +144,7 @@ extension ClientSession {
     /// `auth_failure_delay` the answer waits, per client address (`AuthFailureDelay`): the wait is
     /// a scheduled task, never a sleep, and the client's reads stop meanwhile.
     func authFailed() {
+        authQueryFailed()
         let message = MockAuthentication.failureMessage(user: user)
         let delay = runtime.authFailures.failed(address: clientAddress)
         guard delay > .zero, context != nil else { return refuseLogin(code: .invalidPassword, message) }
@@ -221,6 +224,7 @@ extension ClientSession {
             if !runtime.hasDatabase(database) {
                 return refuseLogin(code: .invalidCatalogName, "database \"\(database)\" does not exist")
             }
+            if let service = runtime.authQuery(for: database) { return authQueryStartup(service, method: method) }
             // Not configured for this database: the same exchange as a wrong password.
             return mockAuthentication(method: method, md5: runtime.mockAuthenticationUsesMD5)
         }
@@ -293,6 +297,7 @@ extension ClientSession {
             if inbound.readableBytes > 0 { admin.receive(&inbound) }
             return
         }
+        if pool == nil && authQueryLogin != nil && !authQueryJoinPool() { return }
         guard let pool else { return close() }
         if let refusal = runtime.governor.admit(database: database, user: user) {
             return refuseLogin(code: .tooManyConnections, refusal.message(database: database, user: user))

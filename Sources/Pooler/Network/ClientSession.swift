@@ -52,6 +52,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// nothing before its answer.
     var tlsTurnPending = false
 
+    /// Set for a user looked up by auth_query (`ClientSession+AuthQuery`).
+    var authQueryLogin: AuthQueryLogin?
+
     // Relay state.
     var pool: ServerPool?
     var server: ServerConnection?
@@ -257,6 +260,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         output.disableDirect()
         runtime.cancels.unregister(processID: id)
         runtime.sessionEnded(self, admin: wasAdmin)
+        authQueryLogin?.end()
         if let server {
             self.server = nil
             guard let disposal = releaseVerdict(at: .clientClosed).disposal else { return }

@@ -76,6 +76,8 @@ public final class PoolerRuntime {
     let createSlots: SharedPermits
     /// `max_user_connections`, one budget per user name (kept across RELOAD: it counts open connections).
     private var _userBudgets: [String: SharedPermits] = [:]
+    /// auth_query per database (`AuthQueryService`: executor, cache, dynamic pools).
+    private var _authQueries: [String: AuthQueryService] = [:]
     /// Sessions from login to channelInactive (strong: a weak reference would give every session a side
     /// table, which slows each retain and release of it on the hot path).
     private var sessions: [Int32: ClientSession] = [:]
@@ -136,6 +138,9 @@ public final class PoolerRuntime {
         self._coordinatedPools = Self.coordinatedPools(_pools)
         for c in _coordinators.values { wireSiblings(c) }
         for b in _userBudgets.values { wireUserBudget(b) }
+        self._authQueries = AuthQueryService.services(config: config, previous: [:], connector: connector,
+                                                      waiterAlarm: waiterAlarm, logger: logger).services
+        for service in _authQueries.values { wirePause(service) }
         waiterAlarm.onStart = { [weak self] in self?.scheduleWaiterCheck() }
         loginTimeoutMs.store(config.general.clientLoginTimeout, ordering: .relaxed)
         streamThresholdBytes.store(Self.streamThreshold(config.general), ordering: .relaxed)
@@ -224,6 +229,11 @@ public final class PoolerRuntime {
         }
     }
 
+    private func wirePause(_ service: AuthQueryService) {
+        let database = service.database
+        service.staticPoolsPaused = { [weak self] in self?.staticPoolsPaused(database) ?? false }
+    }
+
     /// The coordinator finds the database's current pools through the runtime's pool map.
     private func wireSiblings(_ c: DatabaseCoordinator) {
         let database = c.database
@@ -246,14 +256,27 @@ public final class PoolerRuntime {
         lock.withLock { _pools[Self.key(database, user)] }
     }
 
+    /// Whether a listed user's pool of `database` is PAUSEd (what a new dynamic pool follows).
+    func staticPoolsPaused(_ database: String) -> Bool {
+        lock.withLock { _pools.values.contains { $0.settings.database == database && $0.paused } }
+    }
+
+    /// The auth_query service of `database`, if it has auth_query.
+    func authQuery(for database: String) -> AuthQueryService? { lock.withLock { _authQueries[database] } }
+
+    var authQueries: [AuthQueryService] {
+        lock.withLock { Array(_authQueries.values) }.sorted { $0.database < $1.database }
+    }
+
+    /// Static pools and the dynamic (auth_query) ones.
     public var pools: [ServerPool] {
-        lock.withLock { Array(_pools.values) }.sorted {
+        lock.withLock { Array(_pools.values) + _authQueries.values.flatMap(\.pools) }.sorted {
             ($0.settings.database, $0.settings.user) < ($1.settings.database, $1.settings.user)
         }
     }
 
     /// The pools without sorting, for the periodic timers (the 50 ms waiter sweep must not sort).
-    var unsortedPools: [ServerPool] { lock.withLock { Array(_pools.values) } }
+    var unsortedPools: [ServerPool] { lock.withLock { Array(_pools.values) + _authQueries.values.flatMap(\.pools) } }
 
     func hasDatabase(_ database: String) -> Bool { lock.withLock { _config.pools[database] != nil } }
 
@@ -299,9 +322,14 @@ public final class PoolerRuntime {
         }
         // Server-facing certificates are re-read on every RELOAD (new connections use them).
         if let problem = reloadServerTLS(newConfig) { return (false, result.diagnostics + [problem]) }
+        var retiredAuthQueries: [AuthQueryService] = []
         let (before, replaced): (Config, [(ServerPool, ServerPool?)]) = lock.withLock {
             let before = _config
             if newConfig == _config { return (before, []) }
+            let keptAuthQueries = _authQueries
+            (_authQueries, retiredAuthQueries) = AuthQueryService.services(
+                config: newConfig, previous: _authQueries, connector: connector, waiterAlarm: waiterAlarm, logger: logger)
+            for (name, service) in _authQueries where keptAuthQueries[name] !== service { wirePause(service) }
             let old = _pools
             let fresh = Self.coordinators(config: newConfig, previous: _coordinators)
             for (name, c) in fresh where _coordinators[name] !== c { wireSiblings(c) }
@@ -323,6 +351,7 @@ public final class PoolerRuntime {
                 .map { ($0.value, _pools[$0.key]) })
         }
         memory.setLimit(Int(clamping: newConfig.general.maxMemoryUsage))
+        for s in retiredAuthQueries { s.shutdown() }
         for c in coordinators { c.wake() }  // a raised max_db_connections serves waiting pools
         // Raised max_concurrent_creates / max_user_connections / pool_size-side limits serve waiters too.
         createSlots.setLimit(newConfig.general.maxConcurrentCreates)
@@ -572,7 +601,9 @@ public final class PoolerRuntime {
         maintenanceTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) {
             [weak self] _ in
             guard let self else { return }
-            FailedLoginLog.shared.flush(self.logger, now: .now())
+            let now = NIODeadline.now()
+            for s in self.authQueries { s.maintain(now: now, loops: loops) }
+            FailedLoginLog.shared.flush(self.logger, now: now)
         }
         scheduleRetainCycle(in: .milliseconds(100), loops: loops)
         for loop in loops {
@@ -607,7 +638,7 @@ public final class PoolerRuntime {
             let (interval, maxCloses) = self.lock.withLock {
                 (self._config.general.retainConnectionsTime, self._config.general.retainConnectionsMax)
             }
-            RetainCycle.run(pools: self.unsortedPools, coordinators: self.coordinators, maxCloses: maxCloses,
+            RetainCycle.run(pools: self.unsortedPools + self.authQueries.map(\.executor.pool), coordinators: self.coordinators, maxCloses: maxCloses,
                             now: .now(), loops: loops)
             self.scheduleRetainCycle(in: .milliseconds(Int64(clamping: max(100, interval))), loops: loops)
         }
@@ -695,6 +726,7 @@ public final class PoolerRuntime {
         for l in listeners { try? l.close().wait() }
         listeners.removeAll()
         for p in pools { p.shutdown() }
+        for s in authQueries { s.shutdown() }
         if let dir = config.general.unixSocketDir { unlink("\(dir)/.s.PGSQL.\(config.general.port)") }
     }
 
