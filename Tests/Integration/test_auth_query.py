@@ -219,7 +219,7 @@ def test_static_user_wins_over_auth_query(doorman, aq_pg):
 
 
 def test_gc_removes_unused_dynamic_pools_but_not_paused_ones(doorman, aq_pg):
-    dm = doorman(config(aq_pg, auth_query(dynamic_pool_gc_delay="1s"), idle_timeout="1s"))
+    dm = doorman(config(aq_pg, auth_query(dynamic_pool_gc_delay="1s"), idle_timeout="1s", retain_connections_time="1s"))
     with connect(dm, MD5_ROLE, MD5_ROLE_PW) as c:
         c.execute("SELECT 1")
     with connect(dm, SCRAM_ROLE, SCRAM_ROLE_PW) as c:
@@ -442,7 +442,7 @@ def test_a_dynamic_pool_created_during_pause_starts_paused(doorman, aq_pg):
 def test_reconnecting_clients_leave_no_lease_behind(doorman, aq_pg):
     """pgbench -C (a new login per transaction) as two dynamic users: no failure, and once they are
     gone the pools are collected (every login's place in its pool was given back)."""
-    dm = doorman(config(aq_pg, auth_query(pool_size=2, dynamic_pool_gc_delay="1s"), idle_timeout="1s"))
+    dm = doorman(config(aq_pg, auth_query(pool_size=2, dynamic_pool_gc_delay="1s"), idle_timeout="1s", retain_connections_time="1s"))
     for role, pw in ((MD5_ROLE, MD5_ROLE_PW), (SCRAM_ROLE, SCRAM_ROLE_PW)):
         r = pgbench(["-n", "-S", "-C", "-c", "6", "-j", "2", "-T", "3"], env=dm.env(role, pw))
         assert r.ok, r.stdout + r.stderr

@@ -319,7 +319,7 @@ def test_warm_pool_ratio_reuses_returned_connections_before_opening(doorman, doo
         assert n >= 9, n
         assert row["antic_notify"] == "0" and row["antic_timeout"] == "0", row
     else:
-        assert n <= 7, n
+        assert n <= 8, n  # (10 with ratio 100; 6-7 usually, 8 seen on a loaded machine)
         assert int(row["antic_notify"]) > 0, row
     for c in conns:
         c.close()
