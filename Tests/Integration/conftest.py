@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any, Mapping
 
 import pytest
 
-from harness import (Doorman, PgInstance, doorman_bin, free_port, make_tmp_dir, render_config,  # noqa: F401
+from harness import (Doorman, PgInstance, alive, wait_until, doorman_bin, free_port, make_tmp_dir, render_config,  # noqa: F401
                      rmtree_quiet, psql, pgbench)
 
 
@@ -183,3 +184,18 @@ def doorman_binary() -> Path:
     if not p.exists():
         pytest.fail(f"pg_doorman binary not found at {p}; run `swift build` or set PG_DOORMAN_BIN")
     return p
+
+
+@pytest.fixture
+def reap():
+    """Pids started indirectly by a test (upgraded processes, daemons): SIGTERM at teardown."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if alive(pid):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            if not wait_until(lambda: not alive(pid), 5):
+                os.kill(pid, signal.SIGKILL)

@@ -492,4 +492,3 @@ def test_binary_upgrade_keeps_dynamic_users_on_the_old_process(doorman, aq_pg, r
     assert wait_until(lambda: not alive(old), 15), dm.log()
 
 
-from test_live_migration import reap  # noqa: E402,F401  (fixture)

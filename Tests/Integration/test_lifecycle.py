@@ -46,21 +46,6 @@ def new_pid_from_log(log: str, old_pid: int) -> int | None:
     return pids[-1] if pids else None
 
 
-@pytest.fixture
-def reap():
-    """Pids started indirectly by a test (upgraded processes, daemons): SIGTERM at teardown."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            if not wait_until(lambda: not alive(pid), 5):
-                os.kill(pid, signal.SIGKILL)
-
-
 def write_config(directory: Path, cfg: dict, name: str = "pg_doorman.yaml") -> Path:
     p = directory / name
     p.write_text(to_yaml(cfg))

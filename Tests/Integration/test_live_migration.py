@@ -24,17 +24,6 @@ def new_pid(dm) -> int:
     return int(re.findall(r"new process pid (\d+) is serving", dm.log())[-1])
 
 
-@pytest.fixture
-def reap():
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            if not wait_until(lambda: not alive(pid), 5):
-                os.kill(pid, signal.SIGKILL)
-
-
 def test_idle_session_moves_with_its_parameters_and_statements(doorman, doorman_config, reap):
     dm = doorman(doorman_config(pool_size=4, shutdown_timeout=60000), args=("-l", "info"))
     old = dm.pid

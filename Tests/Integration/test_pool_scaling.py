@@ -13,7 +13,7 @@ import time
 import psycopg
 import pytest
 
-from harness import psql, to_yaml
+from harness import admin_rows, psql, to_yaml, wait_until
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -24,30 +24,12 @@ def connect(dm, user=MD5_USER, pw=MD5_PW, db="example_db"):
                            autocommit=True, connect_timeout=10, prepare_threshold=None)
 
 
-def admin_rows(dm, sql: str) -> list[dict[str, str]]:
-    rc, out, err = psql(["-h", dm.host, "-p", str(dm.port), "-U", "admin", "-d", "pgdoorman", "-A", "-F", "\t",
-                         "-P", "footer=off", "-c", sql], env={"PGPASSWORD": "admin"})
-    assert rc == 0, err
-    lines = out.splitlines()
-    header = lines[0].split("\t")
-    return [dict(zip(header, line.split("\t"))) for line in lines[1:]]
-
-
 def backends(pg, user=None, app=None) -> int:
     where = "datname = 'example_db' AND backend_type = 'client backend'"
     where += f" AND usename = '{user}'" if user else f" AND usename IN ('{MD5_USER}', '{SCRAM_USER}')"
     if app:
         where += f" AND application_name = '{app}'"
     return int(pg.su_psql(f"SELECT count(*) FROM pg_stat_activity WHERE {where}").strip())
-
-
-def wait_until(pred, timeout=10.0, step=0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def run_concurrently(fns) -> list:

@@ -13,7 +13,7 @@ import time
 
 import psycopg
 
-from test_lifecycle import MD5_PW, MD5_USER, admin_rows, alive, query, reap, wait_until  # noqa: F401 (reap: fixture)
+from test_lifecycle import MD5_PW, MD5_USER, admin_rows, alive, query, wait_until  # noqa: F401
 
 
 def socket_inodes(pid: int) -> set[str]:
