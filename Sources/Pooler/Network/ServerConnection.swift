@@ -12,25 +12,15 @@ protocol ServerOwner: AnyObject {
     func serverWritabilityChanged(_ writable: Bool)
 }
 
-/// One connection to PostgreSQL, and the NIO handler for it.
+/// One connection to PostgreSQL, and the NIO handler for it: it feeds what happens on the socket
+/// to its `ServerConnectionStateMachine` and runs the actions it gets back.
 ///
 /// While checked out it is a plain pipe: every read goes unparsed to its owner, which does the
-/// accounting on its own event loop. Before that (login) and after (cleanup) it parses messages itself.
+/// accounting on its own event loop. Before that (login) and after (cleanup) the machine reads the
+/// messages.
 public final class ServerConnection: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
-
-    enum State {
-        case connecting
-        case login(BackendLoginStateMachine)
-        case idle
-        case active
-        case cleaning(expected: Int)
-        /// Running a parameter query for a client's login (`apply`; its first error in `applyError`,
-        /// kept out of the enum so that the states the relay switches over stay cheap to copy).
-        case applying
-        case closed
-    }
 
     public let id: Int
     let loop: EventLoop
@@ -41,7 +31,7 @@ public final class ServerConnection: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     /// Writes to PostgreSQL (directly to the socket when it is plain, see `ChannelOutput`).
     private var output: ChannelOutput?
-    private var state: State = .connecting
+    private var machine: ServerConnectionStateMachine
     private var accumulator: ByteBuffer
     private var loginPromise: EventLoopPromise<ServerConnection>?
     /// The client using this server: set by `attach`, cleared by `detach*` and when the server closes
@@ -70,18 +60,22 @@ public final class ServerConnection: ChannelInboundHandler {
     /// to match; 0 once they changed since.
     var matchedParameterSet = 0
     public let createdAt: NIODeadline
-    let expiresAt: NIODeadline?
-    let epoch: Int
+    var expiresAt: NIODeadline? { machine.expiresAt }
+    var epoch: Int { machine.epoch }
     var lastUsed: NIODeadline
     /// Guarded by the pool lock.
     var countedInPool = false
     /// Set when the server must not be reused (protocol desync, fatal error).
-    var broken = false
+    var broken: Bool {
+        get { machine.broken }
+        set { machine.broken = newValue }
+    }
     /// Set (on the owning client's loop) when a client's cancel request was forwarded for this
-    /// backend. PostgreSQL acts on a cancel whenever it arrives — possibly after the query it was
-    /// meant for has finished and the backend serves another client — so such a backend is closed
-    /// at release instead of going back to the pool.
-    var cancelForwarded = false
+    /// backend (see `ServerConnectionStateMachine.cancelForwarded`).
+    var cancelForwarded: Bool {
+        get { machine.cancelForwarded }
+        set { machine.cancelForwarded = newValue }
+    }
     public private(set) var serverAddress: String = ""
     /// DOORMAN_n statements prepared on this backend (transaction-mode statement remapping).
     public let statements: ServerStatements
@@ -91,37 +85,28 @@ public final class ServerConnection: ChannelInboundHandler {
     private var tlsNegotiation: ServerTLSAttempt?
     private var cleanupDone: ((Bool) -> Void)?
     private var applyDone: ((ServerError?) -> Void)?
-    private var applyError: ServerError?
 
     // Per-connection counters for SHOW SERVERS (touched on the owner's loop while checked out).
     public var transactionCount = 0
     public var queryCount = 0
     public var bytesSent = 0
     public var bytesReceived = 0
-    public var stateName: String {
-        switch state {
-        case .connecting, .login: return "login"
-        case .idle: return "idle"
-        case .active: return "active"
-        case .cleaning, .applying: return "used"
-        case .closed: return "closed"
-        }
-    }
+    public var stateName: String { machine.stateName }
 
     init(id: Int, loop: EventLoop, pool: ServerPool, epoch: Int, lifetimeMs: UInt64) {
         self.id = id
         self.loop = loop
         self.pool = pool
-        self.epoch = epoch
-        self.createdAt = .now()
-        self.lastUsed = .now()
+        let createdAt = NIODeadline.now()
+        self.createdAt = createdAt
+        self.lastUsed = createdAt
+        var expiresAt: NIODeadline?
         if lifetimeMs > 0 {
             // ±20% jitter so connections created together do not expire together.
             let jitter = Double.random(in: 0.8...1.2)
             expiresAt = createdAt + .milliseconds(Int64(Double(lifetimeMs) * jitter))
-        } else {
-            expiresAt = nil
         }
+        machine = ServerConnectionStateMachine(epoch: epoch, expiresAt: expiresAt)
         accumulator = ByteBufferAllocator().buffer(capacity: 0)
         statements = ServerStatements(capacity: pool.settings.serverPreparedStatementsCacheSize)
     }
@@ -132,10 +117,7 @@ public final class ServerConnection: ChannelInboundHandler {
 
     /// Why this server may or may not serve another client (`ServerReuse.verdict`).
     func reuse(epoch poolEpoch: Int, now: NIODeadline) -> ServerReuse {
-        let closed: Bool
-        if case .closed = state { closed = true } else { closed = false }
-        return ServerReuse.verdict(broken: broken, cancelled: cancelForwarded, closed: closed, epoch: epoch,
-                                   poolEpoch: poolEpoch, expiresAt: expiresAt, now: now)
+        machine.reuse(poolEpoch: poolEpoch, now: now)
     }
 
     // MARK: - Login
@@ -146,26 +128,28 @@ public final class ServerConnection: ChannelInboundHandler {
         self.serverAddress = "\(settings.serverHost):\(settings.serverPort)"
         let promise = loop.makePromise(of: ServerConnection.self)
         loginPromise = promise
-        state = .login(BackendLoginStateMachine(user: settings.serverUser, credential: settings.backendCredential,
-                                                clientKey: clientKey))
+        let login = BackendLoginStateMachine(user: settings.serverUser, credential: settings.backendCredential,
+                                             clientKey: clientKey)
         let startup = BackendLoginStateMachine.startupMessage(settings: settings)
-        if let tls {
-            // SSLRequest first; the StartupMessage follows once the server said `S` (or `N` when allowed).
+        switch machine.connected(login: login, tlsRequired: tls?.required) {
+        case .sendSSLRequest:
+            // The StartupMessage follows once the server said `S` (or `N` when allowed).
             var attempt = tls
-            attempt.startup = startup
+            attempt?.startup = startup
             tlsNegotiation = attempt
             var out = channel.allocator.buffer(capacity: 8)
             out.writeInteger(Int32(8))
             out.writeInteger(Int32(80_877_103))
             output?.writeAndFlush(out)
-        } else {
+        case .sendStartup:
             output?.writeAndFlush(startup)
         }
         return promise.futureResult
     }
 
+    /// Ends a login that failed: the caller gets `error`.
     private func failLogin(_ error: Error) {
-        state = .closed
+        machine.loginAborted()
         let p = loginPromise
         loginPromise = nil
         channel?.close(promise: nil)
@@ -179,23 +163,26 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        if tlsNegotiation != nil { return negotiateTLS(context: context, buffer) }
-        switch state {
-        case .active:
+        if machine.isActive {
             bytesReceived &+= buffer.readableBytes
-            guard let owner else { break }
+            guard let owner else { return }
             if owner.loop === loop { owner.serverRead(buffer) } else { owner.loop.execute { owner.serverRead(buffer) } }
+            return
+        }
+        switch machine.state {
+        case .negotiatingTLS:
+            negotiateTLS(context: context, buffer)
         case .login, .idle, .cleaning, .applying:
             var b = buffer
             accumulator.writeBuffer(&b)
             processAccumulated()
-        case .connecting, .closed:
+        case .active, .connecting, .closed:
             break
         }
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        if case .active = state, let owner {
+        if machine.isActive, let owner {
             if owner.loop === loop { owner.serverReadComplete() } else { owner.loop.execute { owner.serverReadComplete() } }
         }
     }
@@ -203,81 +190,47 @@ public final class ServerConnection: ChannelInboundHandler {
     private func processAccumulated() {
         do {
             while let (type, body) = try MessageFramer.next(&accumulator) {
-                switch state {
-                case .login(var sm):
-                    let action = sm.receive(type: type, body: body)
-                    state = .login(sm)
-                    switch action {
-                    case .send(let out):
-                        output?.writeAndFlush(out)
-                    case .wait:
-                        break
-                    case .ready:
-                        processID = sm.processID
-                        secretKey = sm.secretKey
-                        parameters = sm.parameters
-                        var values: [String: String] = [:]
-                        for (name, value) in sm.parameters { values[name] = value }
-                        loginParameterValues = values
-                        parameterValues = values
-                        state = .idle
-                        let p = loginPromise
-                        loginPromise = nil
-                        p?.succeed(self)
-                    case .fail(let e):
-                        failLogin(e)
-                        return
-                    }
-                case .idle:
-                    // Unsolicited messages on an idle server: a FATAL error means it is going away.
-                    if type == UInt8(ascii: "E") {
-                        broken = true
-                        pool?.discard(self)
-                        return
-                    }
-                case .cleaning(let expected):
-                    if type == BackendMessageID.parameterStatus.rawValue { noteParameterStatus(body) }
-                    if type == UInt8(ascii: "E") { broken = true }
-                    if type == UInt8(ascii: "Z") {
-                        var b = body
-                        let status: UInt8 = b.readInteger() ?? 0
-                        if expected <= 1 {
-                            if status != UInt8(ascii: "I") { broken = true }
-                            state = .idle
-                            let done = cleanupDone
-                            cleanupDone = nil
-                            done?(!broken)
-                        } else {
-                            state = .cleaning(expected: expected - 1)
-                        }
-                    }
-                case .applying:
-                    switch BackendMessageID(rawValue: type) {
-                    case .parameterStatus:
-                        noteParameterStatus(body)
-                    case .errorResponse where applyError == nil:
-                        applyError = ServerError(body: body)
-                    case .readyForQuery:
-                        if body.getInteger(at: body.readerIndex, as: UInt8.self) != TransactionStatus.idle.rawValue {
-                            broken = true
-                        }
-                        state = .idle
-                        let done = applyDone
-                        applyDone = nil
-                        let error = applyError
-                        applyError = nil
-                        done?(error)
-                    default:
-                        break
-                    }
-                case .active, .connecting, .closed:
+                switch machine.backendMessage(type: type, body: body) {
+                case .none:
+                    break
+                case .send(let out):
+                    output?.writeAndFlush(out)
+                case .loggedIn(let pid, let secret, let reported):
+                    processID = pid
+                    secretKey = secret
+                    parameters = reported
+                    var values: [String: String] = [:]
+                    for (name, value) in reported { values[name] = value }
+                    loginParameterValues = values
+                    parameterValues = values
+                    let p = loginPromise
+                    loginPromise = nil
+                    p?.succeed(self)
+                case .loginFailed(let e):
+                    return failLogin(e)
+                case .parameterStatus(let body):
+                    noteParameterStatus(body)
+                case .discard:
+                    pool?.discard(self)
+                    return
+                case .cleanupFinished(_, let usable):
+                    let done = cleanupDone
+                    cleanupDone = nil
+                    done?(usable)
+                case .applyFinished(let error):
+                    let done = applyDone
+                    applyDone = nil
+                    done?(error)
+                case .stop:
                     return
                 }
             }
             accumulator.discardReadBytes()
         } catch {
-            broken = true
-            if case .login = state { failLogin(error) } else { pool?.discard(self) }
+            switch machine.framingFailed() {
+            case .failLogin: failLogin(error)
+            case .discard: pool?.discard(self)
+            }
         }
     }
 
@@ -292,11 +245,9 @@ public final class ServerConnection: ChannelInboundHandler {
     /// or nil, once the server is back at ReadyForQuery; the ParameterStatus replies update
     /// `parameterValues`. Call on `loop`, with the server idle and owned by no client.
     func apply(query: String, done: @escaping (ServerError?) -> Void) {
-        guard case .idle = state, !broken else {
+        guard machine.beginApply() else {
             return done(ServerError(code: .connectionFailure, message: "server connection is not usable"))
         }
-        state = .applying
-        applyError = nil
         applyDone = done
         var out = ByteBufferAllocator().buffer(capacity: 6 + query.utf8.count)
         FrontendMessage.query(query, into: &out)
@@ -317,7 +268,7 @@ public final class ServerConnection: ChannelInboundHandler {
     /// Attaches the server to a client; from now on reads go to `owner` unparsed.
     func attach(to owner: ServerOwner) {
         self.owner = owner
-        state = .active
+        machine.attach()
         if readingPaused {
             readingPaused = false
             setReading(true)
@@ -331,25 +282,18 @@ public final class ServerConnection: ChannelInboundHandler {
     @inline(__always)
     func detachClean() -> Bool {
         owner = nil
-        guard case .active = state else { return false }
-        state = .idle
-        return true
+        return machine.detachClean()
     }
 
     /// Detaches from the client. If `queries` is non-empty they are run first (ROLLBACK, DISCARD ALL),
     /// and `done(clean)` is called when the server is back at an idle ReadyForQuery.
     func detach(runningCleanup queries: [String], done: @escaping (Bool) -> Void) {
         owner = nil
-        guard case .active = state else {
-            done(false)
-            return
+        switch machine.detach(cleanupQueries: queries.count) {
+        case .unusable: return done(false)
+        case .clean: return done(true)
+        case .runCleanup: break
         }
-        if queries.isEmpty {
-            state = .idle
-            done(true)
-            return
-        }
-        state = .cleaning(expected: queries.count)
         cleanupDone = done
         var out = ByteBufferAllocator().buffer(capacity: 64)
         for q in queries { FrontendMessage.query(q, into: &out) }
@@ -362,14 +306,12 @@ public final class ServerConnection: ChannelInboundHandler {
     /// NAT dropped without a word, a frozen host). Call on `loop`, with the server idle and owned by
     /// no client.
     func checkAlive(query: String, timeout: TimeAmount, done: @escaping (Bool) -> Void) {
-        guard case .idle = state, !broken else { return done(false) }
+        guard machine.beginLivenessCheck() else { return done(false) }
         let deadline = loop.scheduleTask(in: timeout) { [self] in
-            guard let pending = cleanupDone else { return }
+            guard machine.livenessTimedOut(), let pending = cleanupDone else { return }
             cleanupDone = nil
-            broken = true
             pending(false)
         }
-        state = .cleaning(expected: 1)
         cleanupDone = { alive in
             deadline.cancel()
             done(alive)
@@ -400,7 +342,7 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        guard case .active = state, let owner else { return }
+        guard machine.isActive, let owner else { return }
         let writable = context.channel.isWritable
         if owner.loop === loop { owner.serverWritabilityChanged(writable) } else {
             owner.loop.execute { owner.serverWritabilityChanged(writable) }
@@ -412,51 +354,58 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     private func closeOnLoop() {
-        if case .closed = state { return }
-        if case .idle = state, let context {
-            var out = context.channel.allocator.buffer(capacity: 5)
-            FrontendMessage.terminate(into: &out)
-            output?.writeAndFlush(out)
+        switch machine.close() {
+        case .alreadyClosed:
+            return
+        case .terminateAndClose:
+            if let context {
+                var out = context.channel.allocator.buffer(capacity: 5)
+                FrontendMessage.terminate(into: &out)
+                output?.writeAndFlush(out)
+            }
+        case .close:
+            break
         }
-        state = .closed
         channel?.close(promise: nil)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        let previous = state
-        state = .closed
+        let what = machine.channelInactive()
         self.context = nil
         output?.disableDirect()
         output = nil
-        switch previous {
-        case .login:
+        switch what {
+        case .loginFailed:
             failLogin(ServerError(code: .connectionFailure, message: "server closed the connection during login"))
-        case .active:
+        case .ownerLost:
             if let owner {
                 self.owner = nil
                 if owner.loop === loop { owner.serverClosed(self) } else { owner.loop.execute { owner.serverClosed(self) } }
             }
             pool?.serverDidClose(self)
-        case .cleaning:
+        case .cleanupFailed:
             let done = cleanupDone
             cleanupDone = nil
             done?(false)
             pool?.serverDidClose(self)
-        case .applying:
+        case .applyFailed:
             let done = applyDone
             applyDone = nil
             done?(ServerError(code: .connectionFailure, message: "server closed the connection unexpectedly"))
             pool?.serverDidClose(self)
-        case .idle, .connecting, .closed:
+        case .forget:
             pool?.serverDidClose(self)
         }
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
-        broken = true
-        // During login (TLS handshake included) the caller wants the reason, not "closed during login".
-        if case .login = state { return failLogin(ServerTLSError.wrap(error)) }
-        context.close(promise: nil)
+        switch machine.errorCaught() {
+        case .failLogin:
+            // During login (TLS handshake included) the caller wants the reason, not "closed during login".
+            failLogin(ServerTLSError.wrap(error))
+        case .close:
+            context.close(promise: nil)
+        }
     }
 }
 
@@ -499,18 +448,14 @@ struct ServerTLSError: Error, CustomStringConvertible {
 extension ServerConnection {
     /// Handles the one-byte answer to our SSLRequest.
     fileprivate func negotiateTLS(context: ChannelHandlerContext, _ buffer: ByteBuffer) {
-        guard var attempt = tlsNegotiation else { return }
         var b = buffer
         guard let answer: UInt8 = b.readInteger() else { return }
+        let startup = tlsNegotiation?.startup ?? context.channel.allocator.buffer(capacity: 0)
+        let attempt = tlsNegotiation
         tlsNegotiation = nil
-        let startup = attempt.startup ?? context.channel.allocator.buffer(capacity: 0)
-        attempt.startup = nil
-        switch answer {
-        case UInt8(ascii: "S"):
-            // Bytes after `S` would have been sent in the clear by someone else (CVE-2021-23222).
-            guard b.readableBytes == 0 else {
-                return failLoginTLS("received unencrypted data after SSL response")
-            }
+        switch machine.tlsAnswer(answer, trailingBytes: b.readableBytes) {
+        case .startTLS:
+            guard let attempt else { return failLoginTLS("TLS negotiation lost its settings") }
             output?.disableDirect()
             do {
                 let handler = try NIOSSLClientHandler(context: attempt.context, serverHostname: attempt.hostname)
@@ -520,16 +465,10 @@ extension ServerConnection {
             }
             usesTLS = true
             output?.writeAndFlush(startup)
-        case UInt8(ascii: "N"):
-            if attempt.required {
-                return failLoginTLS("server does not support SSL, but SSL was required (server_tls_mode)")
-            }
-            guard b.readableBytes == 0 else { return failLoginTLS("received unexpected data after SSL response") }
+        case .sendStartup:
             output?.writeAndFlush(startup)
-        case UInt8(ascii: "E"):
-            failLoginTLS("server rejected the SSLRequest with an error")
-        default:
-            failLoginTLS("received invalid response to SSL negotiation: \(answer)")
+        case .fail(let message):
+            failLoginTLS(message)
         }
     }
 
