@@ -20,6 +20,32 @@ public enum ConfigDiff {
         return out
     }
 
+    /// The changed settings that RELOAD cannot apply (the catalogue's `reloadable: false`): they
+    /// take effect at the next start or binary upgrade, which the operator is told.
+    public static func restartOnly(old: Config, new: Config) -> [String] {
+        let a = flatten(old), b = flatten(new)
+        return Set(a.keys).union(b.keys).sorted().filter { key in
+            guard a[key] != b[key], let (section, name) = catalogueKey(key) else { return false }
+            return Catalogue.field(section, name)?.reloadable == false
+        }
+    }
+
+    /// The catalogue's section and key of a dotted path from `flatten`.
+    static func catalogueKey(_ path: String) -> (CatalogueSection, String)? {
+        let parts = path.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        guard let last = parts.last, parts.count >= 2 else { return nil }
+        switch parts[0] {
+        case "general": return (.general, last)
+        case "web": return (.web, last)
+        case "talos": return (.talos, last)
+        case "pools":
+            if parts.count >= 4, parts[parts.count - 2] == "auth_query" { return (.authQuery, last) }
+            if parts.count >= 4, parts[parts.count - 2].hasPrefix("users[") { return (.user, last) }
+            return (.pool, last)
+        default: return nil
+        }
+    }
+
     static func isSecret(_ key: String) -> Bool {
         let last = key.split(separator: ".").last.map(String.init) ?? key
         return last.contains("password") || last.contains("secret") || last.hasSuffix("private_key")

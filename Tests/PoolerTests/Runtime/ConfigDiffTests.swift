@@ -44,3 +44,32 @@ private func config(poolSize: Int = 3, adminPassword: String = "admin", shutdown
     let lines = ConfigDiff.lines(old: config(), new: none)
     #expect(lines.contains("pools.db.server_host removed (was 127.0.0.1)"))
 }
+
+// MARK: - Settings RELOAD cannot apply (the catalogue's `reloadable` flag)
+
+@Test func restartOnlyNamesTheNonReloadableChanges() {
+    var a = config(), b = config()
+    #expect(ConfigDiff.restartOnly(old: a, new: b).isEmpty)
+    b.general.port = a.general.port + 1
+    b.general.tlsRateLimitPerSecond = 200
+    b.web.port = a.web.port + 1
+    b.general.shutdownTimeout = 1  // reloadable
+    b.pools["db"]?.users[0].poolSize = 40  // reloadable
+    #expect(ConfigDiff.restartOnly(old: a, new: b) == ["general.port", "general.tls_rate_limit_per_second", "web.port"])
+    a.general.workerThreads = b.general.workerThreads + 3
+    #expect(ConfigDiff.restartOnly(old: a, new: b).contains("general.worker_threads"))
+}
+
+@Test func everyFlattenedKeyHasACatalogueEntry() {
+    var c = config()
+    var q = AuthQuery()
+    q.query = "SELECT 1"
+    c.pools["db"]?.authQuery = q
+    for key in ConfigDiff.flatten(c).keys where !key.hasPrefix("talos.") {
+        guard let (section, name) = ConfigDiff.catalogueKey(key) else {
+            Issue.record("\(key): no section")
+            continue
+        }
+        #expect(Catalogue.field(section, name) != nil, "\(key)")
+    }
+}
