@@ -8,12 +8,15 @@ import NIOCore
 /// gets back. While `active` the handler relays bytes without asking (the relay's cost is one
 /// `isActive` test per read); every other backend message is given to `backendMessage`.
 struct ServerConnectionStateMachine {
-    enum State {
+    /// The phase. Its payloads are plain values, so that the checkout and checkin transitions are
+    /// single stores (an enum carrying the login machine cost an outlined destroy, ~80
+    /// instructions, on each of them); the login machine lives in `login` while it runs.
+    enum State: Equatable {
         case connecting
         /// Our SSLRequest is out; one byte (`S`/`N`) decides. `required`: `N` ends the attempt. The
         /// login starts once the answer allowed it.
-        case negotiatingTLS(required: Bool, login: BackendLoginStateMachine)
-        case login(BackendLoginStateMachine)
+        case negotiatingTLS(required: Bool)
+        case login
         case idle
         case active
         /// Running the pooler's queries; `expected` ReadyForQuery messages are still to come.
@@ -33,6 +36,9 @@ struct ServerConnectionStateMachine {
     }
 
     private(set) var state: State = .connecting
+    /// The pooler's own login, from `connected` until it ends (nil afterwards: its parameters and
+    /// SCRAM state are not kept for the connection's life).
+    private var login: BackendLoginStateMachine?
     /// Set when the server must not be reused (protocol desync, an error where none is expected, a
     /// transaction left open by cleanup).
     var broken = false
@@ -90,11 +96,12 @@ struct ServerConnectionStateMachine {
 
     /// The socket is connected: ask for TLS first (`tlsRequired` nil = no TLS) or send the startup.
     mutating func connected(login: BackendLoginStateMachine, tlsRequired: Bool?) -> LoginStart {
+        self.login = login
         if let tlsRequired {
-            state = .negotiatingTLS(required: tlsRequired, login: login)
+            state = .negotiatingTLS(required: tlsRequired)
             return .sendSSLRequest
         }
-        state = .login(login)
+        state = .login
         return .sendStartup
     }
 
@@ -108,19 +115,19 @@ struct ServerConnectionStateMachine {
 
     /// The server's one-byte answer to our SSLRequest; `trailingBytes` arrived after it in the same read.
     mutating func tlsAnswer(_ answer: UInt8, trailingBytes: Int) -> TLSAnswer {
-        guard case .negotiatingTLS(let required, let login) = state else {
+        guard case .negotiatingTLS(let required) = state else {
             return failLogin("unexpected data during SSL negotiation")
         }
         switch answer {
         case UInt8(ascii: "S"):
             // Bytes after `S` would have been sent in the clear by someone else (CVE-2021-23222).
             guard trailingBytes == 0 else { return failLogin("received unencrypted data after SSL response") }
-            state = .login(login)
+            state = .login
             return .startTLS
         case UInt8(ascii: "N"):
             if required { return failLogin("server does not support SSL, but SSL was required (server_tls_mode)") }
             guard trailingBytes == 0 else { return failLogin("received unexpected data after SSL response") }
-            state = .login(login)
+            state = .login
             return .sendStartup
         case UInt8(ascii: "E"):
             return failLogin("server rejected the SSLRequest with an error")
@@ -131,6 +138,7 @@ struct ServerConnectionStateMachine {
 
     private mutating func failLogin(_ message: String) -> TLSAnswer {
         state = .closed
+        login = nil
         return .fail(message)
     }
 
@@ -138,6 +146,7 @@ struct ServerConnectionStateMachine {
     /// own, such as a TLS handler that could not be added): nothing more is read.
     mutating func loginAborted() {
         state = .closed
+        login = nil
     }
 
     // MARK: - Backend messages outside the relay
@@ -164,17 +173,24 @@ struct ServerConnectionStateMachine {
     /// One complete backend message while not relaying.
     mutating func backendMessage(type: UInt8, body: ByteBuffer) -> MessageAction {
         switch state {
-        case .login(var login):
-            let action = login.receive(type: type, body: body)
-            state = .login(login)
+        case .login:
+            guard var machine = login else {
+                state = .closed
+                return .loginFailed(ServerError(code: .internalError, message: "server login lost its state"))
+            }
+            login = nil  // uniquely referenced while it runs
+            let action = machine.receive(type: type, body: body)
             switch action {
             case .send(let out):
+                login = machine
                 return .send(out)
             case .wait:
+                login = machine
                 return .none
             case .ready:
                 state = .idle
-                return .loggedIn(processID: login.processID, secretKey: login.secretKey, parameters: login.parameters)
+                return .loggedIn(processID: machine.processID, secretKey: machine.secretKey,
+                                 parameters: machine.parameters)
             case .fail(let error):
                 state = .closed
                 return .loginFailed(error)
@@ -237,6 +253,7 @@ struct ServerConnectionStateMachine {
         broken = true
         if case .login = state {
             state = .closed
+            login = nil
             return .failLogin
         }
         return .discard
@@ -313,6 +330,7 @@ struct ServerConnectionStateMachine {
     mutating func close() -> Close {
         let previous = state
         state = .closed
+        login = nil
         switch previous {
         case .closed: return .alreadyClosed
         case .idle: return .terminateAndClose
@@ -335,6 +353,7 @@ struct ServerConnectionStateMachine {
     mutating func channelInactive() -> Inactive {
         let previous = state
         state = .closed
+        login = nil
         switch previous {
         case .login, .negotiatingTLS: return .loginFailed
         case .active: return .ownerLost
@@ -357,6 +376,7 @@ struct ServerConnectionStateMachine {
         switch state {
         case .login, .negotiatingTLS:
             state = .closed
+            login = nil
             return .failLogin
         case .connecting, .idle, .active, .cleaning, .applying, .closed:
             return .close
