@@ -97,7 +97,9 @@ public struct PreparedStatementRewriter {
     /// Whether the server may hold statements or portals the cache does not know of: a Parse, Close
     /// or raw message whose reply has not arrived. Such a server is closed at release.
     public var releaseIsUncertain: Bool {
-        expected.contains { e in
+        // Nothing unanswered — every transaction's release in the common case: no walk.
+        if expected.isEmpty { return false }
+        return expected.contains { e in
             switch e.reply {
             case .relay(.parse), .relay(.raw), .dropParseComplete, .dropCloseComplete: return true
             default: return false
@@ -583,7 +585,7 @@ public struct PreparedStatementRewriter {
     @discardableResult
     public mutating func serverReleased() -> Bool {
         let uncertain = releaseIsUncertain
-        expected.removeAll(keepingCapacity: true)
+        if !expected.isEmpty { expected.removeAll(keepingCapacity: true) }
         serverSkipping = false
         copyInActive = false
         atBatchStart = true
