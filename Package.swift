@@ -67,7 +67,8 @@ let package = Package(
         .testTarget(name: "ConfigKitTests", dependencies: ["ConfigKit", "TestSupport"]),
         .testTarget(name: "ValidateTests", dependencies: ["Validate", "ConfigKit"]),
         .testTarget(name: "GenerateTests", dependencies: ["Generate", "ConfigKit"]),
-        .testTarget(name: "PoolerTests", dependencies: ["Pooler", "ConfigKit", "TestSupport"]),
+        .testTarget(name: "PoolerTests", dependencies: ["Pooler", "ConfigKit", "TestSupport",
+                                                     .product(name: "NIOEmbedded", package: "swift-nio")]),
     ],
     swiftLanguageModes: [.v5]
 )
