@@ -102,7 +102,9 @@ public struct PreparedStatementRewriter {
         return expected.contains { e in
             switch e.reply {
             case .relay(.parse), .relay(.raw), .dropParseComplete, .dropCloseComplete: return true
-            default: return false
+            case .relay(.bind), .relay(.describeStatement), .relay(.describePortal), .relay(.execute),
+                 .relay(.close), .relay(.sync), .relay(.simpleQuery), .relay(.functionCall), .emit:
+                return false
             }
         }
     }
@@ -491,7 +493,7 @@ public struct PreparedStatementRewriter {
                 expected.removeFirst()
                 switch head.reply {
                 case .dropParseComplete, .dropCloseComplete: forward = false
-                default: break
+                case .relay, .emit: break
                 }
             }
         }
@@ -785,7 +787,9 @@ private struct Expectation {
     var mayBeExecute: Bool {
         switch reply {
         case .relay(.execute), .relay(.raw): return true
-        default: return false
+        case .relay(.parse), .relay(.bind), .relay(.describeStatement), .relay(.describePortal), .relay(.close),
+             .relay(.sync), .relay(.simpleQuery), .relay(.functionCall), .dropParseComplete, .dropCloseComplete, .emit:
+            return false
         }
     }
 
@@ -794,7 +798,9 @@ private struct Expectation {
     var endsOnlyAtReadyForQuery: Bool {
         switch reply {
         case .relay(.sync), .relay(.simpleQuery), .relay(.functionCall): return true
-        default: return false
+        case .relay(.parse), .relay(.bind), .relay(.describeStatement), .relay(.describePortal), .relay(.execute),
+             .relay(.close), .relay(.raw), .dropParseComplete, .dropCloseComplete, .emit:
+            return false
         }
     }
 
