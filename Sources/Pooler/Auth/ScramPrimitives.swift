@@ -25,7 +25,10 @@ enum ScramPrimitives {
 
     static func xor(_ lhs: [UInt8], _ rhs: [UInt8]) -> [UInt8] {
         precondition(lhs.count == rhs.count, "SCRAM XOR over keys of different lengths")
-        return zip(lhs, rhs).map { $0 ^ $1 }
+        return [UInt8](unsafeUninitializedCapacity: lhs.count) { out, initialized in
+            for i in 0..<lhs.count { out[i] = lhs[i] ^ rhs[i] }
+            initialized = lhs.count
+        }
     }
 
     /// `Hi(password, salt, iterations)`: PBKDF2-HMAC-SHA-256 with a 32-byte output.
