@@ -11,7 +11,8 @@
 # connections of one client with `pgbench -C`), INSTR_WAIT_TX (300 transactions per client, 120
 # clients on a pool of 40), BENCH_PGBOUNCER125 (PgBouncer 1.25.2, default
 # /work/shared/anchors/pgbouncer-1.25.2; its column is n/a when absent), BENCH_KEEP=1 (keep the
-# work directory).
+# work directory), INSTR_SOURCE_LINES=1 (keep pg_doorman's debug info, so that
+# `callgrind_annotate --auto=yes <work>/doorman.cg.N` shows costs per source line).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -68,7 +69,7 @@ printf '\\set aid random(1, 100000)\nSELECT :aid;\n' >"$work/q.sql"
 # valgrind 3.19 cannot read the DWARF 5 debug information Swift 6 emits: count on a copy
 # without it (symbols stay, so the profile keeps function names).
 cp "$DOORMAN_BIN" "$work/pg_doorman"
-strip --strip-debug "$work/pg_doorman"
+[[ ${INSTR_SOURCE_LINES:-0} == 1 ]] || strip --strip-debug "$work/pg_doorman"
 
 as_pg=()
 [[ $(id -u) -eq 0 ]] && as_pg=(runuser -u postgres --)

@@ -3,6 +3,7 @@
 
 import Foundation
 import Testing
+import TestSupport
 import Yams
 @testable import ConfigKit
 
@@ -395,19 +396,6 @@ private func hex32(_ i: Int) -> String {
 }
 
 /// Deterministic 64-bit generator (SplitMix64) for the seeded tests.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
-}
-
 private let fuzzTokens: [String] = [
     "&a ", "*a", "&a [1, 2]", "*a\n", "<<: *a\n", "? ", ": ", "- ", "\n", "\t", "\"", "'", "#", "|", ">", "{", "}",
     "[", "]", ",", "=", "[[", "]]", "\0", "\u{FEFF}", "---\n", "...\n", "!!int ", "!!binary ", "!custom ", "%YAML 1.1\n",

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import TestSupport
 import Testing
 
 /// Seeded randomized ("fuzz") tests of everything that parses bytes a peer sends.
@@ -29,21 +30,11 @@ enum Fuzz {
     }
 }
 
-/// SplitMix64: small, fast, and the same sequence on every platform for a seed (ConfigKitTests has
-/// its own copy: another test target).
-struct FuzzRNG: RandomNumberGenerator {
-    private var state: UInt64
+/// The fuzz targets' generator: TestSupport's SplitMix64 (the same sequence for a seed on every
+/// platform) with the draws the targets need.
+typealias FuzzRNG = SplitMix64
 
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     mutating func int(_ range: Range<Int>) -> Int { Int.random(in: range, using: &self) }
     mutating func int(_ range: ClosedRange<Int>) -> Int { Int.random(in: range, using: &self) }
     mutating func chance(_ oneIn: Int) -> Bool { int(0..<oneIn) == 0 }
