@@ -18,10 +18,13 @@ final class Listener {
     private(set) var tcpFD: Int32 = -1
 
     /// `accept` sets a new connection up (adds its handler); it runs on the connection's loop.
-    init(group: EventLoopGroup, backlog: Int32, accept: @escaping (Channel) throws -> Void) {
+    init(group: EventLoopGroup, backlog: Int32, tcpNoDelay: Bool, accept: @escaping (Channel) throws -> Void) {
         bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // NIO sets TCP_NODELAY=1 on a listener by default, after our own options: accepted
+            // sockets inherit it, so `tcp_no_delay: false` would have no effect without this.
+            .serverChannelOption(.tcpOption(.tcp_nodelay), value: tcpNoDelay ? 1 : 0)
             .childChannelInitializer { channel in
                 // Synchronously (we are on the channel's loop): no future and promise per connection.
                 do {

@@ -271,7 +271,7 @@ public final class PoolerRuntime {
         let general = config.general
         try loadTLSContexts()
         let backlog = Int32(general.backlog > 0 ? general.backlog : min(general.maxConnections, 4096))
-        let listener = Listener(group: group, backlog: backlog) { [unowned self] channel in
+        let listener = Listener(group: group, backlog: backlog, tcpNoDelay: general.tcpNoDelay) { [unowned self] channel in
             self.totalConnections.wrappingIncrement(ordering: .relaxed)
             let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
             // TCP-only socket options (Unix-socket clients share this listener's bootstrap). On Linux an

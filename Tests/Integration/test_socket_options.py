@@ -1,0 +1,65 @@
+"""The client sockets' TCP options as the pooler's process holds them, read through pidfd_getfd(2)
+(a duplicate of the pooler's descriptor, as root): what the config says reaches the accepted socket."""
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+
+import psycopg
+import pytest
+
+MD5_USER, MD5_PW = "example_user_md5", "md5pass"
+SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _accepted_sockets(pid: int, port: int) -> list[socket.socket]:
+    """Duplicates of the pooler's accepted TCP sockets on `port` (listeners left out)."""
+    pidfd = _libc.syscall(SYS_pidfd_open, pid, 0)
+    if pidfd < 0:
+        pytest.skip(f"pidfd_open: errno {ctypes.get_errno()}")
+    out = []
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = _libc.syscall(SYS_pidfd_getfd, pidfd, int(name), 0)
+            if fd < 0:
+                pytest.skip(f"pidfd_getfd: errno {ctypes.get_errno()}")
+            s = socket.socket(fileno=fd)
+            try:
+                ok = (s.family in (socket.AF_INET, socket.AF_INET6) and s.getsockname()[1] == port
+                      and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0)
+            except OSError:
+                ok = False
+            if ok:
+                out.append(s)
+            else:
+                s.close()
+    finally:
+        os.close(pidfd)
+    return out
+
+
+@pytest.mark.parametrize("no_delay", [True, False])
+def test_tcp_no_delay_reaches_the_accepted_client_socket(doorman, doorman_config, no_delay):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to duplicate the pooler's descriptors")
+    dm = doorman(doorman_config(tcp_no_delay=no_delay, tcp_keepalives_idle=77))
+    with psycopg.connect(host="127.0.0.1", port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+        socks = _accepted_sockets(dm.pid, dm.port)
+        try:
+            assert socks, "no accepted client socket found"
+            for s in socks:
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == (1 if no_delay else 0)
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 77
+        finally:
+            for s in socks:
+                s.close()
