@@ -14,8 +14,8 @@ SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _accepted_sockets(pid: int, port: int) -> list[socket.socket]:
-    """Duplicates of the pooler's accepted TCP sockets on `port` (listeners left out)."""
+def _sockets(pid: int, local_port: int | None = None, peer_port: int | None = None) -> list[socket.socket]:
+    """Duplicates of the pooler's connected TCP sockets with that local or peer port."""
     pidfd = _libc.syscall(SYS_pidfd_open, pid, 0)
     if pidfd < 0:
         pytest.skip(f"pidfd_open: errno {ctypes.get_errno()}")
@@ -32,8 +32,10 @@ def _accepted_sockets(pid: int, port: int) -> list[socket.socket]:
                 pytest.skip(f"pidfd_getfd: errno {ctypes.get_errno()}")
             s = socket.socket(fileno=fd)
             try:
-                ok = (s.family in (socket.AF_INET, socket.AF_INET6) and s.getsockname()[1] == port
-                      and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0)
+                ok = (s.family in (socket.AF_INET, socket.AF_INET6)
+                      and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+                      and (local_port is None or s.getsockname()[1] == local_port)
+                      and (peer_port is None or s.getpeername()[1] == peer_port))
             except OSError:
                 ok = False
             if ok:
@@ -46,20 +48,24 @@ def _accepted_sockets(pid: int, port: int) -> list[socket.socket]:
 
 
 @pytest.mark.parametrize("no_delay", [True, False])
-def test_tcp_no_delay_reaches_the_accepted_client_socket(doorman, doorman_config, no_delay):
+def test_tcp_no_delay_reaches_client_and_server_sockets(doorman, doorman_config, pg, no_delay):
     if os.geteuid() != 0:
         pytest.skip("needs root to duplicate the pooler's descriptors")
     dm = doorman(doorman_config(tcp_no_delay=no_delay, tcp_keepalives_idle=77))
     with psycopg.connect(host="127.0.0.1", port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
                          autocommit=True) as c:
         assert c.execute("SELECT 1").fetchone()[0] == 1
-        socks = _accepted_sockets(dm.pid, dm.port)
+        clients = _sockets(dm.pid, local_port=dm.port)
+        servers = _sockets(dm.pid, peer_port=int(pg.port)) if not str(pg.host).startswith("/") else []
         try:
-            assert socks, "no accepted client socket found"
-            for s in socks:
+            assert clients, "no accepted client socket found"
+            for s in clients:
                 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == (1 if no_delay else 0)
                 assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
                 assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 77
+            for s in servers:
+                assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == (1 if no_delay else 0)
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         finally:
-            for s in socks:
+            for s in clients + servers:
                 s.close()

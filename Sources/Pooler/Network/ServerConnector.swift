@@ -56,7 +56,8 @@ final class ServerConnector {
             .channelInitializer { channel in
                 channel.pipeline.addHandler(server)
             }
-        if tcpNoDelay { bootstrap = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1) }
+        // Always said: NIO's ClientBootstrap sets TCP_NODELAY=1 unless told otherwise.
+        bootstrap = bootstrap.channelOption(.tcpOption(.tcp_nodelay), value: tcpNoDelay ? 1 : 0)
         let connected: EventLoopFuture<Channel>
         if settings.serverHost.hasPrefix("/") {
             connected = bootstrap.connect(unixDomainSocketPath: "\(settings.serverHost)/.s.PGSQL.\(settings.serverPort)")
