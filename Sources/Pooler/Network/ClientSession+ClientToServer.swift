@@ -164,10 +164,10 @@ extension ClientSession {
     @inline(__always)
     func rememberUnnamedParse(_ buffer: ByteBuffer, prefix: UnsafeRawBufferPointer, start: Int, bodyLength: Int) {
         let total = 5 + bodyLength
-        var copy: ByteBuffer
-        if let previous = rawUnnamed, previous.capacity >= total {
-            copy = previous
-            rawUnnamed = nil  // (unique again: cleared in place)
+        // Moved out of `rawUnnamed` (not copied): the only reference, so `clear` keeps the storage.
+        // (A bound copy left two references and every transaction allocated a new buffer.)
+        var copy = rawUnnamed.take() ?? ByteBuffer()
+        if copy.capacity >= total {
             copy.clear()
         } else {
             copy = context.channel.allocator.buffer(capacity: max(total, 64))
