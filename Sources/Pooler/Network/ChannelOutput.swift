@@ -36,8 +36,10 @@ final class ChannelOutput {
     /// call — a noticeable part of accepting a connection. Measured on 2026-12-05: the supported
     /// `pipeline.syncOperations.withUnsafeTransportIfAvailable(of:)` costs ~14,000 more user-space
     /// instructions per client connection (SCRAM `-C` row of bench/instructions.sh: 197,133 ->
-    /// 211,344). `_channelCore` is underscored; if a SwiftNIO release changes it, this returns -1 and
-    /// every write goes through NIO (correct, slower) — the relay's own socket is the way out (#22).
+    /// 211,344). `_channelCore` is underscored: a SwiftNIO release may rename it (the
+    /// build breaks here: switch to the supported call) or stop conforming its cores (this returns
+    /// -1 and every write goes through NIO: correct, slower). Owning the relay's socket is the way
+    /// out (#22).
     static func socketDescriptor(of channel: Channel) -> CInt {
         channel.eventLoop.assertInEventLoop()
         guard let core = channel._channelCore as? any NIOTransportAccessibleChannelCore else { return -1 }
