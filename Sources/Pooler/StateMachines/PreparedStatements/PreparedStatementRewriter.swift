@@ -63,8 +63,9 @@ public struct PreparedStatementRewriter {
     private var unnamedOnServer = false
     private var server: ServerStatements?
     /// One entry per message sent to the backend whose replies must be seen, plus synthetic replies, in order.
-    /// Small at first (every session has a rewriter; most never pipeline deeply): it doubles as needed.
-    private var expected = CircularBuffer<Expectation>(initialCapacity: 4)
+    /// One slot at first: every session has a rewriter and most never pipeline (each slot is ~100
+    /// bytes per client, and filling it costs instructions at login); it doubles as needed.
+    private var expected = CircularBuffer<Expectation>(initialCapacity: 1)
     /// The backend reported an error and is discarding messages until the Sync we have not sent yet.
     private var serverSkipping = false
     /// An Execute started COPY FROM STDIN: the backend ignores Sync/Flush until CopyDone/CopyFail.
