@@ -24,6 +24,8 @@ public final class ServerConnection: ChannelInboundHandler {
 
     public let id: Int
     let loop: EventLoop
+    /// `loop`'s identity (what a checkout compares with the client's loop).
+    let loopKey: ObjectIdentifier
     /// Strong: a pool is long-lived and drops a server from its idle list when the server closes; a
     /// weak reference would give every pool a side table and slow down every retain of it.
     var pool: ServerPool?
@@ -96,6 +98,7 @@ public final class ServerConnection: ChannelInboundHandler {
     init(id: Int, loop: EventLoop, pool: ServerPool, epoch: Int, lifetimeMs: UInt64) {
         self.id = id
         self.loop = loop
+        self.loopKey = ObjectIdentifier(loop)
         self.pool = pool
         let createdAt = NIODeadline.now()
         self.createdAt = createdAt
@@ -476,3 +479,5 @@ extension ServerConnection {
         failLogin(ServerTLSError(message: message))
     }
 }
+
+extension ServerConnection: PooledServer {}

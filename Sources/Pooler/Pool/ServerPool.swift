@@ -26,28 +26,18 @@ public enum PoolError: Error, CustomStringConvertible {
     }
 }
 
-/// The server connections of one (database, user) pair.
+/// The server connections of one (database, user) pair: the lock around its `PoolStateMachine`,
+/// and the runner of what the machine decides (connects, closes, timers, callbacks).
 ///
-/// Idle servers, waiters and counters are guarded by one lock; it is taken once per checkout and
-/// once per checkin, never per message. Callbacks always run on the requester's event loop.
+/// The lock is taken once per checkout and once per checkin, never per message. Callbacks always
+/// run on the requester's event loop.
 public final class ServerPool {
     public let settings: PoolSettings
     let connector: ServerConnector
     private let lock = NIOLock()
-
-    private var idle: [ServerConnection] = []
-    private var opening = 0
-    private var open = 0
-    private var waiters = WaiterQueue<Waiter>()
-    /// Backoff for connects while they fail (PostgreSQL restarting): waiters wait on.
-    private var retry = ConnectRetry()
-    private var retryTimerArmed = false
-    /// One timer per pool ends the anticipation of its waiters (not one per waiting client: under
-    /// load most checkouts anticipate, and a scheduled task each cost more than the checkout).
-    private var anticipationTimerArmed = false
-    private var _paused = false
-    private var _epoch = 0
-    private var _closed = false
+    /// Every checkout/checkin decision (guarded by `lock`).
+    private var machine: PoolStateMachine<ServerConnection, Waiter>
+    private typealias Pending = PoolStateMachine<ServerConnection, Waiter>.Pending
     private var _scramClientKey: [UInt8]?
     private var _clientScramKeys: ScramServer.Keys??
     private var _serverParameters: ParameterStatusBlock?
@@ -59,29 +49,16 @@ public final class ServerPool {
     nonisolated(unsafe) private static var lastParameterSetID = 0
     /// Set when RELOAD replaced this pool: checkouts go there instead.
     private var _successor: ServerPool?
-    /// Reserve and connect-parallelism knobs (RELOAD updates them in place: `setLimits`).
-    private var limits: PoolLimits
     /// Event loops for min_pool_size connects (given by the maintenance cycle; used by RESUME too).
     private var replenishLoops: [EventLoop] = []
-    /// SHOW POOL_SCALING counters (slow path only).
-    private var _creates = 0
-    private var _gateWaits = 0
-    private var _reserveCreates = 0
-    private var _anticipationServed = 0
-    private var _anticipationTimeouts = 0
-    /// The anticipation budget, worked out again at most once a second (`Anticipation.budgetMs`).
-    private var anticipationMs: UInt64 = 100
-    private var anticipationAt: NIODeadline?
     public let stats = PoolStats()
     /// Prepared statements shared by the pool's clients (transaction mode).
     public let statementCache: PreparedStatementCache
 
+    /// A waiting client: its loop and what to call with the outcome.
     private struct Waiter {
         var loop: EventLoop
-        var enqueuedAt: NIODeadline
         var callback: (Result<ServerConnection, PoolError>) -> Void
-        /// Queued by the anticipation (above the warm share) rather than by a limit.
-        var anticipating = false
     }
 
     /// The SCRAM verifier clients of this pool authenticate against (with its HMACs keyed), worked
@@ -114,7 +91,11 @@ public final class ServerPool {
         self.connector = connector
         self.waiterAlarm = waiterAlarm
         self.coordinator = coordinator
-        self.limits = limits
+        self.machine = PoolStateMachine(
+            settings: .init(poolSize: settings.poolSize, minPoolSize: settings.minPoolSize,
+                            roundRobin: settings.serverRoundRobin, idleCheckMs: settings.serverIdleCheckMs,
+                            queryWaitTimeoutMs: settings.queryWaitTimeoutMs, idleTimeoutMs: settings.idleTimeoutMs),
+            limits: limits)
         self.createSlots = createSlots
         self.userBudget = userBudget
         self.statementCache = PreparedStatementCache(capacity: settings.preparedStatementsCacheSize,
@@ -123,8 +104,8 @@ public final class ServerPool {
 
     // MARK: - Shared state accessors
 
-    public var paused: Bool { lock.withLock { _paused } }
-    public var epoch: Int { lock.withLock { _epoch } }
+    public var paused: Bool { lock.withLock { machine.paused } }
+    public var epoch: Int { lock.withLock { machine.epoch } }
 
     /// ClientKey captured from the first successful client SCRAM login (passthrough auth).
     public var scramClientKey: [UInt8]? {
@@ -184,17 +165,16 @@ public final class ServerPool {
 
     public func counts(now: NIODeadline = .now()) -> Counts {
         lock.withLock {
-            let waiting = waiters.count
             var maxWait: UInt64 = 0
-            if let oldest = waiters.oldest {
-                maxWait = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1000))
+            if let oldest = machine.oldestWaiterSince {
+                maxWait = UInt64(max(0, (now - oldest).nanoseconds / 1000))
             }
-            return Counts(idle: idle.count, active: open - idle.count, opening: opening, waiting: waiting,
-                          maxWaitMicros: maxWait)
+            return Counts(idle: machine.idle.count, active: machine.open - machine.idle.count,
+                          opening: machine.opening, waiting: machine.waiterCount, maxWaitMicros: maxWait)
         }
     }
 
-    public func idleServers() -> [ServerConnection] { lock.withLock { idle } }
+    public func idleServers() -> [ServerConnection] { lock.withLock { machine.idle } }
 
     // MARK: - Checkout
 
@@ -202,32 +182,18 @@ public final class ServerPool {
     /// No closure, no allocation.
     @inline(__always)
     public func tryAcquireIdle(on loop: EventLoop, now: NIODeadline) -> ServerConnection? {
+        let key = ObjectIdentifier(loop)
         while true {
-            var epochNow = 0
-            let server: ServerConnection? = lock.withLock {
-                epochNow = _epoch
-                guard !_closed, !_paused else { return nil }
-                return popIdleLocked(preferring: loop)
-            }
-            guard let server else { return nil }
-            if !server.isReusable(epoch: epochNow, now: now) {
-                discard(server)
-            } else if needsLivenessCheck(server, now: now) {
-                checkThenRelease(server)
-            } else {
-                return server
+            switch lock.withLock({ machine.takeIdle(preferring: key, now: now) }) {
+            case .none: return nil
+            case .use(let server): return server
+            case .discard(let server): discard(server)
+            case .check(let server): checkThenRelease(server)
             }
         }
     }
 
     private static let logger = Logger(label: "pg_doorman")
-
-    /// True when `server` has been idle for longer than `server_idle_check_timeout`.
-    @inline(__always)
-    private func needsLivenessCheck(_ server: ServerConnection, now: NIODeadline) -> Bool {
-        let limit = settings.serverIdleCheckMs
-        return limit > 0 && (now - server.lastUsed).nanoseconds > Int64(limit) * 1_000_000
-    }
 
     /// Checks a server taken from the idle list before anyone uses it: a live one comes back
     /// through `release` (to the oldest waiter, else idle again as just used), a dead one is
@@ -254,28 +220,32 @@ public final class ServerPool {
         if let next = successor {
             return next.acquire(on: loop, callback)
         }
-        enum Step { case use(ServerConnection), create, wait, closed }
+        enum Step { case use(ServerConnection), discard(ServerConnection), check(ServerConnection), create, wait, closed }
         let now = NIODeadline.now()
+        let key = ObjectIdentifier(loop)
         var step: Step = .wait
-        var currentEpoch = 0
         var blocked: SharedGate?
         var anticipating: UInt64?
         var retryAt: NIODeadline?
         lock.withLock {
-            currentEpoch = _epoch
-            if _closed {
+            if machine.closed {
                 step = .closed
-            } else if !_paused, let server = popIdleLocked(preferring: loop) {
-                step = .use(server)
-            } else if admitCreateLocked(now: now, waitedMs: nil, blocked: &blocked, anticipate: true,
-                                                anticipating: &anticipating) {
+                return
+            }
+            switch machine.takeIdle(preferring: key, now: now) {
+            case .use(let server): step = .use(server); return
+            case .discard(let server): step = .discard(server); return
+            case .check(let server): step = .check(server); return
+            case .none: break
+            }
+            if admitCreateLocked(now: now, waitedMs: nil, blocked: &blocked, anticipate: true,
+                                 anticipating: &anticipating) {
                 step = .create
             } else {
-                waiters.append(loopKey: ObjectIdentifier(loop), enqueuedAt: now,
-                               Waiter(loop: loop, enqueuedAt: now, callback: callback,
-                                      anticipating: anticipating != nil))
+                machine.enqueue(Waiter(loop: loop, callback: callback), loopKey: key, now: now,
+                                anticipating: anticipating != nil)
                 step = .wait
-                retryAt = armRetryLocked()
+                retryAt = machine.armRetry(now: now)
             }
         }
         if let retryAt { scheduleRetry(at: retryAt, on: loop) }
@@ -284,17 +254,17 @@ public final class ServerPool {
         case .closed:
             Self.run(on: loop) { callback(.failure(.closed)) }
         case .use(let server):
-            if !server.isReusable(epoch: currentEpoch, now: now) {
-                discard(server)
-                acquire(on: loop, callback)
-            } else if needsLivenessCheck(server, now: now) {
-                checkThenRelease(server)
-                acquire(on: loop, callback)
-            } else if loop.inEventLoop {
+            if loop.inEventLoop {
                 callback(.success(server))
             } else {
                 loop.execute { callback(.success(server)) }
             }
+        case .discard(let server):
+            discard(server)
+            acquire(on: loop, callback)
+        case .check(let server):
+            checkThenRelease(server)
+            acquire(on: loop, callback)
         case .create:
             create(on: loop, enqueuedAt: now, callback)
         case .wait:
@@ -315,17 +285,13 @@ public final class ServerPool {
     /// budget has passed, then look again while any client still waits. At most one timer per pool
     /// (a waiter that came after it was armed is served by the next one, or by the waiter sweep).
     private func armAnticipationTimer(in ms: UInt64, on loop: EventLoop) {
-        let arm: Bool = lock.withLock {
-            if anticipationTimerArmed { return false }
-            anticipationTimerArmed = true
-            return true
-        }
-        guard arm else { return }
+        guard lock.withLock({ machine.armAnticipationTimer() }) else { return }
         loop.scheduleTask(in: .milliseconds(Int64(ms))) { [self] in
-            lock.withLock { anticipationTimerArmed = false }
+            lock.withLock { machine.anticipationTimerDone() }
             serveWaitersWithNewConnections()
             let again: UInt64? = lock.withLock {
-                waiters.isEmpty || _closed ? nil : anticipationBudgetLocked(now: .now())
+                machine.anticipationTimerFired(now: .now(), xactP99Micros: { self.stats.xactHistogram.percentile(0.99) },
+                                               jitter: { Double.random(in: 0..<1) })
             }
             if let again { armAnticipationTimer(in: max(1, again), on: loop) }
         }
@@ -335,24 +301,20 @@ public final class ServerPool {
     /// client should first wait that long for a returned connection (`scaling_warm_pool_ratio`).
     private func admitCreateLocked(now: NIODeadline, waitedMs: UInt64?, blocked: inout SharedGate?,
                                    anticipate: Bool, anticipating: inout UInt64?) -> Bool {
-        guard !_paused, !_closed, retry.mayAttempt(now: now, opening: opening) else { return false }
-        let budget = anticipate ? anticipationBudgetLocked(now: now) : 0
         let reserve: Bool
-        switch CreateGate.decide(open: open, opening: opening, poolSize: settings.poolSize, limits: limits,
-                                 waitedMs: waitedMs, anticipationMs: budget) {
-        case .hold(.full):
+        switch machine.admit(now: now, waitedMs: waitedMs, anticipate: anticipate,
+                             xactP99Micros: { self.stats.xactHistogram.percentile(0.99) },
+                             jitter: { Double.random(in: 0..<1) }) {
+        case .hold:
             return false
-        case .hold(.burst):
-            _gateWaits += 1
-            return false
-        case .hold(.anticipate):
+        case .anticipate(let budget):
             anticipating = budget
             return false
-        case .open(let r):
+        case .mayOpen(let r):
             reserve = r
         }
         if let createSlots, !createSlots.tryTake() {
-            _gateWaits += 1
+            machine.createRefusedByShared(countsAsGateWait: true)
             blocked = .createSlots
             return false
         }
@@ -362,28 +324,14 @@ public final class ServerPool {
             return false
         }
         if let coordinator, !coordinator.tryAcquire(
-            for: self, reserveAllowed: CreateGate.reserveAllowed(limits: limits, waitedMs: waitedMs)) {
+            for: self, reserveAllowed: CreateGate.reserveAllowed(limits: machine.limits, waitedMs: waitedMs)) {
             userBudget?.giveWithoutWaking()
             createSlots?.giveWithoutWaking()
             blocked = .database
             return false
         }
-        opening += 1
-        _creates += 1
-        if reserve { _reserveCreates += 1 }
+        machine.createStarted(reserve: reserve)
         return true
-    }
-
-    /// The anticipation budget (ms), recomputed at most once a second from the pool's transaction times.
-    private func anticipationBudgetLocked(now: NIODeadline) -> UInt64 {
-        if limits.warmRatio >= 100 { return 0 }
-        if let at = anticipationAt, now - at < .seconds(1) { return anticipationMs }
-        let p99 = stats.xactHistogram.percentile(0.99)
-        anticipationMs = Anticipation.budgetMs(xactP99Micros: p99 > 0 ? p99 : nil,
-                                               queryWaitTimeoutMs: limits.queryWaitTimeoutMs,
-                                               jitter: Double.random(in: 0..<1))
-        anticipationAt = now
-        return anticipationMs
     }
 
     /// Registers with the shared limit that kept a connect from starting, to be woken when it frees.
@@ -422,9 +370,9 @@ public final class ServerPool {
 
     /// RELOAD changed reserve_pool_size, reserve_pool_timeout or scaling_max_parallel_creates (the
     /// runtime serves waiters afterwards, outside its lock).
-    func setLimits(_ new: PoolLimits) { lock.withLock { limits = new } }
+    func setLimits(_ new: PoolLimits) { lock.withLock { machine.limits = new } }
 
-    var currentLimits: PoolLimits { lock.withLock { limits } }
+    var currentLimits: PoolLimits { lock.withLock { machine.limits } }
 
     public struct ScalingCounters {
         public var creates: Int, gateWaits: Int, reserveCreates: Int
@@ -434,63 +382,30 @@ public final class ServerPool {
 
     public var scalingCounters: ScalingCounters {
         lock.withLock {
-            ScalingCounters(creates: _creates, gateWaits: _gateWaits, reserveCreates: _reserveCreates,
-                            anticipationServed: _anticipationServed, anticipationTimeouts: _anticipationTimeouts)
+            ScalingCounters(creates: machine.creates, gateWaits: machine.gateWaits, reserveCreates: machine.reserveCreates,
+                            anticipationServed: machine.anticipationServed,
+                            anticipationTimeouts: machine.anticipationTimeouts)
         }
-    }
-
-    private func popIdleLocked(preferring loop: EventLoop) -> ServerConnection? {
-        if idle.isEmpty { return nil }
-        if settings.serverRoundRobin {
-            // FIFO: the least recently used server first.
-            if let i = idle.firstIndex(where: { $0.loop === loop }) { return idle.remove(at: i) }
-            return idle.removeFirst()
-        }
-        // LIFO: the most recently used server on the same event loop, else any.
-        var i = idle.count - 1
-        while i >= 0 {
-            if idle[i].loop === loop { return idle.remove(at: i) }
-            i -= 1
-        }
-        return idle.removeLast()
-    }
-
-    private func popWaiterLocked() -> Waiter? {
-        waiters.popOldest()?.element
     }
 
     /// Whether any client waits for a server of this pool.
-    var hasWaiters: Bool { lock.withLock { !waiters.isEmpty } }
+    var hasWaiters: Bool { lock.withLock { machine.hasWaiters } }
 
     /// Fails every waiter that has waited longer than query_wait_timeout (with the last connect
     /// error when connects have been failing meanwhile).
     func expireWaiters(now: NIODeadline) {
-        let limit = now - .milliseconds(Int64(settings.queryWaitTimeoutMs))
-        var lastReason: String?
-        let expired: [Waiter] = lock.withLock {
-            guard !waiters.isEmpty else { return [] }
-            lastReason = retry.lastReason
-            return waiters.expire(enqueuedAtOrBefore: limit)
-        }
+        let (expired, lastReason) = lock.withLock { machine.expireWaiters(now: now) }
         if !expired.isEmpty {
             let error: PoolError = lastReason.map { .connectFailed($0) } ?? .queryWaitTimeout(limit: limitText())
-            for w in expired {
+            for p in expired {
                 stats.recordWaitTimeout()
-                Self.run(on: w.loop) { w.callback(.failure(error)) }
+                Self.run(on: p.waiter.loop) { p.waiter.callback(.failure(error)) }
             }
         }
         // The clients still waiting may now be owed a connection: a reserve one (reserve_pool_timeout
         // passed), one a coordinator eviction can make room for (min_connection_lifetime passed), or
         // one a shared limit freed without waking this pool.
         if hasWaiters { serveWaitersWithNewConnections() }
-    }
-
-    /// While connects fail and clients wait, the time of the next attempt if no timer is set for
-    /// it yet (the caller schedules `retryDue`). Called under `lock`.
-    private func armRetryLocked() -> NIODeadline? {
-        guard retry.isFailing, !retryTimerArmed, !waiters.isEmpty, !_closed else { return nil }
-        retryTimerArmed = true
-        return retry.notBefore ?? .now()
     }
 
     private func scheduleRetry(at deadline: NIODeadline, on loop: EventLoop) {
@@ -500,24 +415,10 @@ public final class ServerPool {
     /// The backoff has (probably) passed: open a connection for the oldest waiter, or wait longer
     /// when a later failure pushed the next attempt back.
     private func retryDue(on loop: EventLoop) {
-        let later: NIODeadline? = lock.withLock {
-            retryTimerArmed = false
-            guard retry.isFailing, !waiters.isEmpty, !_closed else { return nil }
-            let now = NIODeadline.now()
-            if let notBefore = retry.notBefore, now < notBefore {
-                retryTimerArmed = true
-                return notBefore
-            }
-            if opening > 0 {
-                // An attempt is still under way (a retry's outcome re-arms this; a pre-warming
-                // connect's does not): look again shortly.
-                retryTimerArmed = true
-                return now + retry.initialDelay
-            }
-            return nil
+        switch lock.withLock({ machine.retryDue(now: .now()) }) {
+        case .later(let at): scheduleRetry(at: at, on: loop)
+        case .serveWaiters: serveWaitersWithNewConnections()
         }
-        if let later { return scheduleRetry(at: later, on: loop) }
-        serveWaitersWithNewConnections()
     }
 
     private func create(on loop: EventLoop, enqueuedAt: NIODeadline,
@@ -526,12 +427,7 @@ public final class ServerPool {
         startConnect(on: loop).whenComplete { [self] result in
             switch result {
             case .success(let server):
-                lock.withLock {
-                    opening -= 1
-                    open += 1
-                    server.countedInPool = true
-                    retry.attemptSucceeded()
-                }
+                lock.withLock { machine.connected(server) }
                 stats.recordWait(micros: UInt64(max(0, (NIODeadline.now() - enqueuedAt).nanoseconds / 1000)))
                 Self.run(on: loop) { callback(.success(server)) }
                 // A connect slot is free (and if PostgreSQL was down, it is back): open servers for
@@ -553,16 +449,13 @@ public final class ServerPool {
         var requeued = false
         var retryAt: NIODeadline?
         lock.withLock {
-            opening -= 1
-            let verdict = retry.attemptFailed(failure, startedAt: startedAt, now: now, waiterDeadline: waitDeadline,
-                                              jitter: Double.random(in: 0..<1))
-            switch verdict {
+            switch machine.connectFailed(failure, startedAt: startedAt, now: now, waiterDeadline: waitDeadline,
+                                         jitter: Double.random(in: 0..<1)) {
             case .retry:
-                guard !_closed else { break }
-                waiters.prepend(loopKey: ObjectIdentifier(loop), enqueuedAt: enqueuedAt,
-                                Waiter(loop: loop, enqueuedAt: enqueuedAt, callback: callback))
+                machine.requeueFront(Waiter(loop: loop, callback: callback), loopKey: ObjectIdentifier(loop),
+                                     enqueuedAt: enqueuedAt)
                 requeued = true
-                retryAt = armRetryLocked()
+                retryAt = machine.armRetry(now: now)
             case .fail:
                 break
             }
@@ -593,26 +486,15 @@ public final class ServerPool {
         if let coordinator, coordinator.shouldYield(self, ownClientsWaiting: hasWaiters) {
             return discard(server)  // its permit goes to another user pool of the database
         }
-        var reusable = true
-        let waiter: Waiter? = lock.withLock {
-            guard !_closed, server.isReusable(epoch: _epoch, now: now) else {
-                reusable = false
-                return nil
-            }
-            if !_paused, let w = waiters.pop(preferring: ObjectIdentifier(server.loop), now: now)?.element {
-                if w.anticipating { _anticipationServed += 1 }
-                return w
-            }
-            if settings.serverRoundRobin { idle.insert(server, at: 0) } else { idle.append(server) }
-            return nil
-        }
-        if !reusable {
+        switch lock.withLock({ machine.checkin(server, now: now) }) {
+        case .discard:
             discard(server)
-            return
-        }
-        if let waiter {
-            stats.recordWait(micros: UInt64(max(0, (now - waiter.enqueuedAt).nanoseconds / 1000)))
+        case .idled:
+            break
+        case .handTo(let p):
+            stats.recordWait(micros: UInt64(max(0, (now - p.enqueuedAt).nanoseconds / 1000)))
             // Direct handoff; on the same loop without a closure allocation.
+            let waiter = p.waiter
             if waiter.loop.inEventLoop {
                 waiter.callback(.success(server))
             } else {
@@ -634,10 +516,7 @@ public final class ServerPool {
 
     /// Removes a server from the idle list and frees its slot (once), then lets waiters open new ones.
     private func forget(_ server: ServerConnection) {
-        let counted: Bool = lock.withLock {
-            if let i = idle.firstIndex(where: { $0 === server }) { idle.remove(at: i) }
-            return uncountLocked(server)
-        }
+        let counted: Bool = lock.withLock { machine.forget(server) }
         if counted {
             returnPermits(1)
             serveWaitersWithNewConnections()
@@ -646,37 +525,16 @@ public final class ServerPool {
 
     /// Idle servers at least `minAgeMs` old (what the coordinator may evict).
     func idleCount(olderThanMs minAgeMs: UInt64, now: NIODeadline) -> Int {
-        lock.withLock { idle.reduce(0) { $0 + (Self.isOlder($1, than: minAgeMs, now: now) ? 1 : 0) } }
-    }
-
-    private static func isOlder(_ s: ServerConnection, than ms: UInt64, now: NIODeadline) -> Bool {
-        (now - s.createdAt).nanoseconds >= Int64(clamping: ms) * 1_000_000
+        lock.withLock { machine.idleCount(olderThanMs: minAgeMs, now: now) }
     }
 
     /// Closes the least recently used idle server at least `minAgeMs` old (min_connection_lifetime)
     /// to make room for another pool of the database (`DatabaseCoordinator.want`); false when none is.
     func evictOneIdle(olderThanMs minAgeMs: UInt64 = 0, now: NIODeadline = .now()) -> Bool {
-        var counted = false
-        let victim: ServerConnection? = lock.withLock {
-            let old = { (s: ServerConnection) in Self.isOlder(s, than: minAgeMs, now: now) }
-            // Least recently used first: the front of the LIFO list, the back of the FIFO one.
-            guard let i = settings.serverRoundRobin ? idle.lastIndex(where: old) : idle.firstIndex(where: old)
-            else { return nil }
-            let s = idle.remove(at: i)
-            counted = uncountLocked(s)
-            return s
-        }
-        guard let victim else { return false }
+        guard let (victim, counted) = lock.withLock({ machine.evictOneIdle(olderThanMs: minAgeMs, now: now) })
+        else { return false }
         victim.close()
         if counted { returnPermits(1) }
-        return true
-    }
-
-    /// Stops counting `s` in `open` (once); true if it was counted. Called under `lock`.
-    private func uncountLocked(_ s: ServerConnection) -> Bool {
-        guard s.countedInPool else { return false }
-        s.countedInPool = false
-        open -= 1
         return true
     }
 
@@ -684,38 +542,33 @@ public final class ServerPool {
     func serveWaitersWithNewConnections() {
         while true {
             var blocked: SharedGate?
-            let waiter: Waiter? = lock.withLock {
-                guard !_paused, !_closed, let oldest = waiters.popOldest() else { return nil }
+            let pending: Pending? = lock.withLock {
+                guard let oldest = machine.takeOldestWaiter() else { return nil }
                 let now = NIODeadline.now()
                 let waited = UInt64(max(0, (now - oldest.enqueuedAt).nanoseconds / 1_000_000))
                 var anticipating: UInt64?
                 if admitCreateLocked(now: now, waitedMs: waited, blocked: &blocked, anticipate: true,
                                      anticipating: &anticipating) {
-                    if oldest.element.anticipating { _anticipationTimeouts += 1 }  // its budget ran out
-                    return oldest.element
+                    machine.servedByNewConnection(oldest)
+                    return oldest
                 }
-                waiters.prepend(loopKey: oldest.loopKey, enqueuedAt: oldest.enqueuedAt, oldest.element)
+                machine.putBack(oldest)
                 return nil
             }
             noteBlocked(blocked)
-            guard let waiter else { return }
-            create(on: waiter.loop, enqueuedAt: waiter.enqueuedAt, waiter.callback)
+            guard let pending else { return }
+            create(on: pending.waiter.loop, enqueuedAt: pending.enqueuedAt, pending.waiter.callback)
         }
     }
 
     // MARK: - Admin operations
 
-    public func pause() { lock.withLock { _paused = true } }
+    public func pause() { lock.withLock { machine.pause() } }
 
     public func resume() {
-        var ready: [(Waiter, ServerConnection)] = []
-        lock.withLock {
-            _paused = false
-            while !idle.isEmpty, let w = popWaiterLocked() {
-                ready.append((w, idle.removeLast()))
-            }
-        }
-        for (w, s) in ready {
+        let ready = lock.withLock { machine.resume() }
+        for (p, s) in ready {
+            let w = p.waiter
             Self.run(on: w.loop) { w.callback(.success(s)) }
         }
         serveWaitersWithNewConnections()
@@ -724,14 +577,7 @@ public final class ServerPool {
 
     /// Retires every existing server: idle ones now, busy ones when they come back.
     public func reconnect() {
-        var uncounted = 0
-        let drained: [ServerConnection] = lock.withLock {
-            _epoch += 1
-            let d = idle
-            idle.removeAll()
-            uncounted = d.filter(uncountLocked).count
-            return d
-        }
+        let (drained, uncounted) = lock.withLock { machine.reconnect() }
         for s in drained { s.close() }
         returnPermits(uncounted)
         serveWaitersWithNewConnections()
@@ -747,34 +593,30 @@ public final class ServerPool {
     /// servers still in use are closed when they come back.
     public func retire(successor: ServerPool) {
         let pending = close(handingOverTo: successor)
-        for w in pending { successor.acquire(on: w.loop, w.callback) }
+        for p in pending { successor.acquire(on: p.waiter.loop, p.waiter.callback) }
     }
 
     /// Closes idle servers and refuses new checkouts (used when the pool is replaced or at shutdown).
     public func shutdown() {
         let pending = close(handingOverTo: nil)
-        for w in pending {
+        for p in pending {
+            let w = p.waiter
             Self.run(on: w.loop) { w.callback(.failure(.closed)) }
         }
     }
 
     /// Marks the pool closed, closes its idle servers, and returns the waiters for the caller to settle.
-    private func close(handingOverTo successor: ServerPool?) -> [Waiter] {
-        var uncounted = 0
-        let (drained, pending): ([ServerConnection], [Waiter]) = lock.withLock {
-            _closed = true
+    private func close(handingOverTo successor: ServerPool?) -> [Pending] {
+        let (drained, uncounted, pending) = lock.withLock {
             _successor = successor
-            let d = idle
-            idle.removeAll()
-            uncounted = d.filter(uncountLocked).count
-            return (d, waiters.removeAll())
+            return machine.close()
         }
         for s in drained { s.close() }
         returnPermits(uncounted)
         return pending
     }
 
-    public var isClosed: Bool { lock.withLock { _closed } }
+    public var isClosed: Bool { lock.withLock { machine.closed } }
 
     // MARK: - Maintenance (driven by `RetainCycle`)
 
@@ -782,47 +624,12 @@ public final class ServerPool {
     /// RECONNECT), idle past idle_timeout above min_pool_size, and reserve connections (beyond
     /// pool_size) no client waits for. `RetainPlanner` picks among all pools' candidates.
     func retainCandidates(now: NIODeadline) -> [RetainPlanner.Candidate<ServerConnection>] {
-        let idleLimit = settings.idleTimeoutMs
-        return lock.withLock {
-            guard !idle.isEmpty else { return [] }
-            var out: [RetainPlanner.Candidate<ServerConnection>] = []
-            func add(_ s: ServerConnection, _ reason: RetainPlanner.Reason) {
-                out.append(.init(item: s, id: ObjectIdentifier(s), createdAt: s.createdAt, reason: reason))
-            }
-            let byAge = idle.sorted { $0.createdAt < $1.createdAt }
-            var idleRoom = max(0, open - settings.minPoolSize)
-            var reserveRoom = waiters.isEmpty ? max(0, open - settings.poolSize) : 0
-            for s in byAge {
-                if !s.isReusable(epoch: _epoch, now: now) {
-                    add(s, .lifetime)
-                    continue
-                }
-                let idleFor = UInt64(max(0, (now - s.lastUsed).nanoseconds / 1_000_000))
-                if idleLimit > 0 && idleFor > idleLimit && idleRoom > 0 {
-                    idleRoom -= 1
-                    add(s, .idle)
-                } else if reserveRoom > 0 {
-                    reserveRoom -= 1
-                    add(s, .reserve)
-                }
-            }
-            return out
-        }
+        lock.withLock { machine.retainCandidates(now: now) }
     }
 
     /// Closes those of `servers` that are still idle here (chosen by the maintenance cycle).
     func closeIdle(_ servers: [ServerConnection]) {
-        var uncounted = 0
-        let closing: [ServerConnection] = lock.withLock {
-            var out: [ServerConnection] = []
-            for s in servers {
-                guard let i = idle.firstIndex(where: { $0 === s }) else { continue }
-                idle.remove(at: i)
-                if uncountLocked(s) { uncounted += 1 }
-                out.append(s)
-            }
-            return out
-        }
+        let (closing, uncounted) = lock.withLock { machine.takeIdle(servers) }
         for s in closing { s.close() }
         returnPermits(uncounted)
         if uncounted > 0 { serveWaitersWithNewConnections() }
@@ -837,7 +644,7 @@ public final class ServerPool {
         while true {
             var blocked: SharedGate?
             let go: Bool = lock.withLock {
-                guard !retry.isFailing, open + opening < settings.minPoolSize else { return false }
+                guard machine.wantsReplenish else { return false }
                 var never: UInt64?
                 return admitCreateLocked(now: .now(), waitedMs: nil, blocked: &blocked, anticipate: false,
                                          anticipating: &never)
@@ -846,18 +653,14 @@ public final class ServerPool {
             let loop = loops[next % loops.count]
             next += 1
             startConnect(on: loop).whenComplete { [self] result in
-                lock.withLock { opening -= 1 }
                 switch result {
                 case .success(let server):
-                    lock.withLock {
-                        open += 1
-                        server.countedInPool = true
-                        retry.attemptSucceeded()
-                    }
+                    lock.withLock { machine.replenishConnectEnded(server) }
                     release(server)
                     serveWaitersWithNewConnections()
                     replenish(loops: [loop])
                 case .failure:
+                    lock.withLock { machine.replenishConnectEnded(nil) }
                     returnPermits(1)
                     serveWaitersWithNewConnections()
                 }
