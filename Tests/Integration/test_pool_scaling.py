@@ -368,3 +368,20 @@ def test_max_user_connections_spans_databases(doorman, doorman_config, pg):
     b.execute("COMMIT")
     for x in (a, b):
         x.close()
+
+
+# --- which idle server a checkout gets --------------------------------------------------------------------
+
+@pytest.mark.parametrize("round_robin", [False, True])
+def test_server_round_robin_takes_the_least_recently_used_server(doorman, doorman_config, round_robin):
+    """Three idle servers: with server_round_robin successive transactions of one client go to each of
+    them in turn (least recently used first); without it the most recently used one serves again."""
+    cfg = doorman_config(pool_size=3, users=[MD5_USER], server_round_robin=round_robin)
+    dm = doorman(cfg)
+    hold_idle_servers(dm, 3)
+    c = connect(dm)
+    pids = [c.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(6)]
+    if round_robin:
+        assert len(set(pids[:3])) == 3 and pids[3:] == pids[:3], pids
+    else:
+        assert len(set(pids)) == 1, pids

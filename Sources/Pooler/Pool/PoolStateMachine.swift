@@ -105,9 +105,11 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
     private mutating func popIdle(preferring loopKey: ObjectIdentifier) -> Server? {
         if idle.isEmpty { return nil }
         if settings.roundRobin {
-            // FIFO: the least recently used server first.
-            if let i = idle.firstIndex(where: { $0.loopKey == loopKey }) { return idle.remove(at: i) }
-            return idle.removeFirst()
+            // FIFO: the least recently used server first. A checkin puts a server at the front, so
+            // the least recently used is at the back. (Before the machine, this took from the front:
+            // server_round_robin handed out the most recently used server, like the LIFO list.)
+            if let i = idle.lastIndex(where: { $0.loopKey == loopKey }) { return idle.remove(at: i) }
+            return idle.removeLast()
         }
         // LIFO: the most recently used server on the same event loop, else any.
         var i = idle.count - 1
