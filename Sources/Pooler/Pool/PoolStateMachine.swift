@@ -308,7 +308,8 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
     /// goes (the client side's `releaseVerdict` decided it may come back at all).
     mutating func checkin(_ server: Server, now: NIODeadline) -> Checkin {
         guard !closed, server.reuse(epoch: epoch, now: now) == .reusable else { return .discard }
-        if !paused, let p = waiters.pop(preferring: server.loopKey, now: now)?.element {
+        // (`isEmpty` first: with no waiter — the common checkin — the generic queue is not touched.)
+        if !paused, !waiters.isEmpty, let p = waiters.pop(preferring: server.loopKey, now: now)?.element {
             if p.anticipating { anticipationServed += 1 }
             return .handTo(p)
         }
