@@ -328,10 +328,7 @@ struct ServerConnectionStateMachine {
 
     /// The pooler closes the connection.
     mutating func close() -> Close {
-        let previous = state
-        state = .closed
-        login = nil
-        switch previous {
+        switch enterClosed() {
         case .closed: return .alreadyClosed
         case .idle: return .terminateAndClose
         case .connecting, .negotiatingTLS, .login, .active, .cleaning, .applying: return .close
@@ -351,10 +348,7 @@ struct ServerConnectionStateMachine {
 
     /// The socket closed (whoever closed it).
     mutating func channelInactive() -> Inactive {
-        let previous = state
-        state = .closed
-        login = nil
-        switch previous {
+        switch enterClosed() {
         case .login, .negotiatingTLS: return .loginFailed
         case .active: return .ownerLost
         case .cleaning(_, let purpose): return .cleanupFailed(purpose)
@@ -363,6 +357,14 @@ struct ServerConnectionStateMachine {
             return .applyFailed
         case .idle, .connecting, .closed: return .forget
         }
+    }
+
+    /// Closed from now on (the login machine, if any, is dropped); returns the state it was in.
+    private mutating func enterClosed() -> State {
+        let previous = state
+        state = .closed
+        login = nil
+        return previous
     }
 
     enum Failure: Equatable {
