@@ -114,10 +114,6 @@ public final class ServerConnection: ChannelInboundHandler {
         statements = ServerStatements(capacity: pool.settings.serverPreparedStatementsCacheSize)
     }
 
-    func isReusable(epoch poolEpoch: Int, now: NIODeadline) -> Bool {
-        reuse(epoch: poolEpoch, now: now) == .reusable
-    }
-
     /// Why this server may or may not serve another client (`ServerReuse.verdict`).
     func reuse(epoch poolEpoch: Int, now: NIODeadline) -> ServerReuse {
         machine.reuse(poolEpoch: poolEpoch, now: now)

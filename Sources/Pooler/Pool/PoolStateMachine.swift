@@ -285,13 +285,14 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
         return true
     }
 
-    /// The anticipation timer fired and waiters were served: the next budget if clients still wait.
-    mutating func anticipationTimerFired(now: NIODeadline, xactP99Micros: () -> Int, jitter: () -> Double) -> UInt64? {
-        anticipationTimerArmed = false
-        return waiters.isEmpty || closed ? nil : anticipationBudget(now: now, xactP99Micros: xactP99Micros, jitter: jitter)
-    }
-
+    /// The anticipation timer fired (a new one may be armed from now on).
     mutating func anticipationTimerDone() { anticipationTimerArmed = false }
+
+    /// After the fired timer's waiters were served: the next budget if clients still wait.
+    mutating func anticipationBudgetIfWaiting(now: NIODeadline, xactP99Micros: () -> Int,
+                                              jitter: () -> Double) -> UInt64? {
+        waiters.isEmpty || closed ? nil : anticipationBudget(now: now, xactP99Micros: xactP99Micros, jitter: jitter)
+    }
 
     // MARK: - Checkin
 

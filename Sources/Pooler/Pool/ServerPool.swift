@@ -290,8 +290,9 @@ public final class ServerPool {
             lock.withLock { machine.anticipationTimerDone() }
             serveWaitersWithNewConnections()
             let again: UInt64? = lock.withLock {
-                machine.anticipationTimerFired(now: .now(), xactP99Micros: { self.stats.xactHistogram.percentile(0.99) },
-                                               jitter: { Double.random(in: 0..<1) })
+                machine.anticipationBudgetIfWaiting(now: .now(),
+                                                    xactP99Micros: { self.stats.xactHistogram.percentile(0.99) },
+                                                    jitter: { Double.random(in: 0..<1) })
             }
             if let again { armAnticipationTimer(in: max(1, again), on: loop) }
         }

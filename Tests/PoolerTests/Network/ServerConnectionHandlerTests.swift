@@ -99,7 +99,7 @@ struct ServerConnectionHandlerTests {
         BackendMessage.readyForQuery(into: &last)
         try channel.writeInbound(last)
         #expect(clean == true)
-        #expect(server.isReusable(epoch: pool.epoch, now: .now()))
+        #expect(server.reuse(epoch: pool.epoch, now: .now()) == .reusable)
         _ = try? channel.finish()
     }
 
