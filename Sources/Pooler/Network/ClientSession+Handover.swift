@@ -18,7 +18,7 @@ extension ClientSession {
     var handoverBlocker: String? {
         switch phase {
         case .admin: return "admin console"
-        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal, .loggingIn: return "logging in"
+        case .startup, .authenticating, .loggingIn: return "logging in"
         case .closed: return "closing"
         case .ready: break
         }

@@ -3,10 +3,6 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-private let Z = UInt8(ascii: "Z"), Q = UInt8(ascii: "Q"), S = UInt8(ascii: "S"), P = UInt8(ascii: "P")
-private let B = UInt8(ascii: "B"), D = UInt8(ascii: "D"), E = UInt8(ascii: "E"), C = UInt8(ascii: "C")
-private let H = UInt8(ascii: "H"), X = UInt8(ascii: "X"), F = UInt8(ascii: "F"), I = UInt8(ascii: "I")
-
 /// Front door: startup packet, pg_hba, client authentication, and the login reply.
 extension ClientSession {
     // MARK: - Startup and authentication
@@ -20,75 +16,62 @@ extension ClientSession {
         while true {
             switch phase {
             case .startup:
-                guard let result = StartupPacket.decode(&inbound) else { return }
-                switch result {
-                case .failure:
-                    // Bad length or unknown code: close without a reply (nothing sensible to say).
+                let tlsAvailable = !isUnixSocket && !usesTLS && runtime.tls.clientContext != nil
+                switch ClientLoginStateMachine.firstPacket(StartupPacket.decode(&inbound), tlsAvailable: tlsAvailable) {
+                case .needMore:
+                    return
+                case .close:
                     close()
                     return
-                case .success(.sslRequest):
+                case .startTLS:
                     if startTLS() { return }
-                    var out = context.channel.allocator.buffer(capacity: 1)
-                    out.writeInteger(UInt8(ascii: "N"))
-                    output.writeAndFlush(out)
-                case .success(.gssEncRequest):
-                    var out = context.channel.allocator.buffer(capacity: 1)
-                    out.writeInteger(UInt8(ascii: "N"))
-                    output.writeAndFlush(out)
-                case .success(.cancel(let pid, let secret)):
+                    answerNo()
+                case .answerNo:
+                    answerNo()
+                case .cancel(let pid, let secret):
                     runtime.cancel(processID: pid, secretKey: secret)
                     close()
                     return
-                case .success(.startup(let params)):
+                case .startup(let params):
                     startup(params)
                 }
-            case .authMD5(let salt, let hash):
+            case .authenticating(var login):
                 guard let msg = nextMessage() else { return }
-                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
-                let response = Array(msg.1.readableBytesView.prefix { $0 != 0 })
-                if MD5Password.verify(clientResponse: response, storedHash: hash, salt: salt) {
-                    authenticated(clientKey: nil)
-                } else if authQueryLogin?.secret != nil {
-                    authQueryMD5Mismatch(salt: salt, response: response)
-                } else {
-                    authFailed()
-                }
-                return
-            case .authSCRAMFirst(var scram):
-                guard let msg = nextMessage() else { return }
-                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
-                var body = msg.1
-                guard body.readCString() == "SCRAM-SHA-256", let n: Int32 = body.readInteger(), n >= 0,
-                      let data = body.readBytes(length: Int(n))
-                else {
-                    return refuseLogin(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
-                }
-                switch scram.receiveClientFirst(data) {
-                case .success(let serverFirst):
-                    phase = .authSCRAMFinal(scram)
+                let step = login.receive(type: msg.0, body: msg.1)
+                phase = .authenticating(login)  // before the step: it may move the phase on
+                switch step {
+                case .protocolViolation:
+                    return protocolViolation()
+                case .accept:
+                    return authenticated(clientKey: nil)
+                case .md5Mismatch(let salt, let response):
+                    if authQueryLogin?.secret != nil { return authQueryMD5Mismatch(salt: salt, response: response) }
+                    return authFailed()
+                case .sendSASLContinue(let serverFirst):
                     var out = context.channel.allocator.buffer(capacity: 64 + serverFirst.count)
                     BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
                     output.writeAndFlush(out)
-                case .failure:
-                    return refuseLogin(code: .invalidPassword, "Authentication protocol error. Your client may not support SCRAM authentication properly.")
-                }
-            case .authSCRAMFinal(var scram):
-                guard let msg = nextMessage() else { return }
-                guard msg.0 == UInt8(ascii: "p") else { return protocolViolation() }
-                switch scram.receiveClientFinal(Array(msg.1.readableBytesView)) {
-                case .success(let (serverFinal, clientKey)):
+                case .sendSASLFinalAndAccept(let serverFinal, let clientKey):
                     var out = context.channel.allocator.buffer(capacity: 64 + serverFinal.count)
                     BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
                     output.write(out)
-                    authenticated(clientKey: clientKey)
-                case .failure:
-                    authFailed()
+                    return authenticated(clientKey: clientKey)
+                case .wrongPassword:
+                    return authFailed()
+                case .refuse(let code, let message):
+                    return refuseLogin(code: code, message)
                 }
-                return
-            default:
+            case .loggingIn, .ready, .admin, .closed:
                 return
             }
         }
+    }
+
+    /// `N` to an SSLRequest or GSSENCRequest: the startup follows in the clear.
+    private func answerNo() {
+        var out = context.channel.allocator.buffer(capacity: 1)
+        out.writeInteger(UInt8(ascii: "N"))
+        output.writeAndFlush(out)
     }
 
     /// SSLRequest on TCP with a client-facing certificate: answers `S` and puts TLS in front of this
@@ -229,44 +212,27 @@ extension ClientSession {
             return mockAuthentication(method: method, md5: runtime.mockAuthenticationUsesMD5)
         }
         self.pool = pool
-        let stored = pool.settings.clientPassword
-        if method == .trust { return authenticated(clientKey: nil) }
-        if stored.hasPrefix("SCRAM-SHA-256$") {
-            guard let keys = pool.clientScramKeys else {
-                return refuseLogin(code: .invalidPassword, "Server authentication configuration error. Please contact your database administrator.")
-            }
-            return beginSCRAM(keys)
+        switch ClientLoginStateMachine.exchange(stored: pool.settings.clientPassword, method: method, user: user,
+                                                scramKeys: { pool.clientScramKeys }) {
+        case .trust: return authenticated(clientKey: nil)
+        case .md5(let hash): return beginMD5(hash: hash)
+        case .scram(let keys): return beginSCRAM(keys)
+        case .mock(let md5): return mockAuthentication(method: method, md5: md5)
+        case .refuse(let code, let message): return refuseLogin(code: code, message)
+        case .fail: return authFailed()
         }
-        if stored.hasPrefix("md5") && stored.count == 35 {
-            if method == .scram {
-                // PostgreSQL cannot run SCRAM against an MD5 hash either; like it, run a mock
-                // SCRAM exchange so the client cannot tell this from a wrong password.
-                return mockAuthentication(method: method, md5: false)
-            }
-            return beginMD5(hash: stored)
-        }
-        if stored.isEmpty {
-            return refuseLogin(code: .invalidPassword, "password authentication failed for user \"\(user)\": no password is configured and pg_hba does not trust this connection")
-        }
-        if stored.hasPrefix(User.jwtPasswordPrefix) {
-            // JWT authentication is not implemented: the key's path is not a password.
-            return refuseLogin(code: .invalidPassword, "password authentication failed for user \"\(user)\": JWT authentication is not supported by this build")
-        }
-        // Plaintext password in the config: SCRAM with a verifier derived once per pool.
-        guard let keys = pool.clientScramKeys else { return authFailed() }
-        return beginSCRAM(keys)
     }
 
     func beginMD5(hash: String) {
         let salt = MD5Password.makeSalt()
-        phase = .authMD5(salt: salt, hash: hash)
+        phase = .authenticating(.md5(hash: hash, salt: salt))
         var out = context.channel.allocator.buffer(capacity: 13)
         BackendMessage.authenticationMD5(salt: salt, into: &out)
         output.writeAndFlush(out)
     }
 
     func beginSCRAM(_ keys: ScramServer.Keys) {
-        phase = .authSCRAMFirst(ScramServer(keys: keys))
+        phase = .authenticating(.scram(ScramServer(keys: keys)))
         var out = context.channel.allocator.buffer(capacity: 32)
         BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
         output.writeAndFlush(out)

@@ -236,7 +236,7 @@ extension ClientSession {
             switch phase {
             case .ready where server == nil && !waitingForServer:
                 fatal(code: .poolerShutdown, "pooler is shut down now")
-            case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+            case .startup, .authenticating:
                 fatal(code: .cannotConnectNow, "pg_doorman is shutting down")
             case .ready, .loggingIn, .admin, .closed:
                 break  // busy clients are told at the end of their transaction

@@ -12,9 +12,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     enum Phase {
         case startup
-        case authMD5(salt: [UInt8], hash: String)
-        case authSCRAMFirst(ScramServer)
-        case authSCRAMFinal(ScramServer)
+        /// The password exchange (`ClientLoginStateMachine`: MD5 or SCRAM).
+        case authenticating(ClientLoginStateMachine)
         case loggingIn
         case ready
         case admin(AdminSession)
@@ -198,7 +197,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         loginSlot = -1
         loginWatch = nil
         switch phase {
-        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+        case .startup, .authenticating:
             fatal(code: .protocolViolation, "client did not complete startup within \(runtime.startupTimeout.nanoseconds / 1_000_000_000) seconds")
         case .loggingIn, .ready, .admin, .closed:
             break
@@ -219,7 +218,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         case .admin(let admin):
             var b = buffer
             admin.receive(&b)
-        case .startup, .authMD5, .authSCRAMFirst, .authSCRAMFinal:
+        case .startup, .authenticating:
             var b = buffer
             inbound.writeBuffer(&b)
             processLoginInput()
