@@ -32,21 +32,16 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
         var idleTimeoutMs: UInt64
     }
 
-    /// A client waiting for a server.
-    struct Pending {
-        var loopKey: ObjectIdentifier
-        var enqueuedAt: NIODeadline
-        var waiter: Waiter
-        /// Queued by the anticipation (above the warm share) rather than by a limit.
-        var anticipating: Bool
-    }
+    /// A client waiting for a server: the queue's entry itself (its loop, when it queued, whether the
+    /// anticipation queued it), so a hand-over copies one flat value.
+    typealias Pending = WaiterQueue<Waiter>.Entry
 
     let settings: Settings
     var limits: PoolLimits
     private(set) var idle: [Server] = []
     private(set) var opening = 0
     private(set) var open = 0
-    private var waiters = WaiterQueue<Pending>()
+    private var waiters = WaiterQueue<Waiter>()
     /// Backoff for connects while they fail (PostgreSQL restarting): waiters wait on.
     private(set) var retry = ConnectRetry()
     private var retryTimerArmed = false
@@ -213,25 +208,23 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
     // MARK: - Waiting
 
     mutating func enqueue(_ waiter: Waiter, loopKey: ObjectIdentifier, now: NIODeadline, anticipating: Bool) {
-        waiters.append(loopKey: loopKey, enqueuedAt: now,
-                       Pending(loopKey: loopKey, enqueuedAt: now, waiter: waiter, anticipating: anticipating))
+        waiters.append(Pending(loopKey: loopKey, enqueuedAt: now, element: waiter, anticipating: anticipating))
     }
 
     /// A waiter whose connect failed and may be retried goes back to the front.
     mutating func requeueFront(_ waiter: Waiter, loopKey: ObjectIdentifier, enqueuedAt: NIODeadline) {
-        waiters.prepend(loopKey: loopKey, enqueuedAt: enqueuedAt,
-                        Pending(loopKey: loopKey, enqueuedAt: enqueuedAt, waiter: waiter, anticipating: false))
+        waiters.prepend(Pending(loopKey: loopKey, enqueuedAt: enqueuedAt, element: waiter))
     }
 
     /// The oldest waiter, to open a connection for (`serveWaitersWithNewConnections`); put it back
     /// with `putBack` when nothing may be opened for it.
     mutating func takeOldestWaiter() -> Pending? {
         guard !paused, !closed else { return nil }
-        return waiters.popOldest()?.element
+        return waiters.popOldest()
     }
 
     mutating func putBack(_ p: Pending) {
-        waiters.prepend(loopKey: p.loopKey, enqueuedAt: p.enqueuedAt, p)
+        waiters.prepend(p)
     }
 
     /// A connect started for `p`, which had been anticipating: its budget ran out.
@@ -310,7 +303,7 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
     mutating func checkin(_ server: Server, now: NIODeadline) -> Checkin {
         guard !closed, server.reuse(epoch: epoch, now: now) == .reusable else { return .discard }
         // (`isEmpty` first: with no waiter — the common checkin — the generic queue is not touched.)
-        if !paused, !waiters.isEmpty, let p = waiters.pop(preferring: server.loopKey, now: now)?.element {
+        if !paused, !waiters.isEmpty, let p = waiters.pop(preferring: server.loopKey, now: now) {
             if p.anticipating { anticipationServed += 1 }
             return .handTo(p)
         }
@@ -400,7 +393,7 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
     mutating func resume() -> [(Pending, Server)] {
         paused = false
         var ready: [(Pending, Server)] = []
-        while !idle.isEmpty, let p = waiters.popOldest()?.element {
+        while !idle.isEmpty, let p = waiters.popOldest() {
             ready.append((p, idle.removeLast()))
         }
         return ready
@@ -427,4 +420,9 @@ struct PoolStateMachine<Server: PooledServer, Waiter> {
         for s in d where uncount(s) { uncounted += 1 }
         return (d, uncounted)
     }
+}
+
+extension WaiterQueue.Entry {
+    /// The waiting client (the pool's name for the queue's element).
+    var waiter: Element { element }
 }

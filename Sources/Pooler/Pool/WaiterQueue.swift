@@ -12,6 +12,9 @@ struct WaiterQueue<Element> {
         var loopKey: ObjectIdentifier
         var enqueuedAt: NIODeadline
         var element: Element
+        /// The pool's mark for a waiter queued by its anticipation rather than by a limit (the queue
+        /// only carries it: the pool's entries are its waiters, with no wrapper around them).
+        var anticipating = false
     }
 
     private var slots: [Entry?] = []
@@ -34,15 +37,22 @@ struct WaiterQueue<Element> {
     }
 
     mutating func append(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
-        slots.append(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
+        append(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
+    }
+
+    mutating func append(_ entry: Entry) {
+        slots.append(entry)
         count += 1
     }
 
     /// Puts a waiter back at the head (one whose connect attempt failed and that waits on, so it
     /// keeps its place: the queue stays ordered by `enqueuedAt` for `expire`).
     mutating func prepend(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
+        prepend(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
+    }
+
+    mutating func prepend(_ entry: Entry) {
         skipHoles()
-        let entry = Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element)
         if head > 0 {
             head -= 1
             slots[head] = entry
@@ -84,8 +94,8 @@ struct WaiterQueue<Element> {
     }
 
     /// Removes and returns every waiter enqueued at or before `deadline`.
-    mutating func expire(enqueuedAtOrBefore deadline: NIODeadline) -> [Element] {
-        var out: [Element] = []
+    mutating func expire(enqueuedAtOrBefore deadline: NIODeadline) -> [Entry] {
+        var out: [Entry] = []
         skipHoles()
         while head < slots.count {
             guard let e = slots[head] else {
@@ -93,7 +103,7 @@ struct WaiterQueue<Element> {
                 continue
             }
             guard e.enqueuedAt <= deadline else { break }
-            out.append(e.element)
+            out.append(e)
             slots[head] = nil
             head += 1
             count -= 1
@@ -102,9 +112,9 @@ struct WaiterQueue<Element> {
         return out
     }
 
-    mutating func removeAll() -> [Element] {
-        var out: [Element] = []
-        while let e = popOldest() { out.append(e.element) }
+    mutating func removeAll() -> [Entry] {
+        var out: [Entry] = []
+        while let e = popOldest() { out.append(e) }
         return out
     }
 

@@ -36,10 +36,10 @@ struct WaiterQueueTests {
     @Test func expiresFromTheHeadOnly() {
         var q = WaiterQueue<Int>()
         for i in 0..<4 { q.append(loopKey: ka, enqueuedAt: t0 + .milliseconds(Int64(i * 10)), i) }
-        #expect(q.expire(enqueuedAtOrBefore: t0 + .milliseconds(15)) == [0, 1])
+        #expect(q.expire(enqueuedAtOrBefore: t0 + .milliseconds(15)).map(\.element) == [0, 1])
         #expect(q.count == 2)
         #expect(q.oldest?.element == 2)
-        #expect(q.removeAll() == [2, 3])
+        #expect(q.removeAll().map(\.element) == [2, 3])
     }
 
     @Test func holesLeftBySameLoopPicksAreSkipped() {
@@ -68,9 +68,9 @@ struct WaiterQueueTests {
         q.prepend(loopKey: key, enqueuedAt: t0, 1)
         #expect(q.count == 2)
         // Still ordered for expiry.
-        #expect(q.expire(enqueuedAtOrBefore: t0) == [1])
+        #expect(q.expire(enqueuedAtOrBefore: t0).map(\.element) == [1])
         q.prepend(loopKey: key, enqueuedAt: t0, 0)
-        #expect(q.removeAll() == [0, 2])
+        #expect(q.removeAll().map(\.element) == [0, 2])
     }
 
     final class Key { static let shared = Key() }
