@@ -37,6 +37,9 @@ extension ClientSession {
                 }
             case .authenticating(var login):
                 guard let msg = nextMessage() else { return }
+                // The machine is moved out while it runs: the phase's copy would share its buffers,
+                // and the exchange's mutations would copy them.
+                phase = .loggingIn
                 let step = login.receive(type: msg.0, body: msg.1)
                 phase = .authenticating(login)  // before the step: it may move the phase on
                 switch step {
@@ -300,8 +303,7 @@ extension ClientSession {
     /// its error as FATAL, as from PostgreSQL itself) and reports the values in its own spelling
     /// (`DateStyle` `German, DMY`), which the client is told at login.
     func checkParameters(pool: ServerPool, then proceed: @escaping () -> Void) {
-        let tried = parameters.values.filter { $0.key != "application_name" }
-        if tried.isEmpty { return proceed() }
+        if !parameters.values.keys.contains(where: { $0 != "application_name" }) { return proceed() }
         let key = parameters.cacheKey
         if let known = pool.validatedParameters(key) { return parametersChecked(known, then: proceed) }
         acquireForLogin(pool) { [self] s in
