@@ -33,14 +33,14 @@ struct ClientLimits {
     private(set) var perUser: [String: Int] = [:]
 
     /// Counts the client in and returns nil, or returns why it may not log in (nothing counted).
+    /// (One hash of each name per login and per leave where no per-database limit is set: the
+    /// counts are read and written through one dictionary access each.)
     mutating func admit(database: String, user: String) -> Refusal? {
-        let dbLimit = settings.limit(database: database)
-        let dbCount = perDatabase[database] ?? 0
-        if dbLimit > 0 && dbCount >= dbLimit { return .database(limit: dbLimit) }
-        let userCount = perUser[user] ?? 0
-        if settings.perUser > 0 && userCount >= settings.perUser { return .user(limit: settings.perUser) }
-        perDatabase[database] = dbCount + 1
-        perUser[user] = userCount + 1
+        let dbLimit = settings.perDatabase.isEmpty ? settings.defaultPerDatabase : settings.limit(database: database)
+        if dbLimit > 0, (perDatabase[database] ?? 0) >= dbLimit { return .database(limit: dbLimit) }
+        if settings.perUser > 0, (perUser[user] ?? 0) >= settings.perUser { return .user(limit: settings.perUser) }
+        perDatabase[database, default: 0] += 1
+        perUser[user, default: 0] += 1
         return nil
     }
 
@@ -51,7 +51,7 @@ struct ClientLimits {
     }
 
     private static func decrement(_ counts: inout [String: Int], _ key: String) {
-        guard let n = counts[key] else { return }
-        counts[key] = n > 1 ? n - 1 : nil
+        guard let i = counts.index(forKey: key) else { return }
+        if counts.values[i] > 1 { counts.values[i] -= 1 } else { counts.remove(at: i) }
     }
 }

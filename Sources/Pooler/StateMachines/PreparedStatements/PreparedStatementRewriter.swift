@@ -93,7 +93,7 @@ public struct PreparedStatementRewriter {
 
     /// `releaseIsUncertain` and `needsServerFiltering` for a caller holding the rewriter in an
     /// optional stored property: `mutating` makes `rewriter?.peek…()` run in place instead of on a copy.
-    public mutating func peekReleaseIsUncertain() -> Bool { releaseIsUncertain }
+    public mutating func peekReleaseIsUncertain() -> Bool { expected.isEmpty ? false : releaseIsUncertain }
     public mutating func peekNeedsServerFiltering() -> Bool { needsServerFiltering }
 
     /// Whether the server may hold statements or portals the cache does not know of: a Parse, Close
@@ -588,7 +588,8 @@ public struct PreparedStatementRewriter {
     /// `DEALLOCATE ALL` and call `ServerStatements.removeAll()` (or close the backend).
     @discardableResult
     public mutating func serverReleased() -> Bool {
-        let uncertain = releaseIsUncertain
+        // (The empty check first: every transaction's release, and the getter is not inlined.)
+        let uncertain = expected.isEmpty ? false : releaseIsUncertain
         if !expected.isEmpty { expected.removeAll(keepingCapacity: true) }
         serverSkipping = false
         copyInActive = false
