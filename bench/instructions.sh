@@ -12,7 +12,9 @@
 # clients on a pool of 40), BENCH_PGBOUNCER125 (PgBouncer 1.25.2, default
 # /work/shared/anchors/pgbouncer-1.25.2; its column is n/a when absent), BENCH_KEEP=1 (keep the
 # work directory), INSTR_SOURCE_LINES=1 (keep pg_doorman's debug info, so that
-# `callgrind_annotate --auto=yes <work>/doorman.cg.N` shows costs per source line).
+# `callgrind_annotate --auto=yes <work>/doorman.cg.N` shows costs per source line),
+# INSTR_DOORMAN_ONLY=1 (count pg_doorman alone: for comparing two pg_doorman builds; the
+# PgBouncer columns read n/a).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -81,6 +83,7 @@ declare -A port bin
 names=(pgbouncer)
 bin[pgbouncer]=$PGBOUNCER
 if [[ -z $pgb125_reason ]]; then names+=(pgbouncer125); bin[pgbouncer125]=$PGBOUNCER125; fi
+if [[ ${INSTR_DOORMAN_ONLY:-0} == 1 ]]; then names=(); pgb125_reason="INSTR_DOORMAN_ONLY=1"; fi
 for name in "${names[@]}"; do
     port[$name]=$(free_port)
     mkdir -p "$work/$name"
@@ -126,7 +129,8 @@ for name in "${names[@]}"; do
     fi
     pgbench_run "${port[$name]}" -c 4 -j 1 -t 100  # warm: every server connection opened, caches filled
 done
-[[ -n $pgb125_reason ]] && names=(pgbouncer doorman)
+if [[ ${INSTR_DOORMAN_ONLY:-0} == 1 ]]; then names=(doorman)
+elif [[ -n $pgb125_reason ]]; then names=(pgbouncer doorman); fi
 
 # The process valgrind runs (PgBouncer's pid is that of runuser's child when started as root).
 vg_pid() { pgrep -f "callgrind-out-file=$work/$1.cg" | while read -r p; do
