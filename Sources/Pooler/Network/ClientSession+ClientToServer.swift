@@ -225,30 +225,37 @@ extension ClientSession {
     /// prepared statement rewriter.
     func relayMessagesFromClient(_ buffer: ByteBuffer, server: ServerConnection) {
         var input = Self.joinPartial(&clientAcc, buffer)
-        var toServer = context.channel.allocator.buffer(capacity: buffer.readableBytes + 64)
+        // Messages the rewriter leaves unchanged are forwarded as runs of the input (no copy).
+        var runs = ForwardRuns(input)
+        // (Consumed bytes still count against the capacity until cleared.)
+        if clientInject.writerIndex > 0 { clientInject.clear() }
         var toClient = context.channel.allocator.buffer(capacity: 0)
         let queriesBefore = relay.queryCount
-        if clientPassThrough > 0, let piece = input.readSlice(length: min(clientPassThrough, input.readableBytes)) {
+        if clientPassThrough > 0 {
             // The rest of a message too large to hold, forwarded as it comes.
-            toServer.writeImmutableBuffer(piece)
-            clientPassThrough -= piece.readableBytes
+            let n = min(clientPassThrough, input.readableBytes)
+            input.moveReaderIndex(forwardBy: n)
+            clientPassThrough -= n
         }
+        // Where the forwarded bytes end: a Terminate, never sent, ends the loop after its read.
+        var forwardEnd = input.readerIndex
         do {
             while true {
+                let start = input.readerIndex
                 if let (type, length) = try Self.largeIncompleteMessage(
                     input, types: Self.streamedFrontend, threshold: runtime.streamThreshold, maxLength: clientScanner.maxMessageLength) {
                     // A Query or CopyData too large to hold: forwarded in pieces (the rewriter never
                     // changes them), with the bookkeeping of a whole one.
                     if type == FrontendMessageID.query.rawValue { relay.count(type) }
-                    var header = context.channel.allocator.buffer(capacity: 8)
-                    let empty = context.channel.allocator.buffer(capacity: 0)
+                    let empty = ByteBuffer()
                     if case .malformed(let why)? = rewriter?.clientMessage(
-                        type: type, body: empty, server: server.statements, toServer: &header, toClientNow: &toClient) {
+                        type: type, body: empty, server: server.statements, inject: &clientInject, toClientNow: &toClient) {
                         return fatal(code: .protocolViolation, "malformed message from client: \(why)")
                     }
-                    let piece = input.readSlice(length: input.readableBytes) ?? input
-                    toServer.writeImmutableBuffer(piece)
-                    clientPassThrough = 1 + length - piece.readableBytes
+                    clientPassThrough = 1 + length - input.readableBytes
+                    input.moveReaderIndex(to: input.writerIndex)
+                    runs.message(at: start, end: input.readerIndex, keep: true, precededBy: &clientInject)
+                    forwardEnd = input.readerIndex
                     break
                 }
                 guard let (type, body) = try MessageFramer.next(&input, maxLength: clientScanner.maxMessageLength) else { break }
@@ -274,6 +281,8 @@ extension ClientSession {
                         // The client's names never reached any server: answer here.
                         PreparedStatementRewriter.writeLocalReply(
                             action, transactionStatus: relay.transactionStatus.rawValue, into: &toClient)
+                        runs.message(at: start, end: input.readerIndex, keep: false, precededBy: &clientInject)
+                        forwardEnd = input.readerIndex
                         continue
                     case .discardAll, .none:
                         break
@@ -289,11 +298,16 @@ extension ClientSession {
                     relay.count(type)
                 }
                 if relay.terminating { break }
-                if case .malformed(let why)? = rewriter?.clientMessage(
-                    type: type, body: body, server: server.statements, toServer: &toServer, toClientNow: &toClient)
-                {
+                switch rewriter?.clientMessage(
+                    type: type, body: body, server: server.statements, inject: &clientInject, toClientNow: &toClient) {
+                case .malformed(let why)?:
                     return fatal(code: .protocolViolation, "malformed message from client: \(why)")
+                case .forward?, nil:
+                    runs.message(at: start, end: input.readerIndex, keep: true, precededBy: &clientInject)
+                case .replaced?:
+                    runs.message(at: start, end: input.readerIndex, keep: false, precededBy: &clientInject)
                 }
+                forwardEnd = input.readerIndex
             }
         } catch {
             return fatal(code: .protocolViolation, "invalid message length from client")
@@ -317,6 +331,7 @@ extension ClientSession {
         if toClient.readableBytes > 0 {
             output.writeAndFlush(toClient)
         }
+        let toServer = runs.finish(at: forwardEnd)
         if toServer.readableBytes > 0 { queueForServer(server, toServer) }
         // Nothing reached the server (a locally answered DEALLOCATE, or Terminate): let it go.
         // (Not while a message is half received: its rest follows and releasing drops it.)

@@ -159,6 +159,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var clientReadsPaused = false
     /// Rewriting: what the rewriter puts after a backend message (reused between messages).
     var serverExtra = ByteBuffer()
+    /// Rewriting: what the rewriter puts before or in place of a client message (reused).
+    var clientInject = ByteBuffer()
 
     var stateName: String {
         if waitingForServer { return "waiting" }

@@ -31,9 +31,23 @@ struct ForwardRuns {
         runStart = end
     }
 
+    /// The message at `start..<end` is kept (`keep`) or dropped, and `extra` (injected messages, a
+    /// replacement; may be empty) goes before its place. `extra` is consumed.
+    @inline(__always)
+    mutating func message(at start: Int, end: Int, keep: Bool, precededBy extra: inout ByteBuffer) {
+        if keep && extra.readableBytes == 0 { return }
+        if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
+        if start > runStart, var run = whole.getSlice(at: runStart, length: start - runStart) {
+            out!.writeBuffer(&run)
+        }
+        out!.writeBuffer(&extra)
+        runStart = keep ? start : end
+    }
+
     /// What to forward for the messages up to `end` (the rest of the input is not included).
-    func finish(at end: Int) -> ByteBuffer {
-        guard var built = out else {
+    /// (Takes the built buffer out, so that appending the last run does not copy it.)
+    mutating func finish(at end: Int) -> ByteBuffer {
+        guard var built = out.take() else {
             return whole.getSlice(at: whole.readerIndex, length: end - whole.readerIndex) ?? ByteBuffer()
         }
         if end > runStart, var run = whole.getSlice(at: runStart, length: end - runStart) { built.writeBuffer(&run) }

@@ -1,8 +1,9 @@
 import NIOCore
 
-/// Splits complete typed messages off an accumulation buffer (used outside the hot path: logins,
-/// admin sessions, cleanup). Returns nil when the next message is not complete yet.
+/// Splits complete typed messages off an accumulation buffer (logins, admin sessions, cleanup, and
+/// the relay's rewriting mode). Returns nil when the next message is not complete yet.
 enum MessageFramer {
+    @inline(__always)
     static func next(_ buffer: inout ByteBuffer, maxLength: Int = 1 << 30) throws -> (UInt8, ByteBuffer)? {
         guard buffer.readableBytes >= 5,
               let type: UInt8 = buffer.getInteger(at: buffer.readerIndex),

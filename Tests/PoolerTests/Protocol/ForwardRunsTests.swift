@@ -23,7 +23,7 @@ struct ForwardRunsTests {
 
     @Test func nothingEditedIsTheInputItself() {
         let (b, r) = input(prefix: 7)
-        let runs = ForwardRuns(b)
+        var runs = ForwardRuns(b)
         let out = runs.finish(at: r[2].upperBound)
         #expect(out == b)
         #expect(types(out) == "ABC")
@@ -32,7 +32,8 @@ struct ForwardRunsTests {
     @Test func finishStopsAtAPartialTail() {
         var (b, r) = input()
         b.writeBytes([UInt8(ascii: "D"), 0, 0])  // half a header
-        let out = ForwardRuns(b).finish(at: r[2].upperBound)
+        var runs = ForwardRuns(b)
+        let out = runs.finish(at: r[2].upperBound)
         #expect(types(out) == "ABC")
     }
 
@@ -66,5 +67,30 @@ struct ForwardRunsTests {
         runs.message(at: r[1].lowerBound, end: r[1].upperBound, keep: true, then: &y)  // B, then Y
         #expect(y.readableBytes == 0)
         #expect(types(runs.finish(at: r[2].upperBound)) == "XBYC")
+    }
+
+    @Test func injectionsGoBeforeTheirMessage() {
+        let (b, r) = input(prefix: 1)
+        var runs = ForwardRuns(b)
+        var x = ByteBufferAllocator().buffer(capacity: 8)
+        x.writeInteger(UInt8(ascii: "X")); x.writeInteger(Int32(4))
+        runs.message(at: r[1].lowerBound, end: r[1].upperBound, keep: true, precededBy: &x)  // X, then B
+        #expect(x.readableBytes == 0)
+        var y = ByteBufferAllocator().buffer(capacity: 8)
+        y.writeInteger(UInt8(ascii: "Y")); y.writeInteger(Int32(4))
+        runs.message(at: r[2].lowerBound, end: r[2].upperBound, keep: false, precededBy: &y)  // C → Y
+        #expect(types(runs.finish(at: r[2].upperBound)) == "AXBY")
+    }
+
+    @Test func aDroppedLastMessageIsNotForwarded() {
+        let (b, r) = input()
+        var runs = ForwardRuns(b)
+        var none = ByteBuffer()
+        runs.message(at: r[2].lowerBound, end: r[2].upperBound, keep: false, precededBy: &none)
+        #expect(types(runs.finish(at: r[2].upperBound)) == "AB")
+        // Stopping before a message (a Terminate the session never sends) leaves it out too.
+        var untouched = ForwardRuns(b)
+        let upToC = untouched.finish(at: r[2].lowerBound)
+        #expect(types(upToC) == "AB")
     }
 }

@@ -41,6 +41,16 @@ public struct PreparedStatementRewriter {
         case malformed(String)
     }
 
+    /// What `clientMessage(type:body:server:inject:toClientNow:)` did with a frontend message.
+    public enum ClientVerdict: Equatable {
+        /// The message goes to the backend unchanged, right after what was written to `inject`.
+        case forward
+        /// `inject` holds everything that goes to the backend in the message's place (maybe nothing).
+        case replaced
+        /// The message body is malformed; the caller should end the session (protocol violation).
+        case malformed(String)
+    }
+
     /// What `simpleQuery(_:)` recognised.
     public enum SimpleQueryAction: Equatable {
         /// Not a statement this rewriter cares about.
@@ -201,25 +211,41 @@ public struct PreparedStatementRewriter {
         type: UInt8, body: ByteBuffer, server: ServerStatements,
         toServer: inout ByteBuffer, toClientNow: inout ByteBuffer
     ) -> RewriteResult {
+        switch clientMessage(type: type, body: body, server: server, inject: &toServer, toClientNow: &toClientNow) {
+        case .forward:
+            Self.writeMessage(type, body, into: &toServer)
+            return .ok
+        case .replaced:
+            return .ok
+        case .malformed(let why):
+            return .malformed(why)
+        }
+    }
+
+    /// `clientMessage(type:body:server:toServer:toClientNow:)` without copying a message that passes
+    /// unchanged (most do): what must precede the message, or replace it, is appended to `inject`,
+    /// and `.forward` tells the caller to send the message's own bytes right after it.
+    public mutating func clientMessage(
+        type: UInt8, body: ByteBuffer, server: ServerStatements,
+        inject toServer: inout ByteBuffer, toClientNow: inout ByteBuffer
+    ) -> ClientVerdict {
         if self.server !== server {
             if self.server != nil { serverReleased() }
             self.server = server
         }
         if serverSkipping {
             // The backend discards everything up to Sync: nothing to rewrite or expect.
-            Self.writeMessage(type, body, into: &toServer)
             if type == Msg.sync {
                 serverSkipping = false
                 expected.append(Expectation(.relay(.sync)))
-            batch += 1
+                batch += 1
                 atBatchStart = true
             }
-            return .ok
+            return .forward
         }
         if copyInActive {
-            Self.writeMessage(type, body, into: &toServer)
             if type == Msg.copyDone || type == Msg.copyFail { copyInActive = false }
-            return .ok
+            return .forward
         }
         switch type {
         case Msg.parse, Msg.bind, Msg.describe, Msg.close, Msg.execute, Msg.sync:
@@ -228,7 +254,7 @@ public struct PreparedStatementRewriter {
             break
         }
 
-        let result: RewriteResult
+        let result: ClientVerdict
         switch type {
         case Msg.parse:
             result = parse(body, server, &toServer)
@@ -239,29 +265,24 @@ public struct PreparedStatementRewriter {
         case Msg.close:
             result = close(body, &toServer)
         case Msg.execute:
-            Self.writeMessage(type, body, into: &toServer)
             expected.append(Expectation(.relay(.execute)))
-            result = .ok
+            result = .forward
         case Msg.sync:
-            Self.writeMessage(type, body, into: &toServer)
             expected.append(Expectation(.relay(.sync)))
             batch += 1
-            result = .ok
+            result = .forward
         case Msg.query:
             // A simple Query drops the unnamed statement (exec_simple_query).
-            Self.writeMessage(type, body, into: &toServer)
             expected.append(Expectation(.relay(.simpleQuery),
                                         onSkip: [.restoreUnnamed(unnamed, onServer: unnamedOnServer)]))
             unnamed = nil
             unnamedOnServer = false
-            result = .ok
+            result = .forward
         case Msg.functionCall:
-            Self.writeMessage(type, body, into: &toServer)
             expected.append(Expectation(.relay(.functionCall)))
-            result = .ok
+            result = .forward
         default:
-            Self.writeMessage(type, body, into: &toServer)
-            result = .ok
+            result = .forward
         }
         switch type {
         case Msg.sync, Msg.query, Msg.functionCall: atBatchStart = true
@@ -281,13 +302,12 @@ public struct PreparedStatementRewriter {
         }
     }
 
-    private mutating func parse(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+    private mutating func parse(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> ClientVerdict {
         var b = body
         guard let nameBytes = b.readCStringBytes(), let query = b.readCStringBytes(),
               let count: UInt16 = b.readInteger(), b.readableBytes >= 4 * Int(count)
         else { return .malformed("malformed Parse message") }
         if nameBytes.isEmpty {
-            Self.writeMessage(Msg.parse, body, into: &out)
             var whole = ByteBufferAllocator().buffer(capacity: body.readableBytes + 5)
             Self.writeMessage(Msg.parse, body, into: &whole)
             // A failed Parse of "" leaves no unnamed statement (PostgreSQL drops it first).
@@ -296,7 +316,7 @@ public struct PreparedStatementRewriter {
                                         onSkip: [.restoreUnnamed(unnamed, onServer: unnamedOnServer)]))
             unnamed = whole
             unnamedOnServer = true
-            return .ok
+            return .forward
         }
         var oids: [UInt32] = []
         oids.reserveCapacity(Int(count))
@@ -319,7 +339,7 @@ public struct PreparedStatementRewriter {
             var duplicate = Expectation(.relay(.parse))
             duplicate.errorRename = (from: existing.name, to: name)
             expected.append(duplicate)
-            return .ok
+            return .replaced
         }
         let stmt = cache.statement(query: query, parameterTypes: oids, context: keyContext)
         let restore = Effect.restoreNamed(name, named[name], ifCurrent: stmt)
@@ -337,7 +357,7 @@ public struct PreparedStatementRewriter {
         }
         e.defines = name
         expected.append(e)
-        return .ok
+        return .replaced
     }
 
     /// What a Bind/Describe('S') refers to, after making sure the backend has it.
@@ -374,14 +394,15 @@ public struct PreparedStatementRewriter {
         return .rewritten(stmt.nameBytes)
     }
 
-    private mutating func bind(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+    private mutating func bind(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> ClientVerdict {
         var b = body
         guard let portalEnd = b.readableBytesView.firstIndex(of: 0) else { return .malformed("malformed Bind message") }
         var portal = b.readSlice(length: portalEnd + 1 - b.readerIndex)!  // with its terminator
         guard let stmt = b.readCString() else { return .malformed("malformed Bind message") }
+        let verdict: ClientVerdict
         switch prepareTarget(stmt, server, &out) {
         case .unchanged:
-            Self.writeMessage(Msg.bind, body, into: &out)
+            verdict = .forward
         case .rewritten(let name):
             // portal\0 name\0, then the parameter formats, values and result formats verbatim.
             out.writeInteger(Msg.bind)
@@ -390,36 +411,38 @@ public struct PreparedStatementRewriter {
             out.writeBytes(name)
             out.writeInteger(UInt8(0))
             out.writeImmutableBuffer(b)
+            verdict = .replaced
         }
         expected.append(Expectation(.relay(.bind)))
-        return .ok
+        return verdict
     }
 
-    private mutating func describe(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> RewriteResult {
+    private mutating func describe(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> ClientVerdict {
         var b = body
         guard let kind: UInt8 = b.readInteger(), let name = b.readCString() else {
             return .malformed("malformed Describe message")
         }
         guard kind == UInt8(ascii: "S") else {
-            Self.writeMessage(Msg.describe, body, into: &out)
             expected.append(Expectation(.relay(.describePortal)))
-            return .ok
+            return .forward
         }
+        let verdict: ClientVerdict
         switch prepareTarget(name, server, &out) {
         case .unchanged:
-            Self.writeMessage(Msg.describe, body, into: &out)
+            verdict = .forward
         case .rewritten(let newName):
             out.writeInteger(Msg.describe)
             out.writeInteger(Int32(4 + 1 + newName.count + 1))
             out.writeInteger(kind)
             out.writeBytes(newName)
             out.writeInteger(UInt8(0))
+            verdict = .replaced
         }
         expected.append(Expectation(.relay(.describeStatement)))
-        return .ok
+        return verdict
     }
 
-    private mutating func close(_ body: ByteBuffer, _ out: inout ByteBuffer) -> RewriteResult {
+    private mutating func close(_ body: ByteBuffer, _ out: inout ByteBuffer) -> ClientVerdict {
         var b = body
         guard let kind: UInt8 = b.readInteger(), let nameBytes = b.readCStringBytes() else {
             return .malformed("malformed Close message")
@@ -428,9 +451,8 @@ public struct PreparedStatementRewriter {
             let name = String(decoding: nameBytes, as: UTF8.self)
             let previous = named.removeValue(forKey: name)
             expected.append(Expectation(.emit(Msg.closeComplete), onSkip: [.restoreNamed(name, previous, ifCurrent: nil)]))
-            return .ok
+            return .replaced
         }
-        Self.writeMessage(Msg.close, body, into: &out)
         if kind == UInt8(ascii: "S") {
             let restore = Effect.restoreUnnamed(unnamed, onServer: unnamedOnServer)
             expected.append(Expectation(.relay(.close), onFailure: [restore], onSkip: [restore]))
@@ -439,7 +461,7 @@ public struct PreparedStatementRewriter {
         } else {
             expected.append(Expectation(.relay(.close)))
         }
-        return .ok
+        return .forward
     }
 
     // MARK: - Server → client
@@ -763,22 +785,63 @@ private struct Expectation {
     }
 
     var reply: Reply
-    /// Undo when the backend answered this message with an ErrorResponse.
-    var onFailure: [Effect]
-    /// Undo when the backend discarded this message (an earlier error in the batch).
-    var onSkip: [Effect]
-    /// An ErrorResponse to this message names statement `from`; the client knows it as `to`.
-    var errorRename: (from: String, to: String)?
-    /// A named Parse (sent or answered synthetically): the client name it defines.
-    var defines: String?
-    /// A Parse of `DOORMAN_<n>` sent to the backend, and the batch (Sync count) it was sent in.
-    var parsesName: String?
+    /// The batch (Sync count) a Parse of `parsesName` was sent in.
     var batch = 0
+    /// Everything else, which few entries have: one optional reference, so that the entries of a
+    /// plain Bind/Execute/Sync copy and destroy without retaining arrays and strings (the queue
+    /// copies its head several times per backend message).
+    private var detail: Detail?
+
+    private final class Detail {
+        let onFailure: [Effect]
+        let onSkip: [Effect]
+        let errorRename: (from: String, to: String)?
+        let defines: String?
+        let parsesName: String?
+
+        init(onFailure: [Effect], onSkip: [Effect], errorRename: (from: String, to: String)?, defines: String?,
+             parsesName: String?) {
+            self.onFailure = onFailure
+            self.onSkip = onSkip
+            self.errorRename = errorRename
+            self.defines = defines
+            self.parsesName = parsesName
+        }
+    }
 
     init(_ reply: Reply, onFailure: [Effect] = [], onSkip: [Effect] = []) {
         self.reply = reply
-        self.onFailure = onFailure
-        self.onSkip = onSkip
+        if !onFailure.isEmpty || !onSkip.isEmpty {
+            detail = Detail(onFailure: onFailure, onSkip: onSkip, errorRename: nil, defines: nil, parsesName: nil)
+        }
+    }
+
+    /// A copy of the detail with one field changed (the detail is shared between copies, so it is
+    /// never mutated in place).
+    private mutating func updateDetail(errorRename: (from: String, to: String)?? = nil, defines: String?? = nil,
+                                       parsesName: String?? = nil) {
+        detail = Detail(onFailure: onFailure, onSkip: onSkip, errorRename: errorRename ?? self.errorRename,
+                        defines: defines ?? self.defines, parsesName: parsesName ?? self.parsesName)
+    }
+
+    /// Undo when the backend answered this message with an ErrorResponse.
+    var onFailure: [Effect] { detail?.onFailure ?? [] }
+    /// Undo when the backend discarded this message (an earlier error in the batch).
+    var onSkip: [Effect] { detail?.onSkip ?? [] }
+    /// An ErrorResponse to this message names statement `from`; the client knows it as `to`.
+    var errorRename: (from: String, to: String)? {
+        get { detail?.errorRename }
+        set { updateDetail(errorRename: .some(newValue)) }
+    }
+    /// A named Parse (sent or answered synthetically): the client name it defines.
+    var defines: String? {
+        get { detail?.defines }
+        set { updateDetail(defines: .some(newValue)) }
+    }
+    /// A Parse of `DOORMAN_<n>` sent to the backend (its batch is `batch`).
+    var parsesName: String? {
+        get { detail?.parsesName }
+        set { updateDetail(parsesName: .some(newValue)) }
     }
 
     var isSync: Bool {

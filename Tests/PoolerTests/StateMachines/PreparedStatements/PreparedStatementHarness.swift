@@ -59,20 +59,36 @@ final class PooledClient {
             var out = runs.finish(at: input.readerIndex)
             toClient.writeBuffer(&out)
         }
-        var pendingToServer = ByteBufferAllocator().buffer(capacity: 256)
-        for (t, body) in messages {
-            var toServer = ByteBufferAllocator().buffer(capacity: 64)
-            var now = ByteBufferAllocator().buffer(capacity: 0)
-            let r = rewriter.clientMessage(type: t, body: body, server: statements, toServer: &toServer, toClientNow: &now)
-            precondition(r == .ok)
-            toClient.writeImmutableBuffer(now)
-            allToServer.writeImmutableBuffer(toServer)
-            switch delivery {
-            case .interleaved: feed(pg.receive(toServer))
-            case .batched: pendingToServer.writeImmutableBuffer(toServer)
+        switch delivery {
+        case .interleaved:
+            // Message by message, each copied into its own buffer.
+            for (t, body) in messages {
+                var toServer = ByteBufferAllocator().buffer(capacity: 64)
+                var now = ByteBufferAllocator().buffer(capacity: 0)
+                let r = rewriter.clientMessage(type: t, body: body, server: statements, toServer: &toServer, toClientNow: &now)
+                precondition(r == .ok)
+                toClient.writeImmutableBuffer(now)
+                allToServer.writeImmutableBuffer(toServer)
+                feed(pg.receive(toServer))
             }
+        case .batched:
+            // The way the session relays one read: unchanged messages as runs of the client's
+            // bytes, injections and replacements spliced in.
+            var input = FE.encode(messages)
+            var runs = ForwardRuns(input)
+            var inject = ByteBuffer()
+            while let (t, body) = try! MessageFramer.next(&input) {
+                let start = input.readerIndex - 5 - body.readableBytes
+                var now = ByteBufferAllocator().buffer(capacity: 0)
+                let verdict = rewriter.clientMessage(type: t, body: body, server: statements, inject: &inject, toClientNow: &now)
+                if case .malformed = verdict { preconditionFailure("malformed") }
+                toClient.writeImmutableBuffer(now)
+                runs.message(at: start, end: input.readerIndex, keep: verdict == .forward, precededBy: &inject)
+            }
+            let toServer = runs.finish(at: input.readerIndex)
+            allToServer.writeImmutableBuffer(toServer)
+            feed(pg.receive(toServer))
         }
-        if delivery == .batched { feed(pg.receive(pendingToServer)) }
         lastToServer = allToServer
         if release, !rewriter.needsServerFiltering { rewriter.serverReleased() }
         let direct = direct.receive(FE.encode(messages))
