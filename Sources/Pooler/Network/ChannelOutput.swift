@@ -30,25 +30,15 @@ final class ChannelOutput {
         fd = Self.socketDescriptor(of: context.channel)
     }
 
-    /// The channel's socket descriptor, or -1. What `withUnsafeTransportIfAvailable(of:)` does, but
-    /// through the unconstrained protocol (a cached conformance check) rather than a cast to
-    /// `any NIOTransportAccessibleChannelCore<Handle>`, whose metadata the runtime rebuilds on every
-    /// call — a noticeable part of accepting a connection. Measured on 2026-12-05: the supported
-    /// `pipeline.syncOperations.withUnsafeTransportIfAvailable(of:)` costs ~14,000 more user-space
-    /// instructions per client connection (SCRAM `-C` row of bench/instructions.sh: 197,133 ->
-    /// 211,344). `_channelCore` is underscored: a SwiftNIO release may rename it (the
-    /// build breaks here: switch to the supported call) or stop conforming its cores (this returns
-    /// -1 and every write goes through NIO: correct, slower). Owning the relay's socket is the way
-    /// out (#22).
+    /// The channel's socket descriptor, or -1 (a channel without a socket: tests' EmbeddedChannel).
+    /// Through NIO's supported `withUnsafeTransportIfAvailable(of:)`; its cast to the constrained
+    /// existential costs the runtime ~14,000 instructions per call (measured 2026-12-05 against a
+    /// cast through the underscored `_channelCore`, which a SwiftNIO release may change), so it is
+    /// asked once per connection and kept.
     static func socketDescriptor(of channel: Channel) -> CInt {
         channel.eventLoop.assertInEventLoop()
-        guard let core = channel._channelCore as? any NIOTransportAccessibleChannelCore else { return -1 }
-        return descriptor(of: core)
-    }
-
-    private static func descriptor<Core: NIOTransportAccessibleChannelCore>(of core: Core) -> CInt {
-        guard Core.Transport.self == NIOBSDSocket.Handle.self else { return -1 }
-        return (try? core.withUnsafeTransport { $0 as? NIOBSDSocket.Handle }).flatMap { $0 } ?? -1
+        let fd = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
+        return (fd ?? nil) ?? -1
     }
 
     /// The plain socket's descriptor while writes may bypass NIO, else -1.
