@@ -36,10 +36,6 @@ struct WaiterQueue<Element> {
         return nil
     }
 
-    mutating func append(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
-        append(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
-    }
-
     mutating func append(_ entry: Entry) {
         slots.append(entry)
         count += 1
@@ -47,10 +43,6 @@ struct WaiterQueue<Element> {
 
     /// Puts a waiter back at the head (one whose connect attempt failed and that waits on, so it
     /// keeps its place: the queue stays ordered by `enqueuedAt` for `expire`).
-    mutating func prepend(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
-        prepend(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
-    }
-
     mutating func prepend(_ entry: Entry) {
         skipHoles()
         if head > 0 {

@@ -75,3 +75,14 @@ struct WaiterQueueTests {
 
     final class Key { static let shared = Key() }
 }
+
+/// The tests' shorthand: an entry from its parts.
+extension WaiterQueue {
+    fileprivate mutating func append(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
+        append(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
+    }
+
+    fileprivate mutating func prepend(loopKey: ObjectIdentifier, enqueuedAt: NIODeadline, _ element: Element) {
+        prepend(Entry(loopKey: loopKey, enqueuedAt: enqueuedAt, element: element))
+    }
+}
