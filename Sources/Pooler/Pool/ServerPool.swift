@@ -1,3 +1,4 @@
+import Atomics
 import NIOConcurrencyHelpers
 import Logging
 import NIOCore
@@ -610,6 +611,7 @@ public final class ServerPool {
     private func close(handingOverTo successor: ServerPool?) -> [Pending] {
         let (drained, uncounted, pending) = lock.withLock {
             _successor = successor
+            closedFlag.store(true, ordering: .releasing)
             return machine.close()
         }
         for s in drained { s.close() }
@@ -617,7 +619,11 @@ public final class ServerPool {
         return pending
     }
 
-    public var isClosed: Bool { lock.withLock { machine.closed } }
+    /// Asked by every client at every transaction start: a flag set under the lock when the pool
+    /// closes, read without it (a client that misses a close by a moment is refused by the
+    /// locked checkout itself and takes the successor on its next try).
+    public var isClosed: Bool { closedFlag.load(ordering: .acquiring) }
+    private let closedFlag = ManagedAtomic<Bool>(false)
 
     // MARK: - Maintenance (driven by `RetainCycle`)
 

@@ -33,6 +33,8 @@ struct LRUMap<Key: Hashable, Value> {
 
     /// The value, making `key` the most recently used.
     mutating func get(_ key: Key) -> Value? {
+        // The most recent key again (a client running one statement per transaction): no hashing.
+        if newest >= 0, let node = nodes[newest], node.key == key { return node.value }
         guard let i = index[key] else { return nil }
         moveToNewest(i)
         return nodes[i]!.value

@@ -6,8 +6,8 @@ import NIOCore
 public final class PreparedStatement: @unchecked Sendable {
     /// Server-side name, `DOORMAN_<n>`.
     public let name: String
-    /// `name` as UTF-8 bytes (what rewritten Bind/Describe messages carry).
-    public let nameBytes: [UInt8]
+    /// `name` as UTF-8 bytes with its NUL terminator (what rewritten Bind/Describe messages carry).
+    public let nameCString: [UInt8]
     /// The query text bytes exactly as the client sent them.
     public let query: [UInt8]
     /// Parameter type OIDs exactly as the client sent them (0 = unspecified).
@@ -17,10 +17,10 @@ public final class PreparedStatement: @unchecked Sendable {
 
     init(name: String, query: [UInt8], parameterTypes: [UInt32]) {
         self.name = name
-        self.nameBytes = Array(name.utf8)
+        self.nameCString = Array(name.utf8) + [0]
         self.query = query
         self.parameterTypes = parameterTypes
-        self.parseMessage = Self.encodeParse(name: nameBytes, query: query, parameterTypes: parameterTypes)
+        self.parseMessage = Self.encodeParse(name: Array(name.utf8), query: query, parameterTypes: parameterTypes)
     }
 
     /// Parse: 'P', Int32 len, name\0, query\0, Int16 n, n × Int32 OID.

@@ -66,7 +66,12 @@ public struct PreparedStatementRewriter {
     private let cache: PreparedStatementCache
     private let keyContext: String
     /// The client's named statements.
-    private var named: [String: PreparedStatement] = [:]
+    private var named: [String: PreparedStatement] = [:] {
+        didSet { lastBound = nil }
+    }
+    /// The statement the last Bind/Describe named, while `named` is unchanged (most clients bind
+    /// the same statement transaction after transaction: a string compare instead of a hash).
+    private var lastBound: (name: String, statement: PreparedStatement)?
     /// The client's unnamed statement: the complete Parse message, replayed byte for byte.
     private var unnamed: ByteBuffer?
     /// Whether the attached backend's unnamed statement is the client's `unnamed`.
@@ -362,6 +367,7 @@ public struct PreparedStatementRewriter {
 
     /// What a Bind/Describe('S') refers to, after making sure the backend has it.
     private enum StatementTarget {
+        /// The statement's server-side name, NUL-terminated.
         case rewritten([UInt8])
         case unchanged
     }
@@ -384,14 +390,21 @@ public struct PreparedStatementRewriter {
             }
             return .unchanged
         }
-        guard let stmt = named[clientName] else { return .unchanged }
+        let stmt: PreparedStatement
+        if let last = lastBound, last.name == clientName {
+            stmt = last.statement
+        } else {
+            guard let found = named[clientName] else { return .unchanged }
+            stmt = found
+            lastBound = (clientName, found)
+        }
         if !server.lookup(stmt.name) {
             server.insert(stmt.name)
             expected.append(sendParse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
         } else if let pending = pendingParseBatch(stmt.name), pending < batch {
             expected.append(reparse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
         }
-        return .rewritten(stmt.nameBytes)
+        return .rewritten(stmt.nameCString)
     }
 
     private mutating func bind(_ body: ByteBuffer, _ server: ServerStatements, _ out: inout ByteBuffer) -> ClientVerdict {
@@ -405,11 +418,9 @@ public struct PreparedStatementRewriter {
             verdict = .forward
         case .rewritten(let name):
             // portal\0 name\0, then the parameter formats, values and result formats verbatim.
-            out.writeInteger(Msg.bind)
-            out.writeInteger(Int32(4 + portal.readableBytes + name.count + 1 + b.readableBytes))
+            out.writeMultipleIntegers(Msg.bind, Int32(4 + portal.readableBytes + name.count + b.readableBytes))
             out.writeBuffer(&portal)
             out.writeBytes(name)
-            out.writeInteger(UInt8(0))
             out.writeImmutableBuffer(b)
             verdict = .replaced
         }
@@ -431,11 +442,8 @@ public struct PreparedStatementRewriter {
         case .unchanged:
             verdict = .forward
         case .rewritten(let newName):
-            out.writeInteger(Msg.describe)
-            out.writeInteger(Int32(4 + 1 + newName.count + 1))
-            out.writeInteger(kind)
+            out.writeMultipleIntegers(Msg.describe, Int32(4 + 1 + newName.count), kind)
             out.writeBytes(newName)
-            out.writeInteger(UInt8(0))
             verdict = .replaced
         }
         expected.append(Expectation(.relay(.describeStatement)))

@@ -22,6 +22,30 @@ struct PreparedStatementRewriterTests {
         #expect(world.servers[0].statements.misses == 1)
     }
 
+    /// The rewriter remembers the statement the last Bind named; closing and redefining the name
+    /// (or DEALLOCATE) must not leave the old statement bound.
+    @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
+    func bindAfterRedefinitionUsesTheNewStatement(_ delivery: PooledClient.Delivery) {
+        let world = PooledWorld(servers: 1)
+        let c = world.client()
+        let exec = [FE.bind("", "s", []), FE.describe("P", ""), FE.execute(), FE.sync]
+        var r = c.run([FE.parse("s", "SELECT 1")] + exec, on: 0, delivery)
+        #expect(r.pooled == r.direct)
+        r = c.run(exec, on: 0, delivery)
+        #expect(r.pooled == r.direct)
+        r = c.run([FE.close("S", "s"), FE.parse("s", "SELECT 2")] + exec, on: 0, delivery)
+        #expect(r.pooled == r.direct)
+        #expect(r.pooled.types == "31" + "2TDCZ")
+        r = c.run(exec, on: 0, delivery)
+        #expect(r.pooled == r.direct)
+        let bind = FE.split(c.lastToServer).first.map { Array($0.1.readableBytesView) } ?? []
+        #expect(bind.first == 0 && String(decoding: bind.dropFirst().prefix { $0 != 0 }, as: UTF8.self) == "DOORMAN_2")
+        let deallocated = c.rewriter.simpleQuery("DEALLOCATE s")
+        #expect(deallocated == .deallocate(name: "s", existed: true))
+        r = c.run(exec, on: 0, delivery)
+        #expect(r.pooled.types == "EZ")
+    }
+
     @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
     func secondParseOfSameContentIsSkippedWithSyntheticParseComplete(_ delivery: PooledClient.Delivery) {
         let world = PooledWorld(servers: 1)
