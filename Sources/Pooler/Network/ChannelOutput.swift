@@ -31,10 +31,11 @@ final class ChannelOutput {
     }
 
     /// The channel's socket descriptor, or -1 (a channel without a socket: tests' EmbeddedChannel).
-    /// Through NIO's supported `withUnsafeTransportIfAvailable(of:)`; its cast to the constrained
-    /// existential costs the runtime ~14,000 instructions per call (measured 2026-12-05 against a
-    /// cast through the underscored `_channelCore`, which a SwiftNIO release may change), so it is
-    /// asked once per connection and kept.
+    /// Through NIO's supported `withUnsafeTransportIfAvailable(of:)`, asked once per channel and
+    /// kept: its cast to the constrained existential makes the runtime demangle the same-type
+    /// requirement on every call (+13,700 instructions per client connection, measured on
+    /// 2026-12-05 against a cast through the underscored `_channelCore`, which a SwiftNIO release
+    /// may change).
     static func socketDescriptor(of channel: Channel) -> CInt {
         channel.eventLoop.assertInEventLoop()
         let fd = try? channel.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }

@@ -22,13 +22,7 @@ struct ForwardRuns {
     @inline(__always)
     mutating func message(at start: Int, end: Int, keep: Bool, then extra: inout ByteBuffer) {
         if keep && extra.readableBytes == 0 { return }
-        let runEnd = keep ? end : start
-        if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
-        if runEnd > runStart, var run = whole.getSlice(at: runStart, length: runEnd - runStart) {
-            out!.writeBuffer(&run)
-        }
-        out!.writeBuffer(&extra)
-        runStart = end
+        splice(&extra, at: keep ? end : start, resumeAt: end)
     }
 
     /// The message at `start..<end` is kept (`keep`) or dropped, and `extra` (injected messages, a
@@ -36,12 +30,18 @@ struct ForwardRuns {
     @inline(__always)
     mutating func message(at start: Int, end: Int, keep: Bool, precededBy extra: inout ByteBuffer) {
         if keep && extra.readableBytes == 0 { return }
+        splice(&extra, at: start, resumeAt: keep ? start : end)
+    }
+
+    /// Ends the current run at `runEnd`, appends `extra`, and starts the next run at `resumeAt`.
+    @inline(__always)
+    private mutating func splice(_ extra: inout ByteBuffer, at runEnd: Int, resumeAt: Int) {
         if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
-        if start > runStart, var run = whole.getSlice(at: runStart, length: start - runStart) {
+        if runEnd > runStart, var run = whole.getSlice(at: runStart, length: runEnd - runStart) {
             out!.writeBuffer(&run)
         }
         out!.writeBuffer(&extra)
-        runStart = keep ? start : end
+        runStart = resumeAt
     }
 
     /// What to forward for the messages up to `end` (the rest of the input is not included).
