@@ -30,11 +30,14 @@ public struct ScramServer {
         public let verifier: ScramVerifier
         fileprivate let storedKeyMAC: KeyedHMAC
         fileprivate let serverKeyMAC: KeyedHMAC
+        /// `,s=<salt>,i=<iterations>`: the end of every server-first-message, the same for all logins.
+        fileprivate let serverFirstTail: [UInt8]
 
         public init(_ verifier: ScramVerifier) {
             self.verifier = verifier
             storedKeyMAC = KeyedHMAC(key: verifier.storedKey)
             serverKeyMAC = KeyedHMAC(key: verifier.serverKey)
+            serverFirstTail = Array(",s=".utf8) + Base64.encodeBytes(verifier.salt) + Array(",i=\(verifier.iterations)".utf8)
         }
     }
 
@@ -95,9 +98,11 @@ public struct ScramServer {
             return .failure(error)
         case .success(let parsed):
             let combinedNonce = Array(parsed.clientNonce) + Array(serverNonce.utf8)
-            var serverFirst = Array("r=".utf8) + combinedNonce
-            serverFirst += Array(",s=".utf8) + Base64.encodeBytes(verifier.salt)
-            serverFirst += Array(",i=\(verifier.iterations)".utf8)
+            var serverFirst: [UInt8] = []
+            serverFirst.reserveCapacity(2 + combinedNonce.count + keys.serverFirstTail.count)
+            serverFirst += "r=".utf8
+            serverFirst += combinedNonce
+            serverFirst += keys.serverFirstTail
             state = .waitingForClientFinal(Exchange(gs2Header: parsed.gs2Header, clientFirstBare: parsed.bare,
                                                     serverFirst: serverFirst, combinedNonce: combinedNonce))
             return .success(serverFirst)
