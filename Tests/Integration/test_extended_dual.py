@@ -372,3 +372,22 @@ def test_raw_unnamed_replayed_on_another_backend(dual):
         (C("S", "") + S(), 1),
         (B("", "", [b"4"]) + E() + S(), 1),
     ])
+
+
+def test_large_results_of_named_statements(dual):
+    # Replies to a Bind/Execute of a statement the backend has are relayed as they arrive (no
+    # framing); results of ~1 MB end most reads inside a row. Then batches that need the rewriter's
+    # edits (synthetic ParseComplete, an injected Parse) behind or after such results, an error in
+    # the middle of one, and DISCARD ALL seen in a raw-relayed reply.
+    rows = "SELECT i, repeat('x', 300) AS pad FROM generate_series(1, $1::int) i"
+    dual.run([
+        (P("big", rows) + S(), 1),
+        (B("", "big", [b"3000"]) + E() + S(), 1),
+        (B("", "big", [b"2000"]) + E() + P("same", rows) + B("", "same", [b"5"]) + E() + S(), 1),
+        (B("", "big", [b"3000"]) + E() + B("", "big", [b"x"]) + E() + B("", "same", [b"2"]) + E() + S(), 1),
+        (B("", "same", [b"4000"]) + E(max_rows=1500) + E(max_rows=1500) + E() + S(), 1),
+        (B("", "big", [b"1000"]) + E() + S() + B("", "same", [b"1000"]) + E() + S(), 2),
+        (Q("DISCARD ALL"), 1),
+        (B("", "big", [b"1"]) + E() + S(), 1),
+        (P("big", rows) + B("", "big", [b"2500"]) + E() + S(), 1),
+    ])

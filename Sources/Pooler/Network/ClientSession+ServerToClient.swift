@@ -60,6 +60,10 @@ extension ClientSession {
     /// Rewriting: whole backend messages go through the rewriter (synthetic ParseComplete, dropped
     /// replies to injected messages).
     func serverMessages(_ buffer: ByteBuffer) {
+        if serverAcc == nil && serverPassThrough == 0 && !relay.setupPending
+            && (rewriter?.peekRepliesArePlain() ?? true) {
+            return plainServerReplies(buffer)
+        }
         var input = Self.joinPartial(&serverAcc, buffer)
         // Messages the rewriter leaves unchanged are forwarded as runs of the input (no copy).
         var runs = ForwardRuns(input)
@@ -130,10 +134,71 @@ extension ClientSession {
         } catch {
             return serverStreamBroken()
         }
-        if relay.pendingSets > 0 { adoptCommittedSets() }
         let toClient = runs.finish(at: input.readerIndex)
-        if input.readableBytes > 0 { serverAcc = input }
-        let needed = input.readableBytes > 0 ? Self.announcedSize(input) : 0
+        finishServerMessages(toClient, held: input, boundary: boundary, sawReady: sawReady)
+    }
+
+    /// Rewriting, while every reply awaited reaches the client unchanged (`peekRepliesArePlain`),
+    /// and the backend's stream is at a message boundary: the read is relayed as it is, its
+    /// messages found by the raw scanner, the rewriter told of each by type. A read that ends
+    /// inside a message leaves its rest to `serverMessages`' own framing (the body still to come
+    /// relayed as it comes; a cut header or tag held) so that the scanner is at a boundary when
+    /// the next read decides.
+    func plainServerReplies(_ buffer: ByteBuffer) {
+        var boundary = false
+        var sawReady = false
+        // Where the last message the scanner reported ends, from the buffer's reader index.
+        var lastEnd = 0
+        do {
+            try serverScanner.scan(buffer, wantPrefix: ClientSessionStateMachine.backendPrefixLength) {
+                type, length, prefix, start in
+                lastEnd = start + 5 + length
+                switch BackendMessageID(rawValue: type) {
+                case .readyForQuery:
+                    boundary = relay.readyForQuery(status: prefix.count > 0 ? prefix[0] : nil)
+                    sawReady = true
+                case .commandComplete:
+                    relay.commandComplete(tag: UnsafeRawBufferPointer(rebasing: prefix.prefix(8)))
+                case .copyInResponse, .copyOutResponse, .copyBothResponse:
+                    relay.copyResponse()
+                case .errorResponse:
+                    relay.errorResponse()
+                case .parameterStatus:
+                    noteParameterStatus(prefix, bodyLength: length)
+                default:
+                    break
+                }
+                rewriter?.plainReply(type: type, tag: prefix, bodyLength: length)
+                relay.syncsIgnored(rewriter?.takeIgnoredSyncs() ?? 0)
+            }
+        } catch {
+            return serverStreamBroken()
+        }
+        var held = ByteBuffer()
+        var toClient = buffer
+        if !serverScanner.atBoundary {
+            let n = buffer.readableBytes
+            if lastEnd > n {
+                // Inside a reported message's body: the rest is relayed as it comes.
+                serverPassThrough = lastEnd - n
+                serverPassThroughDropped = false
+            } else {
+                // A header or tag cut short: held until the message can be framed.
+                held = buffer.getSlice(at: buffer.readerIndex + lastEnd, length: n - lastEnd) ?? ByteBuffer()
+                toClient = buffer.getSlice(at: buffer.readerIndex, length: lastEnd) ?? ByteBuffer()
+            }
+            serverScanner = MessageScanner(maxMessageLength: serverScanner.maxMessageLength)
+        }
+        finishServerMessages(toClient, held: held, boundary: boundary, sawReady: sawReady)
+    }
+
+    /// The end of a rewriting read: `toClient` goes to the client, `held` (the start of a message
+    /// not complete yet) waits for the next read.
+    @inline(__always)
+    func finishServerMessages(_ toClient: ByteBuffer, held: ByteBuffer, boundary: Bool, sawReady: Bool) {
+        if relay.pendingSets > 0 { adoptCommittedSets() }
+        if held.readableBytes > 0 { serverAcc = held }
+        let needed = held.readableBytes > 0 ? Self.announcedSize(held) : 0
         if needed != serverMessageHeld, !runtime.memory.adjust(held: &serverMessageHeld, needed: needed) {
             // A backend message too large to hold now: the client that asked for it is refused and
             // its server, left mid-message, is closed.

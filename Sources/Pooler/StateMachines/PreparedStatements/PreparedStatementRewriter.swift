@@ -486,15 +486,46 @@ public struct PreparedStatementRewriter {
     /// dropped or replaced. Either way, what follows it in the client's stream (a replacement,
     /// synthetic replies) is appended to `extra`.
     public mutating func serverReply(type: UInt8, body: ByteBuffer, extra: inout ByteBuffer) -> Bool {
-        if type == Msg.commandComplete { noteCommandTag(body) }
+        if type == Msg.commandComplete {
+            body.withUnsafeReadableBytes { noteCommandTag($0) }
+        }
         guard let head = expected.first else { return true }
+        var forward = true
+        if type == Msg.errorResponse, let rename = head.errorRename {
+            Self.writeMessage(type, Self.renamingStatement(in: body, from: rename.from, to: rename.to), into: &extra)
+            forward = false
+        }
+        if !advance(past: type, head: head) { forward = false }
+        if let next = expected.first, case .emit = next.reply { emitReadySynthetics(into: &extra) }
+        return forward
+    }
+
+    /// Whether every reply still awaited goes to the client unchanged: no synthetic reply, dropped
+    /// reply, renamed error or undo is pending. While true (and it stays true as replies arrive,
+    /// until the client sends more), `plainReply` may stand in for `serverReply` and the caller
+    /// relay the backend's bytes as they come.
+    public var repliesArePlain: Bool {
+        expected.isEmpty || !expected.contains { !$0.isPlain }
+    }
+    /// `repliesArePlain` in place, for a caller holding the rewriter in an optional stored property.
+    public mutating func peekRepliesArePlain() -> Bool { repliesArePlain }
+
+    /// `serverReply` for a backend message while `repliesArePlain` holds: the message is relayed
+    /// unchanged and nothing follows it. `tag` is the start of a CommandComplete's tag (its first
+    /// 15 bytes at least, when it has them) and `bodyLength` its whole length.
+    @inline(__always)
+    public mutating func plainReply(type: UInt8, tag: UnsafeRawBufferPointer, bodyLength: Int) {
+        if type == Msg.commandComplete && bodyLength <= 16 && tag.count == bodyLength { noteCommandTag(tag) }
+        guard let head = expected.first else { return }
+        _ = advance(past: type, head: head)
+    }
+
+    /// The queue's bookkeeping for backend message `type` answering `head` (the first entry):
+    /// false when the message answers an injected one and is not for the client.
+    private mutating func advance(past type: UInt8, head: Expectation) -> Bool {
         var forward = true
         switch type {
         case Msg.errorResponse:
-            if let rename = head.errorRename {
-                Self.writeMessage(type, Self.renamingStatement(in: body, from: rename.from, to: rename.to), into: &extra)
-                forward = false
-            }
             if head.endsOnlyAtReadyForQuery { break }
             expected.removeFirst()
             skipUntilSync(after: head)
@@ -529,7 +560,6 @@ public struct PreparedStatementRewriter {
                 }
             }
         }
-        if let next = expected.first, case .emit = next.reply { emitReadySynthetics(into: &extra) }
         return forward
     }
 
@@ -553,19 +583,20 @@ public struct PreparedStatementRewriter {
         }
     }
 
-    private mutating func noteCommandTag(_ body: ByteBuffer) {
-        guard body.readableBytes <= 16,
-              let tag = body.getString(at: body.readerIndex, length: body.readableBytes)
-        else { return }
-        if tag == "DISCARD ALL\0" || tag == "DEALLOCATE ALL\0" {
-            server?.removeAll()
-            named.removeAll()
-            if tag == "DISCARD ALL\0" {
-                unnamed = nil
-                unnamedOnServer = false
-            }
+    /// A CommandComplete's whole tag (with its NUL): after DISCARD ALL or DEALLOCATE ALL the backend
+    /// holds no statements, and neither does the client.
+    private mutating func noteCommandTag(_ tag: UnsafeRawBufferPointer) {
+        let discard = tag.elementsEqual(Self.discardAllTag)
+        guard discard || tag.elementsEqual(Self.deallocateAllTag) else { return }
+        server?.removeAll()
+        named.removeAll()
+        if discard {
+            unnamed = nil
+            unnamedOnServer = false
         }
     }
+    private static let discardAllTag = Array("DISCARD ALL\0".utf8)
+    private static let deallocateAllTag = Array("DEALLOCATE ALL\0".utf8)
 
     /// The batch of the oldest Parse of `name` still awaiting its reply, if any.
     private func pendingParseBatch(_ name: String) -> Int? {
@@ -850,6 +881,15 @@ private struct Expectation {
     var parsesName: String? {
         get { detail?.parsesName }
         set { updateDetail(parsesName: .some(newValue)) }
+    }
+
+    /// Answered by replies the client sees unchanged, with nothing to undo or rename.
+    var isPlain: Bool {
+        guard detail == nil else { return false }
+        switch reply {
+        case .relay: return true
+        case .dropParseComplete, .dropCloseComplete, .emit: return false
+        }
     }
 
     var isSync: Bool {

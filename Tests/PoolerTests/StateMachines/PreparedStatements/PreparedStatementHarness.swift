@@ -21,6 +21,11 @@ final class PooledClient {
     let direct = FakePostgres()
     /// Everything sent to backends by the rewriter, for inspection.
     var lastToServer = ByteBufferAllocator().buffer(capacity: 0)
+    /// Relay a backend read the way the session does when every awaited reply is plain: raw, the
+    /// rewriter told each message's type (`plainReply`). Off: every message through `serverReply`.
+    var plainReplies = true
+    /// Backend reads relayed through `plainReply`.
+    var plainReads = 0
 
     init(world: PooledWorld) {
         self.world = world
@@ -47,6 +52,17 @@ final class PooledClient {
         // of the backend's bytes (ForwardRuns), edits spliced in.
         func feed(_ replies: ByteBuffer) {
             var input = replies
+            if plainReplies && rewriter.peekRepliesArePlain() {
+                plainReads += 1
+                while let (t, body) = try! MessageFramer.next(&input) {
+                    body.withUnsafeReadableBytes { b in
+                        rewriter.plainReply(type: t, tag: UnsafeRawBufferPointer(rebasing: b.prefix(15)),
+                                            bodyLength: b.count)
+                    }
+                }
+                toClient.writeImmutableBuffer(replies)
+                return
+            }
             var runs = ForwardRuns(input)
             var extra = ByteBuffer()
             while let (t, body) = try! MessageFramer.next(&input) {

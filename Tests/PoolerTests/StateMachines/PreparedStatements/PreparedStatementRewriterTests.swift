@@ -46,6 +46,56 @@ struct PreparedStatementRewriterTests {
         #expect(r.pooled.types == "EZ")
     }
 
+    /// Backend reads whose awaited replies are all plain are relayed raw, the rewriter told each
+    /// message's type: the client sees the same bytes, the statements end up the same.
+    @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
+    func plainRepliesRelayedRawGiveTheSameResults(_ delivery: PooledClient.Delivery) {
+        var transcripts: [[[UInt8]]] = []
+        for plain in [false, true] {
+            let world = PooledWorld(servers: 2)
+            let c = world.client()
+            c.plainReplies = plain
+            var replies: [[UInt8]] = []
+            let exec = [FE.bind("", "s", ["1"]), FE.execute(), FE.sync]
+            for batch in [[FE.parse("s", "SELECT $1", [23])] + exec, exec, exec, [FE.query("SELECT FAIL")], exec,
+                          [FE.bind("", "s", ["1"]), FE.execute(), FE.query("SELECT 1"), FE.sync], exec,
+                          [FE.query("DISCARD ALL")], exec] {
+                for server in [0, 1] {
+                    let r = c.run(batch, on: server, delivery)
+                    #expect(r.pooled == r.direct)
+                    replies.append(r.pooled)
+                }
+            }
+            #expect(c.rewriter.namedStatementCount == 0)  // DISCARD ALL seen by either path
+            #expect(plain ? c.plainReads > 0 : c.plainReads == 0)
+            transcripts.append(replies)
+        }
+        #expect(transcripts[0] == transcripts[1])
+    }
+
+    /// Pending synthetic or dropped replies, renamed errors and undos make the replies not plain.
+    @Test func injectedAndSyntheticRepliesAreNotPlain() {
+        let world = PooledWorld(servers: 3)
+        let a = world.client(), b = world.client()
+        a.run([FE.parse("x", "SELECT 1"), FE.sync], on: 0)
+        // Whether the batch's replies were relayed raw (one backend read per batched run).
+        func plain(_ batch: [(UInt8, ByteBuffer)], on server: Int) -> Bool {
+            let before = b.plainReads
+            let r = b.run(batch, on: server)
+            #expect(r.pooled == r.direct)
+            return b.plainReads > before
+        }
+        // A Parse sent to the backend: undone if it fails.
+        #expect(!plain([FE.parse("y", "SELECT 1"), FE.sync], on: 1))
+        #expect(plain([FE.bind("", "y"), FE.execute(), FE.sync], on: 1))
+        // Behind an Execute in flight, a Parse the backend already has is answered synthetically.
+        #expect(plain([FE.bind("", "y"), FE.execute(), FE.sync], on: 0))
+        #expect(!plain([FE.bind("", "y"), FE.execute(), FE.parse("z", "SELECT 1"), FE.sync], on: 0))
+        // A Bind of a known statement on a backend that lacks it: a Parse is injected, its reply dropped.
+        #expect(!plain([FE.bind("", "y"), FE.execute(), FE.sync], on: 2))
+        #expect(plain([FE.bind("", "y"), FE.execute(), FE.sync], on: 2))
+    }
+
     @Test(arguments: [PooledClient.Delivery.batched, .interleaved])
     func secondParseOfSameContentIsSkippedWithSyntheticParseComplete(_ delivery: PooledClient.Delivery) {
         let world = PooledWorld(servers: 1)
