@@ -225,11 +225,12 @@ extension ClientSession {
     /// prepared statement rewriter.
     func relayMessagesFromClient(_ buffer: ByteBuffer, server: ServerConnection) {
         var input = Self.joinPartial(&clientAcc, buffer)
-        // Messages the rewriter leaves unchanged are forwarded as runs of the input (no copy).
-        var runs = ForwardRuns(input)
+        // Messages the rewriter leaves unchanged are forwarded as runs of the input (no copy); an
+        // edited read is built in the buffer the previous one was (once the server took it).
+        var runs = ForwardRuns(input, reuse: clientEdited.take())
         // (Consumed bytes still count against the capacity until cleared.)
         if clientInject.writerIndex > 0 { clientInject.clear() }
-        var toClient = context.channel.allocator.buffer(capacity: 0)
+        if clientReply.writerIndex > 0 { clientReply.clear() }
         let queriesBefore = relay.queryCount
         if clientPassThrough > 0 {
             // The rest of a message too large to hold, forwarded as it comes.
@@ -249,7 +250,7 @@ extension ClientSession {
                     if type == FrontendMessageID.query.rawValue { relay.count(type) }
                     let empty = ByteBuffer()
                     if case .malformed(let why)? = rewriter?.clientMessage(
-                        type: type, body: empty, server: server.statements, inject: &clientInject, toClientNow: &toClient) {
+                        type: type, body: empty, server: server.statements, inject: &clientInject, toClientNow: &clientReply) {
                         return fatal(code: .protocolViolation, "malformed message from client: \(why)")
                     }
                     clientPassThrough = 1 + length - input.readableBytes
@@ -280,7 +281,7 @@ extension ClientSession {
                     case .deallocate, .deallocateAll:
                         // The client's names never reached any server: answer here.
                         PreparedStatementRewriter.writeLocalReply(
-                            action, transactionStatus: relay.transactionStatus.rawValue, into: &toClient)
+                            action, transactionStatus: relay.transactionStatus.rawValue, into: &clientReply)
                         runs.message(at: start, end: input.readerIndex, keep: false, precededBy: &clientInject)
                         forwardEnd = input.readerIndex
                         continue
@@ -299,7 +300,7 @@ extension ClientSession {
                 }
                 if relay.terminating { break }
                 switch rewriter?.clientMessage(
-                    type: type, body: body, server: server.statements, inject: &clientInject, toClientNow: &toClient) {
+                    type: type, body: body, server: server.statements, inject: &clientInject, toClientNow: &clientReply) {
                 case .malformed(let why)?:
                     return fatal(code: .protocolViolation, "malformed message from client: \(why)")
                 case .forward?, nil:
@@ -328,11 +329,13 @@ extension ClientSession {
             pool.stats.bytesReceived.wrappingIncrement(by: buffer.readableBytes, ordering: .relaxed)
             if queries > 0 { pool.stats.queryCount.wrappingIncrement(by: queries, ordering: .relaxed) }
         }
-        if toClient.readableBytes > 0 {
-            output.writeAndFlush(toClient)
+        if clientReply.readableBytes > 0 {
+            output.writeAndFlush(clientReply)
         }
         let toServer = runs.finish(at: forwardEnd)
         if toServer.readableBytes > 0 { queueForServer(server, toServer) }
+        // (Kept for the next edited read unless a large message made it large.)
+        clientEdited = runs.edited ? (toServer.capacity <= Self.editedBufferLimit ? toServer : nil) : runs.takeSpare()
         // Nothing reached the server (a locally answered DEALLOCATE, or Terminate): let it go.
         // (Not while a message is half received: its rest follows and releasing drops it.)
         if relay.terminating && relay.expectedReady <= 0 && !relay.extendedOpen && !(rewriter?.needsServerFiltering ?? false)
@@ -352,6 +355,8 @@ extension ClientSession {
     /// A client waiting for a server has at most this much of what it sent held; then its reads
     /// pause until it gets one (the rest waits in the kernel's socket buffers).
     static let pendingLimit = 256 << 10
+    /// Largest buffer a rewriting session keeps between reads to build its next edited read in.
+    static let editedBufferLimit = 16 << 10
 
     /// The header of a message of one of `types` at the start of `input` that is larger than
     /// `threshold` and not complete yet: (type, length field).

@@ -366,7 +366,7 @@ extension ClientSession {
     }
 
     func releaseVerdict(at point: ClientSessionStateMachine.ReleasePoint) -> ClientSessionStateMachine.ReleaseVerdict {
-        relay.releaseVerdict(at: point, streams: streams(),
+        relay.releaseVerdict(at: point, streamsNow: streams(),
                              cleanupEnabled: pool?.settings.cleanupServerConnections ?? false,
                              cancelOnClientDisconnect: pool?.settings.cancelOnClientDisconnect ?? true)
     }

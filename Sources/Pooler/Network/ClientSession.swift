@@ -161,6 +161,10 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverExtra = ByteBuffer()
     /// Rewriting: what the rewriter puts before or in place of a client message (reused).
     var clientInject = ByteBuffer()
+    /// Rewriting: replies the rewriter answers a client read with itself (reused).
+    var clientReply = ByteBuffer()
+    /// Rewriting: the buffer the last edited client read was built in, reused for the next.
+    var clientEdited: ByteBuffer?
 
     var stateName: String {
         if waitingForServer { return "waiting" }

@@ -9,12 +9,23 @@ struct ForwardRuns {
     /// The input with its reader index at the first message (`get` only reads readable bytes).
     private let whole: ByteBuffer
     private var runStart: Int
+    /// The copy being built (before the first edit: the buffer to reuse, if any).
     private var out: ByteBuffer?
 
-    init(_ input: ByteBuffer) {
+    /// The copy, when one is needed, is built in `reuse` (cleared) if given: a caller that keeps
+    /// the buffer it got from `finish` and hands it back here saves an allocation per edited input
+    /// (when nobody else holds it by then; otherwise writing to it copies, as any shared buffer).
+    init(_ input: ByteBuffer, reuse: ByteBuffer? = nil) {
         whole = input
         runStart = input.readerIndex
+        out = reuse
     }
+
+    /// Whether anything was dropped, replaced or inserted (`finish` then returns a built copy).
+    private(set) var edited = false
+
+    /// The buffer given to `init` as `reuse` when no copy was needed.
+    mutating func takeSpare() -> ByteBuffer? { edited ? nil : out.take() }
 
     /// The message at `start..<end` is kept (`keep`) or dropped, and `extra` (a replacement,
     /// synthetic messages; may be empty) follows its place. `extra` is consumed. A kept message with
@@ -36,7 +47,11 @@ struct ForwardRuns {
     /// Ends the current run at `runEnd`, appends `extra`, and starts the next run at `resumeAt`.
     @inline(__always)
     private mutating func splice(_ extra: inout ByteBuffer, at runEnd: Int, resumeAt: Int) {
-        if out == nil { out = ByteBufferAllocator().buffer(capacity: whole.readableBytes + extra.readableBytes) }
+        if !edited {
+            edited = true
+            let capacity = whole.readableBytes + extra.readableBytes
+            if out == nil { out = ByteBufferAllocator().buffer(capacity: capacity) } else { out!.clear(minimumCapacity: capacity) }
+        }
         if runEnd > runStart, var run = whole.getSlice(at: runStart, length: runEnd - runStart) {
             out!.writeBuffer(&run)
         }
@@ -47,7 +62,7 @@ struct ForwardRuns {
     /// What to forward for the messages up to `end` (the rest of the input is not included).
     /// (Takes the built buffer out, so that appending the last run does not copy it.)
     mutating func finish(at end: Int) -> ByteBuffer {
-        guard var built = out.take() else {
+        guard edited, var built = out.take() else {
             return whole.getSlice(at: whole.readerIndex, length: end - whole.readerIndex) ?? ByteBuffer()
         }
         if end > runStart, var run = whole.getSlice(at: runStart, length: end - runStart) { built.writeBuffer(&run) }

@@ -559,15 +559,22 @@ struct ClientSessionStateMachine {
     /// nothing, or when the client's connection closes. A server that may be dirty is discarded,
     /// never handed to another client; when the client closed while its statement may still be
     /// running, the statement is cancelled first unless `cancelOnClientDisconnect` is off.
-    func releaseVerdict(at point: ReleasePoint, streams: Streams, cleanupEnabled: Bool,
+    /// (`streams` is only asked for when the relay's own state does not settle it: most reads that
+    /// send the server something end at the first guard.)
+    func releaseVerdict(at point: ReleasePoint, streamsNow: @autoclosure () -> Streams, cleanupEnabled: Bool,
                         cancelOnClientDisconnect: Bool) -> ReleaseVerdict {
+        let streams: Streams
         switch point {
         case .transactionBoundary:
-            guard !extendedOpen && streams.clientAtBoundary && (!sessionMode || terminating) else { return .keep }
+            guard !extendedOpen && (!sessionMode || terminating) else { return .keep }
+            streams = streamsNow()
+            guard streams.clientAtBoundary else { return .keep }
         case .nothingSent:
-            guard expectedReady <= 0 && !extendedOpen && !streams.rewriterExpectsReplies && streams.clientAtBoundary
-                    && !terminating && transactionStatus == .idle else { return .keep }
+            guard expectedReady <= 0 && !extendedOpen && !terminating && transactionStatus == .idle else { return .keep }
+            streams = streamsNow()
+            guard !streams.rewriterExpectsReplies && streams.clientAtBoundary else { return .keep }
         case .clientClosed:
+            streams = streamsNow()
             let quiet = expectedReady <= 0 && !extendedOpen && !serverInCopy && streams.clientAtBoundary
                 && streams.serverAtBoundary && !streams.rewriterExpectsReplies
             guard quiet else { return statementMayBeRunning && cancelOnClientDisconnect ? .cancelAndDiscard : .discard }

@@ -29,6 +29,29 @@ struct ForwardRunsTests {
         #expect(types(out) == "ABC")
     }
 
+    /// An edit is built in the buffer handed back from the previous input (its old bytes gone);
+    /// an input without edits returns that buffer untouched for the next.
+    @Test func editsAreBuiltInTheReusedBuffer() {
+        let (b, r) = input()
+        func spare() -> ByteBuffer {  // (held by nobody else: a shared buffer would be copied)
+            var s = ByteBufferAllocator().buffer(capacity: 256)
+            s.writeString("stale bytes")
+            return s
+        }
+        var runs = ForwardRuns(b, reuse: spare())
+        var extra = ByteBuffer()
+        runs.message(at: r[1].lowerBound, end: r[1].upperBound, keep: false, then: &extra)
+        let out = runs.finish(at: r[2].upperBound)
+        #expect(runs.edited)
+        #expect(types(out) == "AC")
+        #expect(out.capacity == 256)
+        #expect(runs.takeSpare() == nil)
+        var plain = ForwardRuns(b, reuse: out)
+        #expect(plain.finish(at: r[2].upperBound) == b)
+        #expect(!plain.edited)
+        #expect(plain.takeSpare() == out)
+    }
+
     @Test func finishStopsAtAPartialTail() {
         var (b, r) = input()
         b.writeBytes([UInt8(ascii: "D"), 0, 0])  // half a header

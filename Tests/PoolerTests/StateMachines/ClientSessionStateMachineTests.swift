@@ -159,7 +159,7 @@ struct ClientSessionStateMachineTests {
     @Test(arguments: cases)
     func releaseVerdict(_ c: Case) {
         let (m, _, _) = Self.replay(c.steps, session: c.session)
-        #expect(m.releaseVerdict(at: c.point, streams: c.streams, cleanupEnabled: c.cleanup,
+        #expect(m.releaseVerdict(at: c.point, streamsNow: c.streams, cleanupEnabled: c.cleanup,
                                  cancelOnClientDisconnect: c.cancel) == c.expected)
     }
 
@@ -233,7 +233,7 @@ struct ClientSessionStateMachineTests {
         #expect(m.expectedReady == 0)
         #expect(m.transactionStatus == .idle)
         #expect(m.leftSessionState.isEmpty)
-        #expect(m.releaseVerdict(at: .clientClosed, streams: Self.clean, cleanupEnabled: true,
+        #expect(m.releaseVerdict(at: .clientClosed, streamsNow: Self.clean, cleanupEnabled: true,
                                  cancelOnClientDisconnect: true) == Self.none)
     }
 

@@ -71,7 +71,7 @@ public struct PreparedStatementRewriter {
     }
     /// The statement the last Bind/Describe named, while `named` is unchanged (most clients bind
     /// the same statement transaction after transaction: a string compare instead of a hash).
-    private var lastBound: (name: String, statement: PreparedStatement)?
+    private var lastBound: (name: String, utf8: [UInt8], statement: PreparedStatement)?
     /// The client's unnamed statement: the complete Parse message, replayed byte for byte.
     private var unnamed: ByteBuffer?
     /// Whether the attached backend's unnamed statement is the client's `unnamed`.
@@ -294,7 +294,9 @@ public struct PreparedStatementRewriter {
         case Msg.parse, Msg.bind, Msg.describe, Msg.close, Msg.execute, Msg.flush: atBatchStart = false
         default: break
         }
-        emitReadySynthetics(into: &toClientNow)
+        // Only a Parse or Close queues a synthetic reply; one at the head is answered now. (Every
+        // call leaves a non-synthetic entry, or none, at the head: the others need not look.)
+        if type == Msg.parse || type == Msg.close { emitReadySynthetics(into: &toClientNow) }
         return result
     }
 
@@ -396,8 +398,29 @@ public struct PreparedStatementRewriter {
         } else {
             guard let found = named[clientName] else { return .unchanged }
             stmt = found
-            lastBound = (clientName, found)
+            lastBound = (clientName, Array(clientName.utf8), found)
         }
+        return ensureOnServer(stmt, server, &out)
+    }
+
+    /// The statement the last Bind/Describe named, when the NUL-terminated name at the start of
+    /// `b` (`length` bytes before its NUL) is that name again: compared as bytes, no String made.
+    @inline(__always)
+    private func lastBoundStatement(namedAtStartOf b: ByteBuffer, length: Int) -> PreparedStatement? {
+        guard let last = lastBound, length > 0, last.utf8.count == length else { return nil }
+        let same = b.withUnsafeReadableBytes { p in
+            last.utf8.withUnsafeBufferPointer { q in
+                var i = 0
+                while i < length && p[i] == q[i] { i += 1 }
+                return i == length
+            }
+        }
+        return same ? last.statement : nil
+    }
+
+    /// Makes sure the backend has `stmt` (or will have it before the message that names it).
+    private mutating func ensureOnServer(_ stmt: PreparedStatement, _ server: ServerStatements,
+                                         _ out: inout ByteBuffer) -> StatementTarget {
         if !server.lookup(stmt.name) {
             server.insert(stmt.name)
             expected.append(sendParse(stmt, reply: .dropParseComplete, extraUndo: [], into: &out))
@@ -411,9 +434,17 @@ public struct PreparedStatementRewriter {
         var b = body
         guard let portalEnd = b.readableBytesView.firstIndex(of: 0) else { return .malformed("malformed Bind message") }
         var portal = b.readSlice(length: portalEnd + 1 - b.readerIndex)!  // with its terminator
-        guard let stmt = b.readCString() else { return .malformed("malformed Bind message") }
+        guard let nameEnd = b.readableBytesView.firstIndex(of: 0) else { return .malformed("malformed Bind message") }
+        let target: StatementTarget
+        if let stmt = lastBoundStatement(namedAtStartOf: b, length: nameEnd - b.readerIndex) {
+            b.moveReaderIndex(to: nameEnd + 1)
+            target = ensureOnServer(stmt, server, &out)
+        } else {
+            guard let stmt = b.readCString() else { return .malformed("malformed Bind message") }
+            target = prepareTarget(stmt, server, &out)
+        }
         let verdict: ClientVerdict
-        switch prepareTarget(stmt, server, &out) {
+        switch target {
         case .unchanged:
             verdict = .forward
         case .rewritten(let name):
