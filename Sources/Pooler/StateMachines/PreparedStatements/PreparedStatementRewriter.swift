@@ -78,9 +78,9 @@ public struct PreparedStatementRewriter {
     private var unnamedOnServer = false
     private var server: ServerStatements?
     /// One entry per message sent to the backend whose replies must be seen, plus synthetic replies, in order.
-    /// One slot at first: every session has a rewriter and most never pipeline (each slot is ~100
-    /// bytes per client, and filling it costs instructions at login); it doubles as needed.
-    private var expected = CircularBuffer<Expectation>(initialCapacity: 1)
+    /// No storage until the client's first extended message (every session has a rewriter); then
+    /// as many slots as its deepest pipeline has needed.
+    private var expected = ReplyQueue<Expectation>()
     /// The backend reported an error and is discarding messages until the Sync we have not sent yet.
     private var serverSkipping = false
     /// An Execute started COPY FROM STDIN: the backend ignores Sync/Flush until CopyDone/CopyFail.
@@ -577,11 +577,7 @@ public struct PreparedStatementRewriter {
             if type == Msg.copyInResponse, head.mayBeExecute {
                 // The backend now ignores Sync and Flush until CopyDone/CopyFail.
                 copyInActive = true
-                let before = expected.count
-                expected = CircularBuffer(expected.enumerated().filter { i, e in
-                    i == 0 || !(e.isSync)
-                }.map(\.element))
-                ignoredSyncs += before - expected.count
+                ignoredSyncs += expected.removeAllAfterFirst(where: \.isSync)
             }
             if head.isCompleted(by: type) {
                 expected.removeFirst()
@@ -682,7 +678,7 @@ public struct PreparedStatementRewriter {
     public mutating func serverReleased() -> Bool {
         // (The empty check first: every transaction's release, and the getter is not inlined.)
         let uncertain = expected.isEmpty ? false : releaseIsUncertain
-        if !expected.isEmpty { expected.removeAll(keepingCapacity: true) }
+        if !expected.isEmpty { expected.removeAll() }
         serverSkipping = false
         copyInActive = false
         atBatchStart = true
