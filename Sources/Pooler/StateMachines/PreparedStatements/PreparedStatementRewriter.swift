@@ -535,9 +535,7 @@ public struct PreparedStatementRewriter {
     /// reply, renamed error or undo is pending. While true (and it stays true as replies arrive,
     /// until the client sends more), `plainReply` may stand in for `serverReply` and the caller
     /// relay the backend's bytes as they come.
-    public var repliesArePlain: Bool {
-        expected.isEmpty || !expected.contains { !$0.isPlain }
-    }
+    public var repliesArePlain: Bool { expected.allPlain }
     /// `repliesArePlain` in place, for a caller holding the rewriter in an optional stored property.
     public mutating func peekRepliesArePlain() -> Bool { repliesArePlain }
 
@@ -832,7 +830,7 @@ private enum Effect {
     case requeueClose(String)
 }
 
-private struct Expectation {
+private struct Expectation: ReplyQueueEntry {
     enum Kind {
         case parse, bind, describeStatement, describePortal, execute, close, sync, simpleQuery, functionCall
         /// A Parse/Bind/Describe/Close/Execute relayed before the rewriter took over: its last reply

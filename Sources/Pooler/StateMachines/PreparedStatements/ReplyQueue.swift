@@ -3,10 +3,13 @@
 /// the index of its first live entry. Taking the last entry empties the array (its storage kept);
 /// a queue that never empties (a client pipelining without pause) drops its taken entries once
 /// they are the larger part, so its storage stays within twice what is live (plus a few slots).
-struct ReplyQueue<Element> {
+/// It counts its live entries that are not plain, so `allPlain` needs no walk.
+struct ReplyQueue<Element: ReplyQueueEntry> {
     private var items: ContiguousArray<Element> = []
     /// The first live entry's index in `items`.
     private var head = 0
+    /// Live entries whose `isPlain` is false.
+    private var notPlain = 0
 
     init() {}
 
@@ -14,12 +17,19 @@ struct ReplyQueue<Element> {
     var count: Int { items.count - head }
     var first: Element? { head < items.count ? items[head] : nil }
 
-    mutating func append(_ element: Element) { items.append(element) }
+    /// Every live entry is plain (true when empty).
+    var allPlain: Bool { notPlain == 0 }
+
+    mutating func append(_ element: Element) {
+        if !element.isPlain { notPlain += 1 }
+        items.append(element)
+    }
 
     /// The first entry, taken out; the queue must not be empty.
     @discardableResult
     mutating func removeFirst() -> Element {
         let element = items[head]
+        if !element.isPlain { notPlain -= 1 }
         head += 1
         if head == items.count {
             items.removeAll(keepingCapacity: true)
@@ -58,7 +68,13 @@ struct ReplyQueue<Element> {
         var kept = ContiguousArray<Element>()
         kept.reserveCapacity(count)
         kept.append(items[head])
-        for i in (head + 1)..<items.count where !predicate(items[i]) { kept.append(items[i]) }
+        for i in (head + 1)..<items.count {
+            if !predicate(items[i]) {
+                kept.append(items[i])
+            } else if !items[i].isPlain {
+                notPlain -= 1
+            }
+        }
         items = kept
         head = 0
         return before - items.count
@@ -67,5 +83,11 @@ struct ReplyQueue<Element> {
     mutating func removeAll() {
         items.removeAll(keepingCapacity: true)
         head = 0
+        notPlain = 0
     }
+}
+
+/// What a `ReplyQueue` counts of its entries.
+protocol ReplyQueueEntry {
+    var isPlain: Bool { get }
 }
