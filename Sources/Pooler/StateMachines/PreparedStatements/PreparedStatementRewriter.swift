@@ -329,7 +329,7 @@ public struct PreparedStatementRewriter {
         oids.reserveCapacity(Int(count))
         for _ in 0..<count { oids.append(b.readInteger()!) }
         let name = String(decoding: nameBytes, as: UTF8.self)
-        if let existing = named[name], !expected.contains(where: { $0.defines == name }) {
+        if let existing = named[name], expected.allPlain || !expected.contains(where: { $0.defines == name }) {
             // PostgreSQL refuses to redefine a name (42P05 "prepared statement \"name\" already
             // exists") and skips to Sync. Let the backend raise exactly that: make sure it holds the
             // existing `DOORMAN_<n>`, then Parse it again; the error's name is put back to the client's.
@@ -624,8 +624,10 @@ public struct PreparedStatementRewriter {
     private static let deallocateAllTag = Array("DEALLOCATE ALL\0".utf8)
 
     /// The batch of the oldest Parse of `name` still awaiting its reply, if any.
+    /// (A pending Parse is never a plain entry: with only plain ones, no walk.)
     private func pendingParseBatch(_ name: String) -> Int? {
-        expected.first(where: { $0.parsesName == name })?.batch
+        if expected.allPlain { return nil }
+        return expected.first(where: { $0.parsesName == name })?.batch
     }
 
     /// Appends a Parse of `stmt` (its reply relayed or dropped) and records it as pending.
