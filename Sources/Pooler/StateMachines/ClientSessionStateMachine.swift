@@ -559,7 +559,7 @@ struct ClientSessionStateMachine {
     /// nothing, or when the client's connection closes. A server that may be dirty is discarded,
     /// never handed to another client; when the client closed while its statement may still be
     /// running, the statement is cancelled first unless `cancelOnClientDisconnect` is off.
-    /// (`streams` is only asked for when the relay's own state does not settle it: most reads that
+    /// (`streamsNow` is only evaluated when the relay's own state does not settle it: most reads that
     /// send the server something end at the first guard.)
     func releaseVerdict(at point: ReleasePoint, streamsNow: @autoclosure () -> Streams, cleanupEnabled: Bool,
                         cancelOnClientDisconnect: Bool) -> ReleaseVerdict {
