@@ -109,21 +109,8 @@ extension ClientSession {
                     runs.message(at: start, end: input.readerIndex, keep: false, then: &serverExtra)
                     continue
                 }
-                switch BackendMessageID(rawValue: type) {
-                case .readyForQuery:
-                    boundary = relay.readyForQuery(status: body.getInteger(at: body.readerIndex, as: UInt8.self))
+                if body.withUnsafeReadableBytes({ rewritingBackend(type, $0, bodyLength: $0.count, boundary: &boundary) }) {
                     sawReady = true
-                case .commandComplete:
-                    let tag = body.getBytes(at: body.readerIndex, length: min(8, body.readableBytes)) ?? []
-                    tag.withUnsafeBytes { relay.commandComplete(tag: $0) }
-                case .copyInResponse, .copyOutResponse, .copyBothResponse:
-                    relay.copyResponse()
-                case .errorResponse:
-                    relay.errorResponse()
-                case .parameterStatus:
-                    body.withUnsafeReadableBytes { noteParameterStatus($0, bodyLength: body.readableBytes) }
-                default:
-                    break
                 }
                 // (Consumed bytes still count against the capacity until cleared.)
                 if serverExtra.writerIndex > 0 { serverExtra.clear() }
@@ -153,21 +140,7 @@ extension ClientSession {
             try serverScanner.scan(buffer, wantPrefix: ClientSessionStateMachine.backendPrefixLength) {
                 type, length, prefix, start in
                 lastEnd = start + 5 + length
-                switch BackendMessageID(rawValue: type) {
-                case .readyForQuery:
-                    boundary = relay.readyForQuery(status: prefix.count > 0 ? prefix[0] : nil)
-                    sawReady = true
-                case .commandComplete:
-                    relay.commandComplete(tag: UnsafeRawBufferPointer(rebasing: prefix.prefix(8)))
-                case .copyInResponse, .copyOutResponse, .copyBothResponse:
-                    relay.copyResponse()
-                case .errorResponse:
-                    relay.errorResponse()
-                case .parameterStatus:
-                    noteParameterStatus(prefix, bodyLength: length)
-                default:
-                    break
-                }
+                if rewritingBackend(type, prefix, bodyLength: length, boundary: &boundary) { sawReady = true }
                 rewriter?.plainReply(type: type, tag: prefix, bodyLength: length)
                 relay.syncsIgnored(rewriter?.takeIgnoredSyncs() ?? 0)
             }
@@ -190,6 +163,29 @@ extension ClientSession {
             serverScanner = MessageScanner(maxMessageLength: serverScanner.maxMessageLength)
         }
         finishServerMessages(toClient, held: held, boundary: boundary, sawReady: sawReady)
+    }
+
+    /// The relay's bookkeeping for a backend message in rewriting mode (`p`: its body, or at least
+    /// the first bytes `backendPrefixLength` asks for; `bodyLength` in all). True for ReadyForQuery,
+    /// whose `boundary` is set: it ends the transaction with nothing else due.
+    @inline(__always)
+    func rewritingBackend(_ type: UInt8, _ p: UnsafeRawBufferPointer, bodyLength: Int, boundary: inout Bool) -> Bool {
+        switch BackendMessageID(rawValue: type) {
+        case .readyForQuery:
+            boundary = relay.readyForQuery(status: p.count > 0 ? p[0] : nil)
+            return true
+        case .commandComplete:
+            relay.commandComplete(tag: UnsafeRawBufferPointer(rebasing: p.prefix(8)))
+        case .copyInResponse, .copyOutResponse, .copyBothResponse:
+            relay.copyResponse()
+        case .errorResponse:
+            relay.errorResponse()
+        case .parameterStatus:
+            noteParameterStatus(p, bodyLength: bodyLength)
+        default:
+            break
+        }
+        return false
     }
 
     /// The end of a rewriting read: `toClient` goes to the client, `held` (the start of a message
