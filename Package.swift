@@ -33,11 +33,13 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", path: "Sources/Generate/CLibPQ", pkgConfig: "libpq",
                        providers: [.apt(["libpq-dev"])]),
         .target(name: "Generate", dependencies: ["ConfigKit", "CLibPQ"], exclude: ["CLibPQ"]),
+        // epoll and eventfd for the relay's own event loop (not in Swift's Glibc module).
+        .target(name: "CRelay"),
         // The pooler: protocol codecs, state machines, pools, auth, NIO glue, admin, runtime.
         .target(
             name: "Pooler",
             dependencies: [
-                "ConfigKit", "Validate",
+                "ConfigKit", "Validate", "CRelay",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

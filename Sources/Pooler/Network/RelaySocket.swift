@@ -1,0 +1,219 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CRelay
+import NIOCore
+
+/// What a `RelaySocket` tells the session or server that owns it (on the socket's loop).
+protocol RelaySocketDelegate: AnyObject {
+    /// Bytes arrived (the buffer is the loop's: keep a copy or the value, never assume it lasts).
+    func relaySocketRead(_ buffer: ByteBuffer)
+    /// The reads of one readiness event are delivered.
+    func relaySocketReadComplete()
+    /// `isWritable` changed.
+    func relaySocketWritabilityChanged(_ writable: Bool)
+    /// The descriptor is closed (end of stream, an error, or `close()`); called once.
+    func relaySocketClosed()
+}
+
+/// A connected socket owned by a `RelayLoop`: read on readiness into the loop's buffer, written with
+/// send(2) at once; what the kernel does not take waits here (in order) until the socket is writable.
+/// Backpressure as NIO's channels: `isWritable` turns false above `highWater` queued bytes and true
+/// again below `lowWater`. Confined to its loop.
+final class RelaySocket {
+    let loop: RelayLoop
+    private(set) var fd: CInt
+    private var slot = -1
+    /// Strong while open; dropped at close (the delegate holds this socket: a cycle until then).
+    weak var delegate: RelaySocketDelegate?
+    private var strongDelegate: RelaySocketDelegate?
+    private var pending: [ByteBuffer] = []
+    private var pendingHead = 0
+    private(set) var pendingBytes = 0
+    private var readingEnabled = true
+    private var writeWatched = false
+    private(set) var isWritable = true
+    static let highWater = 64 << 10
+    static let lowWater = 32 << 10
+    /// Bytes sent and received (diagnostics, tests).
+    private(set) var bytesRead = 0
+
+    /// Takes ownership of `fd` (made non-blocking here) and starts watching it for reads; nil (fd
+    /// closed) when it cannot be watched. Call on `loop`.
+    init?(fd: CInt, loop: RelayLoop, delegate: RelaySocketDelegate) {
+        self.fd = fd
+        self.loop = loop
+        self.delegate = delegate
+        strongDelegate = delegate
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0,
+              let slot = loop.register(self, events: EPOLLIN.rawValue)
+        else {
+            Glibc.close(fd)
+            self.fd = -1
+            strongDelegate = nil
+            return nil
+        }
+        self.slot = slot
+    }
+
+    var isActive: Bool { fd >= 0 }
+
+    /// Whether bytes wait here for the socket to take them.
+    var holdsQueuedBytes: Bool { pendingBytes > 0 }
+
+    /// Pauses or resumes reading.
+    func setReading(_ on: Bool) {
+        guard fd >= 0, on != readingEnabled else { return }
+        readingEnabled = on
+        updateInterest()
+    }
+
+    var isReading: Bool { readingEnabled }
+
+    private func updateInterest() {
+        var events: UInt32 = 0
+        if readingEnabled { events |= EPOLLIN.rawValue }
+        if writeWatched { events |= EPOLLOUT.rawValue }
+        loop.modify(slot: slot, fd: fd, events: events)
+    }
+
+    // MARK: - Writing
+
+    /// Sends `buffer` now, or queues it behind what is already waiting.
+    @inline(__always)
+    func write(_ buffer: ByteBuffer) {
+        guard fd >= 0, buffer.readableBytes > 0 else { return }
+        guard pendingBytes == 0 else { return enqueue(buffer) }
+        let total = buffer.readableBytes
+        let sent = buffer.withUnsafeReadableBytes { p in
+            Glibc.send(fd, p.baseAddress, p.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+        }
+        if sent == total { return }
+        if sent < 0 {
+            let e = errno
+            if e != EAGAIN && e != EWOULDBLOCK && e != EINTR { return close() }
+            return enqueue(buffer)
+        }
+        var rest = buffer
+        rest.moveReaderIndex(forwardBy: sent)
+        enqueue(rest)
+    }
+
+    private func enqueue(_ buffer: ByteBuffer) {
+        pending.append(buffer)
+        pendingBytes += buffer.readableBytes
+        if !writeWatched {
+            writeWatched = true
+            updateInterest()
+        }
+        if isWritable && pendingBytes > Self.highWater {
+            isWritable = false
+            delegate?.relaySocketWritabilityChanged(false)
+        }
+    }
+
+    /// The socket can take more: send what waits, in order.
+    private func drain() {
+        while pendingHead < pending.count {
+            let buffer = pending[pendingHead]
+            let total = buffer.readableBytes
+            let sent = buffer.withUnsafeReadableBytes { p in
+                Glibc.send(fd, p.baseAddress, p.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            }
+            if sent < 0 {
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK { break }
+                return close()
+            }
+            pendingBytes -= sent
+            if sent < total {
+                pending[pendingHead].moveReaderIndex(forwardBy: sent)
+                break
+            }
+            pending[pendingHead] = ByteBuffer()
+            pendingHead += 1
+        }
+        if pendingHead == pending.count {
+            pending.removeAll(keepingCapacity: pending.count <= 16)
+            pendingHead = 0
+            writeWatched = false
+            updateInterest()
+        } else if pendingHead > 64 && pendingHead * 2 > pending.count {
+            pending.removeFirst(pendingHead)
+            pendingHead = 0
+        }
+        if !isWritable && pendingBytes < Self.lowWater {
+            isWritable = true
+            delegate?.relaySocketWritabilityChanged(true)
+        }
+    }
+
+    // MARK: - Events
+
+    /// Called by the loop for the descriptor's epoll events.
+    @inline(__always)
+    func handle(events: UInt32) {
+        if events & EPOLLOUT.rawValue != 0 && writeWatched {
+            drain()
+            guard fd >= 0 else { return }
+        }
+        if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 && readingEnabled {
+            readReady()
+        } else if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 && !writeWatched {
+            // Paused and the peer is gone: nothing will ever be read or written.
+            if events & EPOLLERR.rawValue != 0 { close() }
+        }
+    }
+
+    private func readReady() {
+        var rounds = 0
+        while fd >= 0 && readingEnabled {
+            loop.readBuffer.clear()
+            var r = 0
+            let n = loop.readBuffer.writeWithUnsafeMutableBytes(minimumWritableBytes: RelayLoop.readBufferSize) { p in
+                r = Glibc.recv(fd, p.baseAddress, p.count, 0)
+                return r > 0 ? r : 0
+            }
+            if r <= 0 {
+                if r < 0 {
+                    let e = errno
+                    if e == EINTR { continue }
+                    if e == EAGAIN || e == EWOULDBLOCK { break }
+                }
+                close()  // end of stream or a socket error
+                break
+            }
+            bytesRead &+= n
+            rounds += 1
+            delegate?.relaySocketRead(loop.readBuffer)
+            if n < RelayLoop.readBufferSize || rounds >= 4 { break }
+        }
+        if rounds > 0 { delegate?.relaySocketReadComplete() }
+    }
+
+    /// Closes the descriptor (what waits unsent is dropped) and tells the delegate once.
+    func close() {
+        guard fd >= 0 else { return }
+        loop.deregister(slot: slot, fd: fd)
+        Glibc.close(fd)
+        fd = -1
+        pending.removeAll()
+        pendingHead = 0
+        pendingBytes = 0
+        let d = strongDelegate
+        strongDelegate = nil
+        d?.relaySocketClosed()
+    }
+
+    /// Gives up the descriptor without closing it (it moves to another owner); nothing is told.
+    func release() -> CInt {
+        guard fd >= 0 else { return -1 }
+        loop.deregister(slot: slot, fd: fd)
+        let f = fd
+        fd = -1
+        strongDelegate = nil
+        return f
+    }
+}

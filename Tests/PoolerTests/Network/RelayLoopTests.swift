@@ -1,0 +1,211 @@
+import Dispatch
+import NIOConcurrencyHelpers
+import NIOCore
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+@testable import Pooler
+
+@Suite struct RelayLoopTests {
+    @Test func tasksRunInOrderOnTheLoopThread() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        #expect(!loop.inEventLoop)
+        let seen = NIOLockedValueBox<[Int]>([])
+        let done = DispatchSemaphore(value: 0)
+        for i in 0..<1_000 {
+            loop.execute {
+                precondition(loop.inEventLoop)
+                seen.withLockedValue { $0.append(i) }
+                if i == 999 { done.signal() }
+            }
+        }
+        done.wait()
+        #expect(seen.withLockedValue { $0 } == Array(0..<1_000))
+    }
+
+    @Test func tasksQueuedFromTheLoopRunToo() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let done = DispatchSemaphore(value: 0)
+        loop.execute {
+            loop.execute { loop.execute { done.signal() } }
+        }
+        #expect(done.wait(timeout: .now() + 5) == .success)
+    }
+
+    @Test func futuresAndSubmitWork() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let value = try loop.submit { 6 * 7 }.wait()
+        #expect(value == 42)
+        let chained = try loop.submit { 1 }.flatMap { v in loop.makeSucceededFuture(v + 1) }.wait()
+        #expect(chained == 2)
+    }
+
+    @Test func scheduledTasksFireByDeadlineAndCancelledOnesNever() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let order = NIOLockedValueBox<[Int]>([])
+        let a = loop.scheduleTask(in: .milliseconds(60)) { order.withLockedValue { $0.append(3) } }
+        let b = loop.scheduleTask(in: .milliseconds(20)) { order.withLockedValue { $0.append(1) } }
+        let c = loop.scheduleTask(in: .milliseconds(40)) { order.withLockedValue { $0.append(2) } }
+        let cancelled = loop.scheduleTask(in: .milliseconds(30)) { order.withLockedValue { $0.append(99) } }
+        cancelled.cancel()
+        try a.futureResult.wait()
+        try b.futureResult.wait()
+        try c.futureResult.wait()
+        #expect(throws: EventLoopError.self) { try cancelled.futureResult.wait() }
+        #expect(order.withLockedValue { $0 } == [1, 2, 3])
+    }
+
+    @Test func aDeadlineInThePastFiresAtOnce() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let started = NIODeadline.now()
+        try loop.scheduleTask(deadline: .now() - .seconds(1)) {}.futureResult.wait()
+        #expect(NIODeadline.now() - started < .seconds(1))
+    }
+
+    @Test func manyCancelledTimersDoNotPileUp() throws {
+        var heap = DeadlineHeap()
+        let far = NIODeadline.now() + .hours(1)
+        var timers: [DeadlineHeap.Timer] = []
+        for _ in 0..<10_000 {
+            let t = DeadlineHeap.Timer(deadline: far) {}
+            heap.insert(t)
+            timers.append(t)
+        }
+        var allCancelled = true
+        for t in timers.dropLast() where !heap.cancel(t) { allCancelled = false }
+        #expect(allCancelled)
+        #expect(heap.count == 1)
+        #expect(heap.cancelled < 10_000 / 2 + 65)
+        let again = heap.cancel(timers[0])
+        #expect(!again)
+    }
+
+    @Test func heapOrdersRandomDeadlinesWithTiesInInsertionOrder() {
+        var heap = DeadlineHeap()
+        var fired: [Int] = []
+        let base = NIODeadline.uptimeNanoseconds(1_000_000)
+        var expected: [(Int64, Int)] = []
+        for i in 0..<500 {
+            let offset = Int64.random(in: 0..<50)
+            expected.append((offset, i))
+            heap.insert(DeadlineHeap.Timer(deadline: base + .nanoseconds(offset)) { fired.append(i) })
+        }
+        heap.fire(now: base + .nanoseconds(100))
+        #expect(fired == expected.sorted { $0.0 < $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) }.map { $0.1 })
+        #expect(heap.timeoutMilliseconds(now: base) == -1)
+    }
+}
+
+/// Collects what a RelaySocket reports.
+private final class Recorder: RelaySocketDelegate {
+    let received = NIOLockedValueBox<[UInt8]>([])
+    let closed = DispatchSemaphore(value: 0)
+    let writability = NIOLockedValueBox<[Bool]>([])
+    var onRead: ((ByteBuffer) -> Void)?
+
+    func relaySocketRead(_ buffer: ByteBuffer) {
+        received.withLockedValue { $0 += Array(buffer.readableBytesView) }
+        onRead?(buffer)
+    }
+    func relaySocketReadComplete() {}
+    func relaySocketWritabilityChanged(_ writable: Bool) { writability.withLockedValue { $0.append(writable) } }
+    func relaySocketClosed() { closed.signal() }
+}
+
+@Suite struct RelaySocketTests {
+    private func pair() -> (CInt, CInt) {
+        var fds: [CInt] = [0, 0]
+        let r = socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0, &fds)
+        precondition(r == 0)
+        return (fds[0], fds[1])
+    }
+
+    @Test func echoesAndSeesTheEndOfStream() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        #expect(socket != nil)
+        recorder.onRead = { socket?.write($0) }  // echo (the loop's buffer, written at once)
+        let message = Array("hello relay".utf8)
+        #expect(Glibc.write(peer, message, message.count) == message.count)
+        var back = [UInt8](repeating: 0, count: message.count)
+        var got = 0
+        while got < message.count {
+            let r = back.withUnsafeMutableBytes { Glibc.read(peer, $0.baseAddress! + got, message.count - got) }
+            #expect(r > 0)
+            if r <= 0 { break }
+            got += r
+        }
+        #expect(back == message)
+        Glibc.close(peer)
+        #expect(recorder.closed.wait(timeout: .now() + 5) == .success)
+        #expect(try loop.submit { loop.watchedCount }.wait() == 0)
+    }
+
+    /// The peer does not read: writes queue in order above the kernel buffer, writability turns
+    /// off above the high water mark and on again when the peer catches up; nothing is lost or reordered.
+    @Test func queuesInOrderWithBackpressure() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        let chunks = 400, size = 4_096
+        try loop.submit {
+            for i in 0..<chunks {
+                var b = ByteBufferAllocator().buffer(capacity: size)
+                b.writeRepeatingByte(UInt8(truncatingIfNeeded: i), count: size)
+                socket?.write(b)
+            }
+        }.wait()
+        #expect(try loop.submit { socket?.holdsQueuedBytes ?? false }.wait())
+        #expect(recorder.writability.withLockedValue { $0 } == [false])
+        var all: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while all.count < chunks * size {
+            let r = chunk.withUnsafeMutableBytes { Glibc.read(peer, $0.baseAddress, $0.count) }
+            if r <= 0 { break }
+            all += chunk[0..<r]
+        }
+        #expect(all.count == chunks * size)
+        var ok = true
+        for i in 0..<chunks where ok {
+            for j in [0, size / 2, size - 1] where all[i * size + j] != UInt8(truncatingIfNeeded: i) {
+                ok = false
+            }
+        }
+        #expect(ok)
+        #expect(recorder.writability.withLockedValue { $0 } == [false, true])
+        try loop.submit { socket?.close() }.wait()
+        #expect(recorder.closed.wait(timeout: .now() + 5) == .success)
+        Glibc.close(peer)
+    }
+
+    @Test func pausedReadsWaitInTheKernel() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        let socket = try loop.submit { () -> RelaySocket? in
+            let s = RelaySocket(fd: ours, loop: loop, delegate: recorder)
+            s?.setReading(false)
+            return s
+        }.wait()
+        _ = Glibc.write(peer, "abc", 3)
+        usleep(50_000)
+        #expect(recorder.received.withLockedValue { $0 }.isEmpty)
+        try loop.submit { socket?.setReading(true) }.wait()
+        for _ in 0..<100 where recorder.received.withLockedValue({ $0 }).count < 3 { usleep(10_000) }
+        #expect(recorder.received.withLockedValue { $0 } == Array("abc".utf8))
+        try loop.submit { socket?.close() }.wait()
+        Glibc.close(peer)
+    }
+}
