@@ -40,7 +40,7 @@ extension ClientSession {
 
     /// The client is still there, waiting for us.
     private var awaitingAuthQuery: Bool {
-        guard context != nil, case .loggingIn = phase, pool == nil else { return false }
+        guard attached, case .loggingIn = phase, pool == nil else { return false }
         return true
     }
 
@@ -71,7 +71,7 @@ extension ClientSession {
                 beginMD5(hash: secret.password)
             }
         }
-        if context != nil, inbound.readableBytes > 0 { processLoginInput() }
+        if attached, inbound.readableBytes > 0 { processLoginInput() }
     }
 
     /// The client's MD5 response does not match the cached hash: the password may have changed in

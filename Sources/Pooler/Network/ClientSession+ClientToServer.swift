@@ -170,7 +170,7 @@ extension ClientSession {
         if copy.capacity >= total {
             copy.clear()
         } else {
-            copy = context.channel.allocator.buffer(capacity: max(total, 64))
+            copy = allocator.buffer(capacity: max(total, 64))
         }
         copy.writeInteger(FrontendMessageID.parse.rawValue)
         copy.writeInteger(Int32(4 + bodyLength))
@@ -216,7 +216,7 @@ extension ClientSession {
             server.write(buffer)
         } else {
             var b = buffer
-            if crossLoopOut == nil { crossLoopOut = context.channel.allocator.buffer(capacity: b.readableBytes) }
+            if crossLoopOut == nil { crossLoopOut = allocator.buffer(capacity: b.readableBytes) }
             crossLoopOut?.writeBuffer(&b)
         }
     }
@@ -374,17 +374,16 @@ extension ClientSession {
 
     /// Stops reading from the client (it waits for a server with `pendingLimit` bytes held).
     func pauseClientReads() {
-        guard !clientReadsPaused, context != nil else { return }
+        guard !clientReadsPaused, attached else { return }
         clientReadsPaused = true
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        output.setReading(false)
     }
 
     /// Reads from the client again (it has a server now).
     func resumeClientReads() {
-        guard clientReadsPaused, context != nil else { return }
+        guard clientReadsPaused, attached else { return }
         clientReadsPaused = false
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-        context.read()
+        output.setReading(true)
     }
 
     /// Checkout hot path: an idle server attached synchronously (nothing queued, not a lone Terminate).
@@ -418,7 +417,7 @@ extension ClientSession {
                 if let p = pending {
                     pending = nil
                     relayFromClient(p)
-                    channelReadComplete(context: context)
+                    readComplete()
                 }
                 resumeClientReads()
             case .failure(let error):

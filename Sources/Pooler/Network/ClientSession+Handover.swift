@@ -46,9 +46,9 @@ extension ClientSession {
     /// its completion with whether the new process adopted the session, on any thread.
     @discardableResult
     func beginHandover(_ send: @escaping (SessionHandover, Int32, @escaping (Bool) -> Void) -> Void) -> Bool {
-        guard canHandOver, context != nil else { return false }
+        guard canHandOver, attached else { return false }
         migrating = true
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        output.setReading(false)
         loop.execute { [self] in
             guard migrating, case .ready = phase, server == nil else { return resumeAfterHandover() }
             let fd = dup(output.socketDescriptor)
@@ -83,14 +83,13 @@ extension ClientSession {
     func resumeAfterHandover() {
         migrating = false
         handoverDeclined = true
-        guard case .ready = phase, context != nil else { return }
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        guard case .ready = phase, attached else { return }
         if let held = migratingInput {
             migratingInput = nil
             relayFromClient(held)
-            if context != nil { channelReadComplete(context: context) }
+            if attached { readComplete() }
         }
-        context?.read()
+        if attached { output.setReading(true) }
     }
 
     /// The new process serves the client now: let go of the connection without a word.
@@ -105,7 +104,8 @@ extension ClientSession {
         database = h.database
         user = h.user
         applicationName = h.applicationName
-        guard let pool = runtime.pool(database: h.database, user: h.user) else { return close() }
+        // (A session moved within this process keeps its pool: an auth_query user's is dynamic.)
+        guard let pool = self.pool ?? runtime.pool(database: h.database, user: h.user) else { return close() }
         self.pool = pool
         relay = ClientSessionStateMachine(sessionMode: false)
         relay.extendedClient = h.extendedClient
@@ -128,6 +128,10 @@ extension ClientSession {
         counted = true
         countedInClientLimits = true
         becomeReady()
-        if !h.pendingInput.isEmpty { relayFromClient(ByteBuffer(bytes: h.pendingInput)) }
+        if !h.pendingInput.isEmpty {
+            relayFromClient(ByteBuffer(bytes: h.pendingInput))
+        } else if let relay = runtime.relayLoop(for: loop) {
+            moveToRelay(relay)  // adopted from an old process on an NIO loop: relayed on our own loop
+        }
     }
 }

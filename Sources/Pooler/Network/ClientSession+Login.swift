@@ -51,11 +51,11 @@ extension ClientSession {
                     if authQueryLogin?.secret != nil { return authQueryMD5Mismatch(salt: salt, response: response) }
                     return authFailed()
                 case .sendSASLContinue(let serverFirst):
-                    var out = context.channel.allocator.buffer(capacity: 64 + serverFirst.count)
+                    var out = allocator.buffer(capacity: 64 + serverFirst.count)
                     BackendMessage.authenticationSASL(code: 11, data: serverFirst, into: &out)
                     output.writeAndFlush(out)
                 case .sendSASLFinalAndAccept(let serverFinal, let clientKey):
-                    var out = context.channel.allocator.buffer(capacity: 64 + serverFinal.count)
+                    var out = allocator.buffer(capacity: 64 + serverFinal.count)
                     BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
                     output.write(out)
                     return authenticated(clientKey: clientKey)
@@ -72,7 +72,7 @@ extension ClientSession {
 
     /// `N` to an SSLRequest or GSSENCRequest: the startup follows in the clear.
     private func answerNo() {
-        var out = context.channel.allocator.buffer(capacity: 1)
+        var out = allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "N"))
         output.writeAndFlush(out)
     }
@@ -87,7 +87,7 @@ extension ClientSession {
             tlsTurnPending = true
             loop.scheduleTask(in: wait) { [self] in
                 tlsTurnPending = false
-                guard context != nil, context.channel.isActive, !usesTLS else { return }
+                guard attached, output.isActive, !usesTLS else { return }
                 beginTLS(tlsContext)
             }
         } else {
@@ -99,7 +99,7 @@ extension ClientSession {
     private func beginTLS(_ tlsContext: NIOSSLContext) {
         // A client waits for the answer: anything already sent after the SSLRequest was not encrypted.
         guard inbound.readableBytes == 0 else { return close() }
-        var out = context.channel.allocator.buffer(capacity: 1)
+        var out = allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "S"))
         output.writeAndFlush(out)
         output.disableDirect()
@@ -133,9 +133,9 @@ extension ClientSession {
         authQueryFailed()
         let message = MockAuthentication.failureMessage(user: user)
         let delay = runtime.authFailures.failed(address: clientAddress)
-        guard delay > .zero, context != nil else { return refuseLogin(code: .invalidPassword, message) }
+        guard delay > .zero, attached else { return refuseLogin(code: .invalidPassword, message) }
         phase = .loggingIn
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        output.setReading(false)
         loop.scheduleTask(in: delay) { [self] in refuseLogin(code: .invalidPassword, message) }
     }
 
@@ -229,14 +229,14 @@ extension ClientSession {
     func beginMD5(hash: String) {
         let salt = MD5Password.makeSalt()
         phase = .authenticating(.md5(hash: hash, salt: salt))
-        var out = context.channel.allocator.buffer(capacity: 13)
+        var out = allocator.buffer(capacity: 13)
         BackendMessage.authenticationMD5(salt: salt, into: &out)
         output.writeAndFlush(out)
     }
 
     func beginSCRAM(_ keys: ScramServer.Keys) {
         phase = .authenticating(.scram(ScramServer(keys: keys)))
-        var out = context.channel.allocator.buffer(capacity: 32)
+        var out = allocator.buffer(capacity: 32)
         BackendMessage.authenticationSASL(mechanisms: ["SCRAM-SHA-256"], into: &out)
         output.writeAndFlush(out)
     }
@@ -256,7 +256,7 @@ extension ClientSession {
         if runtime.isAdminDatabase(database) {
             let admin = AdminSession(runtime: runtime, session: self)
             phase = .admin(admin)
-            var out = context.channel.allocator.buffer(capacity: 256)
+            var out = allocator.buffer(capacity: 256)
             BackendMessage.authenticationOk(into: &out)
             for (k, v) in AdminSession.parameters(runtime: runtime) { BackendMessage.parameterStatus(k, v, into: &out) }
             BackendMessage.backendKeyData(processID: id, secretKey: secretKey, into: &out)
@@ -403,7 +403,7 @@ extension ClientSession {
 
     func finishLogin(_ params: ParameterStatusBlock) {
         parameterBaseline = params.values
-        var out = context.channel.allocator.buffer(capacity: params.encoded.readableBytes + 128)
+        var out = allocator.buffer(capacity: params.encoded.readableBytes + 128)
         BackendMessage.authenticationOk(into: &out)
         if let reportedOnly {
             params.write(overrides: reportedOnly, into: &out)
@@ -420,9 +420,11 @@ extension ClientSession {
         runtime.logClientConnection(self)
         if inbound.readableBytes > 0 {
             let rest = inbound
-            inbound = context.channel.allocator.buffer(capacity: 0)
+            inbound = allocator.buffer(capacity: 0)
             relayFromClient(rest)
-            channelReadComplete(context: context)
+            readComplete()
+        } else if let relay = runtime.relayLoop(for: loop) {
+            moveToRelay(relay)
         }
     }
 

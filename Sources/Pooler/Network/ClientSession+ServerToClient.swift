@@ -306,18 +306,23 @@ extension ClientSession {
     }
 
     func serverReadComplete() {
-        guard context != nil else { return }  // (a cross-loop call after the client left)
+        guard attached else { return }  // (a cross-loop call after the client left)
         output.flush()
         // Backpressure: a client that does not read must not make us buffer a whole result set.
         // (Only NIO's queue can make the channel unwritable: nothing to ask after direct writes.)
-        if output.holdsQueuedBytes, !context.channel.isWritable, let s = server, !s.readingPaused {
+        if output.holdsQueuedBytes, !output.isWritable, let s = server, !s.readingPaused {
             s.readingPaused = true
             if s.loop === loop { s.setReading(false) } else { s.loop.execute { s.setReading(false) } }
         }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, let s = server, s.readingPaused {
+        clientWritabilityChanged(context.channel.isWritable)
+    }
+
+    /// The client's socket drained below (true) or filled past (false) its high water mark.
+    func clientWritabilityChanged(_ writable: Bool) {
+        if writable, let s = server, s.readingPaused {
             s.readingPaused = false
             if s.loop === loop { s.setReading(true) } else { s.loop.execute { s.setReading(true) } }
         }
@@ -325,9 +330,8 @@ extension ClientSession {
 
     /// The server is not taking client bytes fast enough (large COPY FROM): pause reading the client.
     func serverWritabilityChanged(_ writable: Bool) {
-        guard context != nil, context.channel.isActive else { return }
-        context.channel.setOption(ChannelOptions.autoRead, value: writable).whenComplete { _ in }
-        if writable { context.read() }
+        guard attached, output.isActive else { return }
+        output.setReading(writable)
     }
 
     func serverClosed(_ s: ServerConnection) {

@@ -26,8 +26,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     let secretKey: Int32
     let connectedAt: NIODeadline
     var context: ChannelHandlerContext!
-    /// Writes to the client (directly to the socket when it is plain, see `ChannelOutput`).
-    var output: ChannelOutput!
+    /// Writes to the client (directly to the socket when it is plain, see `Transport`).
+    var output: Transport!
     var phase: Phase = .startup
     /// The loop's watch of clients still logging in, and this client's slot in it (-1: not watched).
     var loginWatch: LoginDeadlines<ClientSession>?
@@ -128,6 +128,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var migratingInput: ByteBuffer?
     var adoptedFrom: SessionHandover?
     var handedOver = false
+    /// Moved to a RelayLoop in this process: a successor object serves the client there, this one
+    /// only lets go of its NIO channel (`ClientSession+Relay`).
+    var movedToRelay = false
     /// The new process refused this session (or the transfer failed): it is not offered again.
     var handoverDeclined = false
     /// `PoolerRuntime.key(database, user)`, set at login (the timeouts are looked up by it).
@@ -184,7 +187,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = ChannelOutput(context: context)
+        self.output = Transport(context: context)
         remoteAddress = context.channel.remoteAddress
         if case .some(.unixDomainSocket) = remoteAddress { isUnixSocket = true }
         if let handover = adoptedFrom {
@@ -211,7 +214,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
+        received(unwrapInboundIn(data))
+    }
+
+    /// Bytes from the client (through NIO or a `RelaySocket`).
+    func received(_ buffer: ByteBuffer) {
         switch phase {
         case .ready:
             if migrating {
@@ -237,6 +244,11 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete()
+    }
+
+    /// The reads of one event are delivered: what was written to the server goes out.
+    func readComplete() {
         guard let server, case .ready = phase else { return }
         if serverSameLoop {
             server.flush()
@@ -250,6 +262,17 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed()
+    }
+
+    /// The client's connection is gone (through NIO or a `RelaySocket`).
+    func closed() {
+        if movedToRelay {
+            // The session lives on in its successor on a RelayLoop (`moveToRelay`): only this
+            // loop's hold on it ends here.
+            phase = .closed
+            return
+        }
         let wasAdmin: Bool
         if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
         phase = .closed
@@ -325,9 +348,9 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     /// Sends an error to the client and closes the connection.
     func fatal(code: SQLState, _ message: String) {
-        guard context != nil, context.channel.isActive else { return }
+        guard output != nil, output.isActive else { return }
         if case .closed = phase { return }
-        var out = context.channel.allocator.buffer(capacity: 64 + message.utf8.count)
+        var out = allocator.buffer(capacity: 64 + message.utf8.count)
         BackendMessage.errorResponse(severity: "FATAL", code: code, message: message, into: &out)
         runtime.logger.debug("client \(peer) \(user)@\(database): FATAL \(code) \(message)")
         output.writeAndFlush(out)
@@ -340,11 +363,14 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     }
 
     func close() {
-        guard let context else { return }
-        context.close(promise: nil)
+        output?.close()
     }
 
-    var allocator: ByteBufferAllocator { context.channel.allocator }
+    var allocator: ByteBufferAllocator { Transport.allocator }
+
+    /// Still tied to the client's connection (a late callback — a server handed over, a cross-loop
+    /// read — finds it false once the connection is gone).
+    var attached: Bool { output?.isAttached ?? false }
 
     /// Call on `loop`.
     func snapshot() -> SessionSnapshot {

@@ -151,7 +151,7 @@ final class Listener {
 
     /// Sets the client TCP options on one accepted connection (where they are not inherited).
     static func configureTCP(_ channel: Channel, _ general: General) {
-        let fd = ChannelOutput.socketDescriptor(of: channel)
+        let fd = Transport.socketDescriptor(of: channel)
         if fd >= 0 { return setTCPOptions(fd: fd, general) }
         for (level, name, value) in clientTCPOptions(general) {
             let option = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(level), name: SocketOptionName(name))

@@ -18,6 +18,8 @@ import NIOCore
 /// write per batch); scheduled tasks wait in a deadline heap whose head sets epoll_wait's timeout.
 final class RelayLoop: EventLoop, @unchecked Sendable {
     let name: String
+    /// The NIO loop this one is paired with: server connections for it log in there (set once, at start).
+    var companion: EventLoop?
     private let epollFD: CInt
     private let wakeFD: CInt
     /// Set by the loop's thread before `init` returns.
@@ -34,6 +36,7 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
     // Loop thread only.
     private var running: [() -> Void] = []
     private var timers = DeadlineHeap()
+    private var due: [DeadlineHeap.Timer] = []
     private var sockets: [RelaySocket?] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
@@ -218,7 +221,11 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
                     socket.handle(events: ev.events)
                 }
             }
-            timers.fire(now: .now())
+            timers.takeDue(now: .now(), into: &due)
+            if !due.isEmpty {
+                for t in due { DeadlineHeap.run(t) }
+                due.removeAll(keepingCapacity: true)
+            }
             if runTasks() { break }
         }
         finish()
@@ -256,6 +263,7 @@ struct DeadlineHeap {
         let deadline: NIODeadline
         var seq: UInt64 = 0
         var task: (() -> Void)?
+        var inHeap = false
         init(deadline: NIODeadline, task: @escaping () -> Void) {
             self.deadline = deadline
             self.task = task
@@ -272,6 +280,7 @@ struct DeadlineHeap {
         guard t.task != nil else { return }
         t.seq = nextSeq
         nextSeq &+= 1
+        t.inHeap = true
         heap.append(t)
         siftUp(heap.count - 1)
     }
@@ -280,6 +289,7 @@ struct DeadlineHeap {
     mutating func cancel(_ t: Timer) -> Bool {
         guard t.task != nil else { return false }
         t.task = nil
+        guard t.inHeap else { return true }  // taken out as due, not run yet
         cancelled += 1
         if cancelled > 64 && cancelled * 2 > heap.count { purge() }
         return true
@@ -294,27 +304,40 @@ struct DeadlineHeap {
         return CInt(clamping: (ns + 999_999) / 1_000_000)
     }
 
-    /// Runs every task due by `now` (each one's task removed first, so cancelling it later does nothing).
-    mutating func fire(now: NIODeadline) {
+    /// Moves every timer due by `now` to `due`, in deadline order (run them with `run(_:)`, outside
+    /// any access to the heap: a task may schedule or cancel others).
+    mutating func takeDue(now: NIODeadline, into due: inout [Timer]) {
         while let first = heap.first, first.deadline <= now {
             removeTop()
-            if let task = first.task {
-                first.task = nil
-                task()
-            } else {
-                cancelled -= 1
-            }
+            first.inHeap = false
+            if first.task != nil { due.append(first) } else { cancelled -= 1 }
         }
+    }
+
+    /// Runs a due timer's task unless it was cancelled after it was taken.
+    static func run(_ t: Timer) {
+        guard let task = t.task else { return }
+        t.task = nil
+        task()
+    }
+
+    /// Takes and runs every task due by `now` (tests).
+    mutating func fire(now: NIODeadline) {
+        var due: [Timer] = []
+        takeDue(now: now, into: &due)
+        for t in due { Self.run(t) }
     }
 
     private mutating func dropCancelledTop() {
         while let first = heap.first, first.task == nil {
             removeTop()
+            first.inHeap = false
             cancelled -= 1
         }
     }
 
     private mutating func purge() {
+        for t in heap where t.task == nil { t.inHeap = false }
         heap.removeAll { $0.task == nil }
         cancelled = 0
         heap.sort { Self.before($0, $1) }  // a sorted array is a heap

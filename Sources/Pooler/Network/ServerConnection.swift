@@ -23,16 +23,18 @@ public final class ServerConnection: ChannelInboundHandler {
     public typealias OutboundOut = ByteBuffer
 
     public let id: Int
-    let loop: EventLoop
+    /// Set once more when the connection moves to a RelayLoop after its login (`moveToRelay`),
+    /// before any pool or client knows it.
+    private(set) var loop: EventLoop
     /// `loop`'s identity (what a checkout compares with the client's loop).
-    let loopKey: ObjectIdentifier
+    private(set) var loopKey: ObjectIdentifier
     /// Strong: a pool is long-lived and drops a server from its idle list when the server closes; a
     /// weak reference would give every pool a side table and slow down every retain of it.
     var pool: ServerPool?
     private(set) var channel: Channel?
     private var context: ChannelHandlerContext?
-    /// Writes to PostgreSQL (directly to the socket when it is plain, see `ChannelOutput`).
-    private var output: ChannelOutput?
+    /// Writes to PostgreSQL (directly to the socket when it is plain, see `Transport`).
+    private var output: Transport?
     private var machine: ServerConnectionStateMachine
     private var accumulator: ByteBuffer
     private var loginPromise: EventLoopPromise<ServerConnection>?
@@ -85,6 +87,9 @@ public final class ServerConnection: ChannelInboundHandler {
     public private(set) var usesTLS = false
     /// Set while waiting for the one-byte answer to our SSLRequest.
     private var tlsNegotiation: ServerTLSAttempt?
+    /// Set when the connection left its NIO channel for a RelayLoop (`moveToRelay`): what NIO still
+    /// reports for that channel (its close, a late read-complete) is not about the connection.
+    var movedToRelay = false
     private var cleanupDone: ((Bool) -> Void)?
     private var applyDone: ((ServerError?) -> Void)?
 
@@ -151,17 +156,23 @@ public final class ServerConnection: ChannelInboundHandler {
         machine.loginAborted()
         let p = loginPromise
         loginPromise = nil
-        channel?.close(promise: nil)
+        closeTransport()
         p?.fail(error)
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        self.output = ChannelOutput(context: context)
+        self.output = Transport(context: context)
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let buffer = unwrapInboundIn(data)
+        guard !movedToRelay else { return }
+        received(unwrapInboundIn(data))
+    }
+
+    /// Bytes from PostgreSQL (through NIO or a `RelaySocket`).
+    @inline(__always)
+    func received(_ buffer: ByteBuffer) {
         if machine.isActive {
             bytesReceived &+= buffer.readableBytes
             guard let owner else { return }
@@ -170,6 +181,7 @@ public final class ServerConnection: ChannelInboundHandler {
         }
         switch machine.state {
         case .negotiatingTLS:
+            guard let context else { return }  // (TLS is negotiated through NIO only)
             negotiateTLS(context: context, buffer)
         case .login, .idle, .cleaning, .applying:
             var b = buffer
@@ -181,6 +193,12 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
+        guard !movedToRelay else { return }
+        readComplete()
+    }
+
+    @inline(__always)
+    func readComplete() {
         if machine.isActive, let owner {
             if owner.loop === loop { owner.serverReadComplete() } else { owner.loop.execute { owner.serverReadComplete() } }
         }
@@ -262,6 +280,27 @@ public final class ServerConnection: ChannelInboundHandler {
         }
     }
 
+    // MARK: - Moving to a RelayLoop (`ServerConnection+Relay`)
+
+    var transport: Transport? { output }
+    var isIdleAfterLogin: Bool { machine.state == .idle && accumulator.readableBytes == 0 && loginPromise == nil }
+
+    /// Lets go of the NIO channel's transport and context (the channel is being closed).
+    func dropTransport() {
+        output?.detach()
+        output = nil
+        context = nil
+        channel = nil
+    }
+
+    func useTransport(_ t: Transport) { output = t }
+
+    /// The connection's loop from now on (set before anyone else knows the connection).
+    func adopt(loop new: EventLoop) {
+        loop = new
+        loopKey = ObjectIdentifier(new)
+    }
+
     // MARK: - Checkout / checkin (call on self.loop)
 
     /// Attaches the server to a client; from now on reads go to `owner` unparsed.
@@ -335,14 +374,17 @@ public final class ServerConnection: ChannelInboundHandler {
     /// Backpressure: stop (or resume) reading from PostgreSQL while the client cannot keep up.
     /// Call on `loop`.
     func setReading(_ on: Bool) {
-        guard let channel = context?.channel else { return }
-        channel.setOption(ChannelOptions.autoRead, value: on).whenComplete { _ in }
-        if on { channel.read() }
+        output?.setReading(on)
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        guard !movedToRelay else { return }
+        writabilityChanged(context.channel.isWritable)
+    }
+
+    /// The socket to PostgreSQL drained below (true) or filled past (false) its high water mark.
+    func writabilityChanged(_ writable: Bool) {
         guard machine.isActive, let owner else { return }
-        let writable = context.channel.isWritable
         if owner.loop === loop { owner.serverWritabilityChanged(writable) } else {
             owner.loop.execute { owner.serverWritabilityChanged(writable) }
         }
@@ -357,18 +399,29 @@ public final class ServerConnection: ChannelInboundHandler {
         case .alreadyClosed:
             return
         case .terminateAndClose:
-            if let context {
-                var out = context.channel.allocator.buffer(capacity: 5)
+            if let output {
+                var out = Transport.allocator.buffer(capacity: 5)
                 FrontendMessage.terminate(into: &out)
-                output?.writeAndFlush(out)
+                output.writeAndFlush(out)
             }
         case .close:
             break
         }
-        channel?.close(promise: nil)
+        closeTransport()
+    }
+
+    /// Closes the socket: through the transport once there is one, else the channel being set up.
+    private func closeTransport() {
+        if let output { output.close() } else { channel?.close(promise: nil) }
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        guard !movedToRelay else { return }  // the connection lives on, on a RelayLoop
+        closed()
+    }
+
+    /// The connection to PostgreSQL is gone (through NIO or a `RelaySocket`).
+    func closed() {
         let what = machine.channelInactive()
         self.context = nil
         output?.disableDirect()
@@ -398,6 +451,7 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard !movedToRelay else { return }
         switch machine.errorCaught() {
         case .failLogin:
             // During login (TLS handshake included) the caller wants the reason, not "closed during login".

@@ -9,11 +9,34 @@ final class ServerConnector {
     /// TLS contexts (client-facing and per pool server-facing), rebuilt at start and RELOAD.
     let tls = TLSContexts()
 
-    init(tcpNoDelay: Bool = true) {
+    /// RelayLoops by their NIO companion's identity (empty: no RelayLoops).
+    let relays: [ObjectIdentifier: RelayLoop]
+
+    init(tcpNoDelay: Bool = true, relays: [ObjectIdentifier: RelayLoop] = [:]) {
         self.tcpNoDelay = tcpNoDelay
+        self.relays = relays
     }
 
+    /// Opens a connection for a client on `loop`. With RelayLoops, a transaction-mode connection
+    /// logs in on the NIO loop and then moves to its RelayLoop (`ServerConnection.moveToRelay`):
+    /// the relayed clients live there.
     func connect(pool: ServerPool, on loop: EventLoop) -> EventLoopFuture<ServerConnection> {
+        guard !relays.isEmpty else { return connectNIO(pool: pool, on: loop) }
+        let relay: RelayLoop?
+        let nio: EventLoop
+        if let r = loop as? RelayLoop, let companion = r.companion {
+            relay = r
+            nio = companion
+        } else {
+            relay = pool.settings.mode == .transaction ? relays[ObjectIdentifier(loop)] : nil
+            nio = loop
+        }
+        let login = connectNIO(pool: pool, on: nio)
+        guard let relay else { return login }
+        return login.flatMap { $0.moveToRelay(relay) }
+    }
+
+    private func connectNIO(pool: ServerPool, on loop: EventLoop) -> EventLoopFuture<ServerConnection> {
         let settings = pool.settings
         let tlsSettings = settings.serverTLS
         // TLS is never used over Unix sockets (as libpq).

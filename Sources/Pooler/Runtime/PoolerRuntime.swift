@@ -54,6 +54,8 @@ public final class PoolerRuntime {
     }
     /// Clients still logging in, per event loop (each watch is used only on its loop).
     private let loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>]
+    /// RelayLoops by the NIO loop each is paired with (empty unless `relayLoopsEnabled`).
+    let relayByLoop: [ObjectIdentifier: RelayLoop]
     public let startedAt = NIODeadline.now()
 
     /// The config and what RELOAD rebuilds from it.
@@ -92,14 +94,23 @@ public final class PoolerRuntime {
         let cores = System.coreCount
         let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), max(1, cores / 2)))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var relays: [ObjectIdentifier: RelayLoop] = [:]
+        if Self.relayLoopsEnabled {
+            for (i, loop) in group.makeIterator().enumerated() {
+                guard let relay = try? RelayLoop(name: "pg_doorman relay \(i)") else { continue }
+                relay.companion = loop
+                relays[ObjectIdentifier(loop)] = relay
+            }
+        }
+        self.relayByLoop = relays
         var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
         for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
         self.loginWatches = watches
-        self.governor = ClientGovernor(loops: Array(group.makeIterator()))
+        self.governor = ClientGovernor(loops: Array(group.makeIterator()) + Array(relays.values))
         self.logger = logger
         self.configPath = configPath
         self.memory = MemoryBudget(limit: Int(clamping: config.general.maxMemoryUsage))
-        self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay)
+        self.connector = ServerConnector(tcpNoDelay: config.general.tcpNoDelay, relays: relays)
         self.registry = PoolRegistry(config: config, connector: connector, waiterAlarm: waiterAlarm, logger: logger)
         let janitor = Janitor(group: group, registry: registry, logger: logger, shuttingDown: shuttingDown)
         self.janitor = janitor
@@ -118,6 +129,16 @@ public final class PoolerRuntime {
         streamThresholdBytes.store(Self.streamThreshold(general), ordering: .relaxed)
         unixSocketBufferBytes.store(Int(clamping: general.unixSocketBufferSize), ordering: .relaxed)
         authFailures.configure(delayMs: general.authFailureDelay)
+    }
+
+    /// `PG_DOORMAN_RELAY_LOOP=1`: plain relayed connections move to RelayLoops of our own after
+    /// their login (see `RelayLoop`).
+    static var relayLoopsEnabled: Bool { getenv("PG_DOORMAN_RELAY_LOOP").map { String(cString: $0) == "1" } ?? false }
+
+    /// The RelayLoop paired with the NIO loop `loop` (nil: relayed on `loop` itself).
+    @inline(__always)
+    func relayLoop(for loop: EventLoop) -> RelayLoop? {
+        relayByLoop.isEmpty ? nil : relayByLoop[ObjectIdentifier(loop)]
     }
 
     /// The login watch of `loop` (nil for a loop outside the group).
@@ -299,6 +320,7 @@ public final class PoolerRuntime {
         }
         let loops = Array(group.makeIterator())
         janitor.start(loops: loops, loginWatches: loginWatches, governor: governor, averager: averager)
+        governor.startSweeps(loops: Array(relayByLoop.values))
         if general.workerCpuAffinityPinning {
             let cores = System.coreCount
             if CPUAffinity.applies(enabled: true, cores: cores) {
@@ -336,6 +358,7 @@ public final class PoolerRuntime {
     }
 
     public func shutdownGroup() {
+        for relay in relayByLoop.values { relay.syncShutdown() }
         try? group.syncShutdownGracefully()
     }
 }

@@ -60,6 +60,30 @@ import Glibc
         #expect(order.withLockedValue { $0 } == [1, 2, 3])
     }
 
+    /// A task may schedule and cancel others while the loop runs due tasks (repeated tasks do).
+    @Test func timerTasksScheduleAndCancelOthers() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let ticks = NIOLockedValueBox(0)
+        let done = DispatchSemaphore(value: 0)
+        let repeated = loop.scheduleRepeatedTask(initialDelay: .milliseconds(1), delay: .milliseconds(1)) { task in
+            if ticks.withLockedValue({ $0 += 1; return $0 }) == 5 {
+                task.cancel()
+                done.signal()
+            }
+        }
+        #expect(done.wait(timeout: .now() + 5) == .success)
+        _ = repeated
+        let victimRan = NIOLockedValueBox(false)
+        let victim = loop.scheduleTask(in: .milliseconds(30)) { victimRan.withLockedValue { $0 = true } }
+        // Due in the same turn as the victim's cancel: the cancel comes first and wins.
+        let killer = loop.scheduleTask(in: .milliseconds(10)) { victim.cancel() }
+        try killer.futureResult.wait()
+        #expect(throws: EventLoopError.self) { try victim.futureResult.wait() }
+        #expect(!victimRan.withLockedValue { $0 })
+        #expect(ticks.withLockedValue { $0 } == 5)
+    }
+
     @Test func aDeadlineInThePastFiresAtOnce() throws {
         let loop = try RelayLoop(name: "test relay")
         defer { loop.syncShutdown() }

@@ -7,14 +7,14 @@ import Glibc
 #endif
 @testable import Pooler
 
-/// Writes numbered chunks through a ChannelOutput as fast as it can, while the peer does not read
+/// Writes numbered chunks through a Transport as fast as it can, while the peer does not read
 /// at first: the kernel buffer fills, the rest must queue in NIO, and nothing may overtake it.
 private final class Writer: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     let chunks: Int
     let chunkSize: Int
     let tls: Bool
-    var output: ChannelOutput!
+    var output: Transport!
     let direct = NIOLockedValueBox<Bool?>(nil)
     let fallbacks = NIOLockedValueBox(0)
 
@@ -25,7 +25,7 @@ private final class Writer: ChannelInboundHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        output = ChannelOutput(context: context)
+        output = Transport(context: context)
         if tls { output.disableDirect() }
     }
 
@@ -62,7 +62,7 @@ private final class Reader: ChannelInboundHandler {
     }
 }
 
-@Suite struct ChannelOutputTests {
+@Suite struct TransportTests {
     private func run(tls: Bool) throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { try? group.syncShutdownGracefully() }
@@ -115,7 +115,7 @@ private final class Reader: ChannelInboundHandler {
         let server = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
         defer { try? server.close().wait() }
         try server.eventLoop.submit {
-            let ours = ChannelOutput.socketDescriptor(of: server)
+            let ours = Transport.socketDescriptor(of: server)
             let nios = try server.pipeline.syncOperations.withUnsafeTransportIfAvailable(of: NIOBSDSocket.Handle.self) { $0 }
             #expect(ours >= 0)
             #expect(ours == nios)

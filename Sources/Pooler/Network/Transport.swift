@@ -4,26 +4,35 @@ import NIOPosix
 import Glibc
 #endif
 
-/// The write side of one channel.
+/// How a client session or a server connection reaches its socket: through an NIO channel (login,
+/// TLS, admin) or a `RelaySocket` on a `RelayLoop` (plain relayed connections, see `RelayLoop`). The
+/// sessions read, write, pause, and close only through this, so one connection has one event
+/// system at a time and can move between them at a quiet point.
 ///
-/// On a plain TCP or Unix socket, bytes go straight to the kernel with one `send(2)` while NIO
-/// holds nothing unwritten for the channel: no pipeline traversal, no pending-write queue, no flush
-/// bookkeeping. Whatever the kernel does not take (a full socket buffer, an error) is handed to NIO,
-/// which queues it, waits for writability (and drives backpressure through `isWritable`) or closes the
-/// channel on the error. Every write that goes through NIO is counted until it completes, and no
-/// direct write happens while one is outstanding, so bytes never overtake each other.
+/// Through NIO, on a plain TCP or Unix socket, bytes go straight to the kernel with one `send(2)`
+/// while NIO holds nothing unwritten for the channel: no pipeline traversal, no pending-write queue,
+/// no flush bookkeeping. Whatever the kernel does not take (a full socket buffer, an error) is handed
+/// to NIO, which queues it, waits for writability (and drives backpressure through `isWritable`) or
+/// closes the channel on the error. Every write that goes through NIO is counted until it completes,
+/// and no direct write happens while one is outstanding, so bytes never overtake each other.
 ///
 /// TLS channels never write directly (`disableDirect()` before the TLS handler is added); the
 /// descriptor is forgotten when the channel goes inactive, so a reused descriptor number is never
-/// written to. Confined to the channel's event loop.
-final class ChannelOutput {
+/// written to. Confined to the connection's event loop.
+final class Transport {
     /// Dropped by `detach()` when the handler leaves the pipeline: the context holds the handler
     /// that holds this, so keeping it would keep the whole session alive after the channel is gone.
     private var context: ChannelHandlerContext?
+    /// Set instead of `context` for a socket of our own.
+    private(set) var socket: RelaySocket?
     private var fd: CInt = -1
     private var queuedInNIO = 0
     /// Writes that went through NIO's queue on a plain socket (tests, diagnostics).
     private(set) var fallbackWrites = 0
+
+    init(socket: RelaySocket?) {
+        self.socket = socket
+    }
 
     init(context: ChannelHandlerContext) {
         self.context = context
@@ -42,14 +51,17 @@ final class ChannelOutput {
         return (fd ?? nil) ?? -1
     }
 
-    /// The plain socket's descriptor while writes may bypass NIO, else -1.
-    var socketDescriptor: CInt { fd }
+    /// The plain socket's descriptor while writes may bypass NIO (or the socket is our own), else -1.
+    var socketDescriptor: CInt { socket?.fd ?? fd }
 
     /// True while writes may bypass NIO (plain socket, channel open).
     var isDirect: Bool { fd >= 0 }
 
-    /// Whether NIO may hold unwritten bytes for this channel (always true without direct writes).
-    var holdsQueuedBytes: Bool { fd < 0 || queuedInNIO > 0 }
+    /// Whether bytes may wait unwritten (always true through NIO without direct writes).
+    var holdsQueuedBytes: Bool {
+        if let socket { return socket.holdsQueuedBytes }
+        return fd < 0 || queuedInNIO > 0
+    }
 
     /// Call before a TLS handler joins the pipeline, and when the channel goes inactive.
     func disableDirect() { fd = -1 }
@@ -58,12 +70,48 @@ final class ChannelOutput {
     func detach() {
         fd = -1
         context = nil
+        socket = nil
     }
+
+    /// Still tied to its connection: the NIO handler is in its pipeline or the RelaySocket has not
+    /// reported its close yet (`detach()` ends both).
+    var isAttached: Bool { context != nil || socket != nil }
+
+    /// The socket is open.
+    var isActive: Bool {
+        if let socket { return socket.isActive }
+        return context?.channel.isActive ?? false
+    }
+
+    /// The socket takes more without queueing past the high water mark.
+    var isWritable: Bool {
+        if let socket { return socket.isWritable }
+        return context?.channel.isWritable ?? false
+    }
+
+    /// Pauses or resumes reading (resuming asks for a read at once).
+    func setReading(_ on: Bool) {
+        if let socket { return socket.setReading(on) }
+        guard let context else { return }
+        context.channel.setOption(ChannelOptions.autoRead, value: on).whenComplete { _ in }
+        if on { context.read() }
+    }
+
+    /// Closes the connection (the owner hears of it as from the peer: channelInactive or
+    /// `relaySocketClosed`).
+    func close() {
+        if let socket { return socket.close() }
+        context?.close(promise: nil)
+    }
+
+    /// Buffers for this connection (every channel of ours has NIO's default allocator).
+    static let allocator = ByteBufferAllocator()
 
     /// Writes `buffer`: directly when possible (nothing to flush afterwards), else queued in NIO
     /// until `flush()`.
     @inline(__always)
     func write(_ buffer: ByteBuffer) {
+        if let socket { return socket.write(buffer) }
         guard fd >= 0 else {
             context?.write(NIOAny(buffer), promise: nil)
             return
@@ -94,7 +142,7 @@ final class ChannelOutput {
     /// Flushes what NIO holds (nothing to do after direct writes).
     @inline(__always)
     func flush() {
-        if fd < 0 || queuedInNIO > 0 { context?.flush() }
+        if (fd < 0 || queuedInNIO > 0) && socket == nil { context?.flush() }
     }
 
     private func queue(_ buffer: ByteBuffer) {
