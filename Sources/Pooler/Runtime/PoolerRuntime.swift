@@ -56,6 +56,8 @@ public final class PoolerRuntime {
     private let loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>]
     /// RelayLoops by the NIO loop each is paired with (empty unless `relayLoopsEnabled`).
     let relayByLoop: [ObjectIdentifier: RelayLoop]
+    /// The same RelayLoops in the order of their NIO loops.
+    let relayLoops: [RelayLoop]
     public let startedAt = NIODeadline.now()
 
     /// The config and what RELOAD rebuilds from it.
@@ -95,18 +97,21 @@ public final class PoolerRuntime {
         let threads = max(1, eventLoops ?? min(max(1, config.general.workerThreads), max(1, cores / 2)))
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var relays: [ObjectIdentifier: RelayLoop] = [:]
+        var relayList: [RelayLoop] = []
         if Self.relayLoopsEnabled {
             for (i, loop) in group.makeIterator().enumerated() {
                 guard let relay = try? RelayLoop(name: "pg_doorman relay \(i)") else { continue }
                 relay.companion = loop
                 relays[ObjectIdentifier(loop)] = relay
+                relayList.append(relay)
             }
         }
         self.relayByLoop = relays
+        self.relayLoops = relayList
         var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
         for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
         self.loginWatches = watches
-        self.governor = ClientGovernor(loops: Array(group.makeIterator()) + Array(relays.values))
+        self.governor = ClientGovernor(loops: Array(group.makeIterator()) + relayList)
         self.logger = logger
         self.configPath = configPath
         self.memory = MemoryBudget(limit: Int(clamping: config.general.maxMemoryUsage))
@@ -320,11 +325,12 @@ public final class PoolerRuntime {
         }
         let loops = Array(group.makeIterator())
         janitor.start(loops: loops, loginWatches: loginWatches, governor: governor, averager: averager)
-        governor.startSweeps(loops: Array(relayByLoop.values))
+        governor.startSweeps(loops: relayLoops)
         if general.workerCpuAffinityPinning {
             let cores = System.coreCount
             if CPUAffinity.applies(enabled: true, cores: cores) {
                 let n = CPUAffinity.pin(loops: loops, cores: cores)
+                CPUAffinity.pin(loops: relayLoops, cores: cores)  // RelayLoop i beside event loop i
                 logger.info("worker_cpu_affinity_pinning: \(n) of \(loops.count) event loop(s) pinned to cores 0-\(loops.count - 1)")
             } else {
                 logger.info("worker_cpu_affinity_pinning ignored: \(cores) core(s), pinning needs at least \(CPUAffinity.minimumCores)")
@@ -358,7 +364,7 @@ public final class PoolerRuntime {
     }
 
     public func shutdownGroup() {
-        for relay in relayByLoop.values { relay.syncShutdown() }
+        for relay in relayLoops { relay.syncShutdown() }
         try? group.syncShutdownGracefully()
     }
 }

@@ -1,0 +1,88 @@
+"""The relay's own event loop (`RelayLoop`): plain transaction-mode clients and their servers move
+there after login and the traffic runs on its thread, not on SwiftNIO's; PG_DOORMAN_RELAY_LOOP=0
+keeps everything on NIO. Seen from outside: the threads' names and CPU time in /proc."""
+from __future__ import annotations
+
+import os
+import time
+
+import psycopg
+import pytest
+
+from harness import pgbench, wait_until
+
+MD5_USER, MD5_PW = "example_user_md5", "md5pass"
+
+
+def _threads(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread name."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _bench(dm, protocol: str = "simple") -> None:
+    r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", MD5_USER, "-c", "8", "-j", "2", "-T", "3",
+                 "-M", protocol, "-S", "example_db"], env={"PGPASSWORD": MD5_PW})
+    assert r.rc == 0, r.stdout
+    assert r.processed > 500
+
+
+@pytest.mark.parametrize("protocol", ["simple", "prepared"])
+def test_transaction_traffic_runs_on_the_relay_loop(doorman, doorman_config, protocol):
+    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "1"})
+    before = _threads(dm.pid)
+    assert any(n.startswith("pg_doorman rela") for n in before), before
+    _bench(dm, protocol)
+    after = _threads(dm.pid)
+    relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pg_doorman rela"))
+    nio = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("NIO-ELT"))
+    # The relay thread did the transactions; NIO only the logins (8 clients, a few servers).
+    assert relay > 0.3, after
+    assert nio < relay / 3, (nio, relay)
+
+
+def test_without_the_relay_loop_nio_relays(doorman, doorman_config):
+    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "0"})
+    _bench(dm)
+    assert not any(n.startswith("pg_doorman rela") for n in _threads(dm.pid))
+
+
+def test_session_mode_and_moved_clients_side_by_side(doorman, doorman_config, pg):
+    """A moved client keeps its session (SET, a cancel by its key, SHOW CLIENTS), next to a
+    session-mode pool whose clients stay on NIO."""
+    cfg = doorman_config()
+    cfg["pools"]["sessiondb"] = dict(cfg["pools"][pg.database], pool_mode="session", server_database=pg.database)
+    dm = doorman(cfg, env={"PG_DOORMAN_RELAY_LOOP": "1"})
+    with psycopg.connect(host="127.0.0.1", port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                         autocommit=True) as c, \
+            psycopg.connect(host="127.0.0.1", port=dm.port, user=MD5_USER, password=MD5_PW, dbname="sessiondb",
+                            autocommit=True) as s:
+        c.execute("SET application_name = 'moved'")
+        c.execute("SET statement_timeout = '12345ms'")
+        for _ in range(20):
+            assert c.execute("SHOW statement_timeout").fetchone()[0] == "12345ms"
+            assert s.execute("SELECT 1").fetchone()[0] == 1
+        started = time.monotonic()
+        import threading
+        threading.Timer(0.5, c.cancel).start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 10
+        assert c.execute("SELECT 2").fetchone()[0] == 2
+        with psycopg.connect(host="127.0.0.1", port=dm.port, user="admin", password="admin", dbname="pgdoorman",
+                             autocommit=True) as a:
+            cur = a.execute("SHOW CLIENTS")
+            names = [d.name for d in cur.description]
+            rows = [dict(zip(names, r)) for r in cur.fetchall()]
+        assert any(r.get("application_name") == "moved" for r in rows), rows
+        assert wait_until(lambda: True)
