@@ -1,6 +1,13 @@
-// epoll and eventfd are not part of Swift's Glibc module: bridged for RelayLoop.
+// epoll, eventfd and prctl are not part of Swift's Glibc module: bridged for RelayLoop.
 #ifndef C_RELAY_H
 #define C_RELAY_H
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
+
+/// Names the calling thread (at most 15 bytes show) in /proc and top; prctl is variadic, which
+/// Swift cannot call.
+static inline int c_relay_name_thread(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0UL, 0UL, 0UL);
+}
 #endif

@@ -69,10 +69,11 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
         let started = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
             threadID = pthread_self()
+            // The thread's name in /proc and top (at most 15 bytes).
+            _ = c_relay_name_thread(name)
             started.signal()
             run()
         }
-        thread.name = name
         thread.stackSize = 1 << 20
         self.thread = thread
         thread.start()

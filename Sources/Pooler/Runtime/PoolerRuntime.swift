@@ -100,7 +100,7 @@ public final class PoolerRuntime {
         var relayList: [RelayLoop] = []
         if Self.relayLoopsEnabled {
             for (i, loop) in group.makeIterator().enumerated() {
-                guard let relay = try? RelayLoop(name: "pg_doorman relay \(i)") else { continue }
+                guard let relay = try? RelayLoop(name: "pgdm relay \(i)") else { continue }
                 relay.companion = loop
                 relays[ObjectIdentifier(loop)] = relay
                 relayList.append(relay)
