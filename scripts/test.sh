@@ -100,5 +100,28 @@ else
     esac
 fi
 
+if [[ "${SKIP_INTEGRATION:-0}" != 1 && $# -eq 0 ]]; then
+    # The suite above relays plain transaction-mode clients on the RelayLoop (the default); the
+    # relay through SwiftNIO (TLS and session-mode clients, PG_DOORMAN_RELAY_LOOP=0) gets the core,
+    # extended-protocol, isolation, timeout and migration files once more with the RelayLoop off.
+    stage "integration without the RelayLoop (PG_DOORMAN_RELAY_LOOP=0)"
+    nio_log=$(mktemp /tmp/pg_doorman-it-nio.XXXXXX)
+    set +e
+    PG_DOORMAN_RELAY_LOOP=0 python3 -m pytest -q -p no:cacheprovider \
+        Tests/Integration/test_pooler_core.py Tests/Integration/test_extended_txn.py \
+        Tests/Integration/test_extended_dual.py Tests/Integration/test_isolation.py \
+        Tests/Integration/test_timeouts.py Tests/Integration/test_live_migration.py 2>&1 | tee "$nio_log"
+    nio_rc=${PIPESTATUS[0]}
+    set -e
+    nio_summary=$(grep -E '^=*.*[0-9]+ (passed|failed|error|errors|skipped|deselected).* in [0-9.]+s' "$nio_log" \
+        | tail -n 1 | sed -E 's/=//g; s/^ +| +$//g')
+    rm -f "$nio_log"
+    if [[ $nio_rc -eq 0 ]]; then
+        record integration-nio ok "${nio_summary}"
+    else
+        record integration-nio FAIL "pytest rc=$nio_rc ${nio_summary}"
+    fi
+fi
+
 summary
 exit $failed

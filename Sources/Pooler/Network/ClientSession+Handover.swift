@@ -131,7 +131,9 @@ extension ClientSession {
         if !h.pendingInput.isEmpty {
             relayFromClient(ByteBuffer(bytes: h.pendingInput))
         } else if let relay = runtime.relayLoop(for: loop) {
-            moveToRelay(relay)  // adopted from an old process on an NIO loop: relayed on our own loop
+            // Adopted from an old process on an NIO loop: relayed on our own loop, once the channel
+            // that is being registered now is active (closing it inside its initializer breaks NIO).
+            loop.execute { [self] in moveToRelay(relay) }
         }
     }
 }

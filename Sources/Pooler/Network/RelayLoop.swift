@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CRelay
+import Atomics
 import Dispatch
 import Foundation
 import NIOConcurrencyHelpers
@@ -32,6 +33,9 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
     private var stopRequested = false  // guarded by lock
     private var shutdownCallbacks: [(DispatchQueue, (Error?) -> Void)] = []  // guarded by lock
     private var stopped = false  // guarded by lock
+    /// Set (under the lock) with anything queued or a stop request; lets a loop turn with nothing
+    /// queued skip the lock.
+    private let hasQueued = ManagedAtomic<Bool>(false)
 
     // Loop thread only.
     private var running: [() -> Void] = []
@@ -92,6 +96,7 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
     func enqueue(_ task: @escaping () -> Void) {
         let wake: Bool = lock.withLock {
             queued.append(task)
+            hasQueued.store(true, ordering: .releasing)
             if wakePending { return false }
             wakePending = true
             return true
@@ -135,6 +140,7 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
             if stopped { return true }
             shutdownCallbacks.append((queue, callback))
             stopRequested = true
+            hasQueued.store(true, ordering: .releasing)
             return false
         }
         if already { return queue.async { callback(nil) } }
@@ -200,7 +206,7 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
         defer { events.deallocate() }
         while true {
             let timeout: CInt
-            if lock.withLock({ !queued.isEmpty || stopRequested }) {
+            if hasQueued.load(ordering: .acquiring) {
                 timeout = 0
             } else {
                 timeout = timers.timeoutMilliseconds(now: .now())
@@ -234,9 +240,11 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
 
     /// Runs the queued tasks (one batch: tasks they queue run next turn); true when the loop must stop.
     private func runTasks() -> Bool {
+        guard hasQueued.load(ordering: .acquiring) else { return false }
         let stop: Bool = lock.withLock {
             swap(&running, &queued)
             wakePending = false
+            hasQueued.store(stopRequested, ordering: .relaxed)
             return stopRequested
         }
         for task in running { task() }

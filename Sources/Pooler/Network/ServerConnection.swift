@@ -42,6 +42,8 @@ public final class ServerConnection: ChannelInboundHandler {
     /// (strong, so the session has no side table: a weak reference slows every retain and release of
     /// it on the hot path).
     var owner: ServerOwner?
+    /// `owner.loop === loop`, worked out at `attach` (asking on every read retains both loops).
+    private var ownerOnLoop = true
 
     public private(set) var processID: Int32 = 0
     public private(set) var secretKey: Int32 = 0
@@ -176,7 +178,7 @@ public final class ServerConnection: ChannelInboundHandler {
         if machine.isActive {
             bytesReceived &+= buffer.readableBytes
             guard let owner else { return }
-            if owner.loop === loop { owner.serverRead(buffer) } else { owner.loop.execute { owner.serverRead(buffer) } }
+            if ownerOnLoop { owner.serverRead(buffer) } else { owner.loop.execute { owner.serverRead(buffer) } }
             return
         }
         switch machine.state {
@@ -200,7 +202,7 @@ public final class ServerConnection: ChannelInboundHandler {
     @inline(__always)
     func readComplete() {
         if machine.isActive, let owner {
-            if owner.loop === loop { owner.serverReadComplete() } else { owner.loop.execute { owner.serverReadComplete() } }
+            if ownerOnLoop { owner.serverReadComplete() } else { owner.loop.execute { owner.serverReadComplete() } }
         }
     }
 
@@ -306,6 +308,7 @@ public final class ServerConnection: ChannelInboundHandler {
     /// Attaches the server to a client; from now on reads go to `owner` unparsed.
     func attach(to owner: ServerOwner) {
         self.owner = owner
+        ownerOnLoop = owner.loop === loop
         machine.attach()
         if readingPaused {
             readingPaused = false

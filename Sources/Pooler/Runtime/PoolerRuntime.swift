@@ -136,9 +136,10 @@ public final class PoolerRuntime {
         authFailures.configure(delayMs: general.authFailureDelay)
     }
 
-    /// `PG_DOORMAN_RELAY_LOOP=1`: plain relayed connections move to RelayLoops of our own after
-    /// their login (see `RelayLoop`).
-    static var relayLoopsEnabled: Bool { getenv("PG_DOORMAN_RELAY_LOOP").map { String(cString: $0) == "1" } ?? false }
+    /// Plain transaction-mode connections move to RelayLoops of our own after their login (see
+    /// `RelayLoop`) unless `PG_DOORMAN_RELAY_LOOP=0` keeps every connection on SwiftNIO (a
+    /// diagnostic switch: same behaviour, more CPU per transaction).
+    static var relayLoopsEnabled: Bool { getenv("PG_DOORMAN_RELAY_LOOP").map { String(cString: $0) != "0" } ?? true }
 
     /// The RelayLoop paired with the NIO loop `loop` (nil: relayed on `loop` itself).
     @inline(__always)
