@@ -16,7 +16,7 @@ extension ClientSession {
                 return close()
             }
             if pending == nil {
-                pending = buffer  // no copy: usually the whole query arrives in one read
+                pending = buffer.keptCompact()  // usually the whole query arrives in one read
             } else {
                 var b = buffer
                 pending?.writeBuffer(&b)
@@ -313,7 +313,7 @@ extension ClientSession {
         } catch {
             return fatal(code: .protocolViolation, "invalid message length from client")
         }
-        if input.readableBytes > 0 { clientAcc = input }
+        if input.readableBytes > 0 { clientAcc = input.keptCompact() }
         let needed = input.readableBytes > 0 ? Self.announcedSize(input) : 0
         if needed != clientMessageHeld, !runtime.memory.adjust(held: &clientMessageHeld, needed: needed) {
             return outOfMemory()

@@ -193,7 +193,7 @@ extension ClientSession {
     @inline(__always)
     func finishServerMessages(_ toClient: ByteBuffer, held: ByteBuffer, boundary: Bool, sawReady: Bool) {
         if relay.pendingSets > 0 { adoptCommittedSets() }
-        if held.readableBytes > 0 { serverAcc = held }
+        if held.readableBytes > 0 { serverAcc = held.keptCompact() }
         let needed = held.readableBytes > 0 ? Self.announcedSize(held) : 0
         if needed != serverMessageHeld, !runtime.memory.adjust(held: &serverMessageHeld, needed: needed) {
             // A backend message too large to hold now: the client that asked for it is refused and

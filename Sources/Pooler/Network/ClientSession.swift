@@ -223,7 +223,7 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
         case .ready:
             if migrating {
                 var b = buffer
-                if migratingInput == nil { migratingInput = b } else { migratingInput?.writeBuffer(&b) }
+                if migratingInput == nil { migratingInput = b.keptCompact() } else { migratingInput?.writeBuffer(&b) }
                 return
             }
             if relay.serverInCopy { copyDataAt = .now() }

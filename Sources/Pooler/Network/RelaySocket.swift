@@ -102,7 +102,7 @@ final class RelaySocket {
     }
 
     private func enqueue(_ buffer: ByteBuffer) {
-        pending.append(buffer)
+        pending.append(buffer.keptCompact())
         pendingBytes += buffer.readableBytes
         if !writeWatched {
             writeWatched = true

@@ -107,6 +107,7 @@ final class Transport {
     /// Buffers for this connection (every channel of ours has NIO's default allocator).
     static let allocator = ByteBufferAllocator()
 
+
     /// Writes `buffer`: directly when possible (nothing to flush afterwards), else queued in NIO
     /// until `flush()`.
     @inline(__always)
@@ -152,5 +153,20 @@ final class Transport {
         let promise = context.eventLoop.makePromise(of: Void.self)
         promise.futureResult.whenComplete { [self] _ in queuedInNIO -= 1 }
         context.write(NIOAny(buffer), promise: promise)
+    }
+}
+
+
+extension ByteBuffer {
+    /// What a connection keeps past the read that brought it (a query waiting for a server, the
+    /// start of a message, bytes the socket did not take): the bytes alone when they are a small
+    /// part of a large storage — a RelayLoop's read buffer is 64 KiB and shared by all of its
+    /// connections, so a kept slice of it would pin 64 KiB per waiting client.
+    @inline(__always)
+    func keptCompact() -> ByteBuffer {
+        guard storageCapacity > 8_192 && readableBytes &* 4 < storageCapacity else { return self }
+        var copy = Transport.allocator.buffer(capacity: readableBytes)
+        copy.writeImmutableBuffer(self)
+        return copy
     }
 }

@@ -121,6 +121,26 @@ private final class Reader: ChannelInboundHandler {
             #expect(ours == nios)
         }.wait()
     }
+
+    /// A few bytes kept from a large read buffer are copied out (a waiting client must not pin a
+    /// RelayLoop's 64 KiB buffer); dense buffers and small ones are kept as they are.
+    @Test func keptBytesDoNotPinALargeBuffer() {
+        var big = ByteBufferAllocator().buffer(capacity: 65_536)
+        big.writeBytes(Array(repeating: UInt8(7), count: 20))
+        let kept = big.keptCompact()
+        #expect(kept.storageCapacity < 1_024)
+        #expect(Array(kept.readableBytesView) == Array(repeating: UInt8(7), count: 20))
+        var dense = ByteBufferAllocator().buffer(capacity: 65_536)
+        dense.writeBytes(Array(repeating: UInt8(1), count: 60_000))
+        #expect(dense.keptCompact().storageCapacity == dense.storageCapacity)
+        var small = ByteBufferAllocator().buffer(capacity: 512)
+        small.writeBytes([1, 2, 3])
+        #expect(small.keptCompact().storageCapacity == small.storageCapacity)
+        // A slice of a large storage: judged by the storage, not by the slice.
+        var slice = dense.getSlice(at: dense.readerIndex + 100, length: 10)!
+        slice = slice.keptCompact()
+        #expect(slice.storageCapacity < 1_024)
+    }
 }
 
 private func sleepMilliseconds(_ ms: Int) {
