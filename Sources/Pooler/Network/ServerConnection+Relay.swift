@@ -29,7 +29,8 @@ extension ServerConnection: RelaySocketDelegate {
         relay.execute { [self] in
             adopt(loop: relay)
             guard let socket = RelaySocket(fd: fd, loop: relay, delegate: self) else {
-                closed()
+                // (The descriptor is closed; the pool has not counted this connection yet: a
+                // failed connect to it, nothing more.)
                 return promise.fail(PoolError.connectFailed("cannot watch the server socket on \(relay.name)"))
             }
             useTransport(Transport(socket: socket))

@@ -5,10 +5,16 @@ import Atomics
 public final class LatencyHistogram {
     static let bucketsPerOctave = 4
     static let bucketCount = 40 * bucketsPerOctave  // up to 2^40 µs
-    private let buckets: [ManagedAtomic<Int>]
+    /// `UnsafeAtomic`s (freed in `deinit`): a `ManagedAtomic` is an object, retained and released
+    /// around every increment.
+    private let buckets: [UnsafeAtomic<Int>]
 
     public init() {
-        buckets = (0..<Self.bucketCount).map { _ in ManagedAtomic<Int>(0) }
+        buckets = (0..<Self.bucketCount).map { _ in UnsafeAtomic<Int>.create(0) }
+    }
+
+    deinit {
+        for b in buckets { b.destroy() }
     }
 
     /// floor(4 · log2(micros)), clamped to the buckets; integer arithmetic only (it runs twice per

@@ -1,26 +1,46 @@
 import Atomics
 
 /// Cumulative counters of one pool, updated from any event loop without locks.
+///
+/// `UnsafeAtomic`s (freed in `deinit`), not `ManagedAtomic`s: each of those is an object of its own,
+/// and the relay's per-transaction increments retained and released every one they touched.
 public final class PoolStats {
-    public let xactCount = ManagedAtomic<Int>(0)
-    public let queryCount = ManagedAtomic<Int>(0)
-    public let bytesReceived = ManagedAtomic<Int>(0)
-    public let bytesSent = ManagedAtomic<Int>(0)
-    public let xactTimeMicros = ManagedAtomic<Int>(0)
-    public let queryTimeMicros = ManagedAtomic<Int>(0)
-    public let waitTimeMicros = ManagedAtomic<Int>(0)
-    public let errors = ManagedAtomic<Int>(0)
-    public let waitTimeouts = ManagedAtomic<Int>(0)
+    public let xactCount = UnsafeAtomic<Int>.create(0)
+    public let queryCount = UnsafeAtomic<Int>.create(0)
+    public let bytesReceived = UnsafeAtomic<Int>.create(0)
+    public let bytesSent = UnsafeAtomic<Int>.create(0)
+    public let xactTimeMicros = UnsafeAtomic<Int>.create(0)
+    public let queryTimeMicros = UnsafeAtomic<Int>.create(0)
+    public let waitTimeMicros = UnsafeAtomic<Int>.create(0)
+    public let errors = UnsafeAtomic<Int>.create(0)
+    public let waitTimeouts = UnsafeAtomic<Int>.create(0)
     /// Clients the pooler's own timeouts acted on (`SessionTimeouts`), by setting.
-    public let queryTimeouts = ManagedAtomic<Int>(0)
-    public let idleTransactionTimeouts = ManagedAtomic<Int>(0)
-    public let transactionTimeouts = ManagedAtomic<Int>(0)
-    public let clientIdleTimeouts = ManagedAtomic<Int>(0)
-    public let copyDataTimeouts = ManagedAtomic<Int>(0)
+    public let queryTimeouts = UnsafeAtomic<Int>.create(0)
+    public let idleTransactionTimeouts = UnsafeAtomic<Int>.create(0)
+    public let transactionTimeouts = UnsafeAtomic<Int>.create(0)
+    public let clientIdleTimeouts = UnsafeAtomic<Int>.create(0)
+    public let copyDataTimeouts = UnsafeAtomic<Int>.create(0)
     public let xactHistogram = LatencyHistogram()
     public let queryHistogram = LatencyHistogram()
 
     public init() {}
+
+    deinit {
+        xactCount.destroy()
+        queryCount.destroy()
+        bytesReceived.destroy()
+        bytesSent.destroy()
+        xactTimeMicros.destroy()
+        queryTimeMicros.destroy()
+        waitTimeMicros.destroy()
+        errors.destroy()
+        waitTimeouts.destroy()
+        queryTimeouts.destroy()
+        idleTransactionTimeouts.destroy()
+        transactionTimeouts.destroy()
+        clientIdleTimeouts.destroy()
+        copyDataTimeouts.destroy()
+    }
 
     func recordWait(micros: UInt64) {
         if micros > 0 { waitTimeMicros.wrappingIncrement(by: Int(micros), ordering: .relaxed) }
@@ -32,7 +52,7 @@ public final class PoolStats {
     }
 
     func recordTimeout(_ action: SessionTimeouts.Action) {
-        let counter: ManagedAtomic<Int>
+        let counter: UnsafeAtomic<Int>
         switch action {
         case .cancelStatement: counter = queryTimeouts
         case .closeIdleInTransaction: counter = idleTransactionTimeouts
