@@ -44,11 +44,24 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
     private var sockets: [RelaySocket?] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
-    /// One receive buffer for every socket of the loop: a read lends it to the socket's delegate;
-    /// a delegate that keeps it makes the next read allocate a fresh one (copy on write).
-    var readBuffer: ByteBuffer
+    /// One receive buffer for every socket of the loop: a read takes it, lends it to the socket's
+    /// delegate as a local value (no retain per read) and puts it back; a delegate that keeps it
+    /// makes the next read allocate a fresh one (copy on write).
+    private var readBuffer: ByteBuffer?
     static let readBufferSize = 65_536
     private static let wakeToken = UInt64.max
+
+    /// The loop's receive buffer, taken for one read (a fresh one if it is out already).
+    @inline(__always)
+    func takeReadBuffer() -> ByteBuffer {
+        readBuffer.take() ?? ByteBufferAllocator().buffer(capacity: Self.readBufferSize)
+    }
+
+    /// Puts the receive buffer back for the next read.
+    @inline(__always)
+    func returnReadBuffer(_ buffer: consuming ByteBuffer) {
+        readBuffer = buffer
+    }
 
     init(name: String) throws {
         self.name = name

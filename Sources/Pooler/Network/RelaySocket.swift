@@ -169,15 +169,22 @@ final class RelaySocket {
     }
 
     private func readReady() {
+        // One reference to the delegate for the whole event, and the buffer as a local value: no
+        // retain and release per read.
+        guard let delegate else { return }
+        let loop = self.loop
         var rounds = 0
         while fd >= 0 && readingEnabled {
-            loop.readBuffer.clear()
+            var buffer = loop.takeReadBuffer()
+            buffer.clear()
             var r = 0
-            let n = loop.readBuffer.writeWithUnsafeMutableBytes(minimumWritableBytes: RelayLoop.readBufferSize) { p in
+            let fd = self.fd
+            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: RelayLoop.readBufferSize) { p in
                 r = Glibc.recv(fd, p.baseAddress, p.count, 0)
                 return r > 0 ? r : 0
             }
             if r <= 0 {
+                loop.returnReadBuffer(buffer)
                 if r < 0 {
                     let e = errno
                     if e == EINTR { continue }
@@ -188,10 +195,11 @@ final class RelaySocket {
             }
             bytesRead &+= n
             rounds += 1
-            delegate?.relaySocketRead(loop.readBuffer)
+            delegate.relaySocketRead(buffer)
+            loop.returnReadBuffer(buffer)
             if n < RelayLoop.readBufferSize || rounds >= 4 { break }
         }
-        if rounds > 0 { delegate?.relaySocketReadComplete() }
+        if rounds > 0 { delegate.relaySocketReadComplete() }
     }
 
     /// Closes the descriptor (what waits unsent is dropped) and tells the delegate once.
