@@ -8,9 +8,9 @@ import NIOCore
 /// Handover rules (one event system per connection at a time, as for a binary upgrade): the move
 /// happens on the NIO loop at the end of the login, only for a plain (non-TLS) transaction-mode
 /// client with no server, nothing queued and nothing half received (`canHandOver`). The session is
-/// written down as a `SessionHandover` record, its descriptor duplicated, this object closed at
-/// once (it drops anything NIO might still deliver; its channel's close is not the client's end)
-/// and a successor with the same id and cancel key takes its place in the registry; on the
+/// written down as a `SessionHandover` record, its descriptor duplicated, this object leaves its
+/// channel's pipeline (nothing NIO reports for the channel reaches it again, its close least of all)
+/// and the channel is closed; a successor with the same id and cancel key takes its place in the registry; on the
 /// RelayLoop the successor watches the duplicate and restores the record. Bytes the client sends
 /// meanwhile wait in the kernel for the successor.
 extension ClientSession: RelaySocketDelegate {
@@ -29,7 +29,6 @@ extension ClientSession: RelaySocketDelegate {
         successor.pool = pool
         successor.authQueryLogin = authQueryLogin
         authQueryLogin = nil
-        movedToRelay = true
         phase = .closed
         if let timeoutWatch {
             timeoutWatch.remove(slot: watchSlot)
@@ -45,7 +44,12 @@ extension ClientSession: RelaySocketDelegate {
             successor.restore(from: record)
         }
         output.detach()
-        context?.close(promise: nil)
+        if let context {
+            let channel = context.channel
+            context.pipeline.syncOperations.removeHandler(context: context).whenComplete { _ in
+                channel.close(promise: nil)
+            }
+        }
         return true
     }
 
@@ -65,3 +69,6 @@ extension ClientSession: RelaySocketDelegate {
         output?.detach()
     }
 }
+
+/// Leaves its channel when it moves to a RelayLoop (`moveToRelay`).
+extension ClientSession: RemovableChannelHandler {}

@@ -128,9 +128,6 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var migratingInput: ByteBuffer?
     var adoptedFrom: SessionHandover?
     var handedOver = false
-    /// Moved to a RelayLoop in this process: a successor object serves the client there, this one
-    /// only lets go of its NIO channel (`ClientSession+Relay`).
-    var movedToRelay = false
     /// The new process refused this session (or the transfer failed): it is not offered again.
     var handoverDeclined = false
     /// `PoolerRuntime.key(database, user)`, set at login (the timeouts are looked up by it).
@@ -267,12 +264,6 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
 
     /// The client's connection is gone (through NIO or a `RelaySocket`).
     func closed() {
-        if movedToRelay {
-            // The session lives on in its successor on a RelayLoop (`moveToRelay`): only this
-            // loop's hold on it ends here.
-            phase = .closed
-            return
-        }
         let wasAdmin: Bool
         if case .admin = phase { wasAdmin = true } else { wasAdmin = false }
         phase = .closed

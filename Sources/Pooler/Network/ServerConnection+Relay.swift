@@ -8,9 +8,9 @@ import NIOCore
 /// Handover rules (one event system per connection at a time): the move happens right after the
 /// backend login, on the NIO loop, before the connector hands the connection to its pool — so no
 /// client, pool, or timer knows it yet. It moves only when it is plain (no TLS), idle, with nothing
-/// queued in NIO and nothing half read; the descriptor is duplicated, the channel closed (its
-/// inactive event ignored), and the duplicate watched by the RelayLoop, which the connection's `loop`
-/// names from then on. Bytes PostgreSQL sends meanwhile wait in the kernel for the new owner.
+/// queued in NIO and nothing half read; the descriptor is duplicated, the handler leaves the channel's
+/// pipeline and the channel is closed (so its close never reaches the connection), and the duplicate
+/// is watched by the RelayLoop, which the connection's `loop` names from then on. Bytes PostgreSQL sends meanwhile wait in the kernel for the new owner.
 extension ServerConnection: RelaySocketDelegate {
     /// Moves this connection to `relay` when it may (see above); the future gives the connection,
     /// on `relay` when it moved, else where it was.
@@ -18,13 +18,11 @@ extension ServerConnection: RelaySocketDelegate {
         let here = loop
         here.assertInEventLoop()
         guard let output = transport, output.isDirect, !output.holdsQueuedBytes, !usesTLS, isIdleAfterLogin,
-              let channel
+              channel != nil
         else { return here.makeSucceededFuture(self) }
         let fd = fcntl(output.socketDescriptor, F_DUPFD_CLOEXEC, 0)
         guard fd >= 0 else { return here.makeSucceededFuture(self) }
-        movedToRelay = true
-        dropTransport()
-        channel.close(promise: nil)
+        leaveChannel()
         let promise = relay.makePromise(of: ServerConnection.self)
         relay.execute { [self] in
             adopt(loop: relay)

@@ -89,9 +89,6 @@ public final class ServerConnection: ChannelInboundHandler {
     public private(set) var usesTLS = false
     /// Set while waiting for the one-byte answer to our SSLRequest.
     private var tlsNegotiation: ServerTLSAttempt?
-    /// Set when the connection left its NIO channel for a RelayLoop (`moveToRelay`): what NIO still
-    /// reports for that channel (its close, a late read-complete) is not about the connection.
-    var movedToRelay = false
     private var cleanupDone: ((Bool) -> Void)?
     private var applyDone: ((ServerError?) -> Void)?
 
@@ -168,7 +165,6 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !movedToRelay else { return }
         received(unwrapInboundIn(data))
     }
 
@@ -195,7 +191,6 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelReadComplete(context: ChannelHandlerContext) {
-        guard !movedToRelay else { return }
         readComplete()
     }
 
@@ -287,12 +282,21 @@ public final class ServerConnection: ChannelInboundHandler {
     var transport: Transport? { output }
     var isIdleAfterLogin: Bool { machine.state == .idle && accumulator.readableBytes == 0 && loginPromise == nil }
 
-    /// Lets go of the NIO channel's transport and context (the channel is being closed).
-    func dropTransport() {
+    /// Leaves the NIO channel (moving to a RelayLoop): out of its pipeline first, so that nothing NIO
+    /// reports for it from now on — its close above all — reaches this connection; then closed.
+    func leaveChannel() {
         output?.detach()
         output = nil
+        let channel = self.channel
+        if let context {
+            context.pipeline.syncOperations.removeHandler(context: context).whenComplete { _ in
+                channel?.close(promise: nil)
+            }
+        } else {
+            channel?.close(promise: nil)
+        }
         context = nil
-        channel = nil
+        self.channel = nil
     }
 
     func useTransport(_ t: Transport) { output = t }
@@ -381,7 +385,6 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
-        guard !movedToRelay else { return }
         writabilityChanged(context.channel.isWritable)
     }
 
@@ -419,7 +422,6 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        guard !movedToRelay else { return }  // the connection lives on, on a RelayLoop
         closed()
     }
 
@@ -454,7 +456,6 @@ public final class ServerConnection: ChannelInboundHandler {
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: Error) {
-        guard !movedToRelay else { return }
         switch machine.errorCaught() {
         case .failLogin:
             // During login (TLS handshake included) the caller wants the reason, not "closed during login".
@@ -534,3 +535,6 @@ extension ServerConnection {
 }
 
 extension ServerConnection: PooledServer {}
+
+/// Leaves its channel when it moves to a RelayLoop (`leaveChannel`).
+extension ServerConnection: RemovableChannelHandler {}
