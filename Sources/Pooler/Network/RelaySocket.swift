@@ -24,7 +24,7 @@ final class RelaySocket {
     let loop: RelayLoop
     private(set) var fd: CInt
     private var slot = -1
-    /// Strong while open, dropped at close or release (the delegate holds this socket: a cycle until
+    /// Strong while open, dropped at close (the delegate holds this socket: a cycle until
     /// then). Never weak: a weak reference gives the session a side table, and every retain and
     /// release of it on the hot path takes the slow path (measured: ~1,000 instructions per
     /// transaction).
@@ -37,8 +37,6 @@ final class RelaySocket {
     private(set) var isWritable = true
     static let highWater = 64 << 10
     static let lowWater = 32 << 10
-    /// Bytes sent and received (diagnostics, tests).
-    private(set) var bytesRead = 0
 
     /// Takes ownership of `fd` (made non-blocking here) and starts watching it for reads; nil (fd
     /// closed) when it cannot be watched. Call on `loop`.
@@ -69,8 +67,6 @@ final class RelaySocket {
         readingEnabled = on
         updateInterest()
     }
-
-    var isReading: Bool { readingEnabled }
 
     private func updateInterest() {
         var events: UInt32 = 0
@@ -193,7 +189,6 @@ final class RelaySocket {
                 close()  // end of stream or a socket error
                 break
             }
-            bytesRead &+= n
             rounds += 1
             delegate.relaySocketRead(buffer)
             loop.returnReadBuffer(buffer)
@@ -214,15 +209,5 @@ final class RelaySocket {
         let d = delegate
         delegate = nil
         d?.relaySocketClosed()
-    }
-
-    /// Gives up the descriptor without closing it (it moves to another owner); nothing is told.
-    func release() -> CInt {
-        guard fd >= 0 else { return -1 }
-        loop.deregister(slot: slot, fd: fd)
-        let f = fd
-        fd = -1
-        delegate = nil
-        return f
     }
 }
