@@ -158,9 +158,10 @@ final class RelaySocket {
         }
         if events & (EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 && readingEnabled {
             readReady()
-        } else if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 && !writeWatched {
-            // Paused and the peer is gone: nothing will ever be read or written.
-            if events & EPOLLERR.rawValue != 0 { close() }
+        } else if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
+            // Reads paused and the connection is gone (epoll reports hang-ups and errors whatever
+            // the interest, and level-triggered it would report them on every turn: a busy loop).
+            close()
         }
     }
 

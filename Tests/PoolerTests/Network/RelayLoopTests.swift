@@ -213,6 +213,23 @@ private final class Recorder: RelaySocketDelegate {
         Glibc.close(peer)
     }
 
+    /// A hang-up while reads are paused closes the socket (epoll reports it whatever the interest:
+    /// ignored, it would wake the loop on every turn).
+    @Test func aHangUpWhilePausedClosesTheSocket() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        _ = try loop.submit { () -> RelaySocket? in
+            let s = RelaySocket(fd: ours, loop: loop, delegate: recorder)
+            s?.setReading(false)
+            return s
+        }.wait()
+        Glibc.close(peer)
+        #expect(recorder.closed.wait(timeout: .now() + 5) == .success)
+        #expect(try loop.submit { loop.watchedCount }.wait() == 0)
+    }
+
     @Test func pausedReadsWaitInTheKernel() throws {
         let loop = try RelayLoop(name: "test relay")
         defer { loop.syncShutdown() }
