@@ -1,6 +1,6 @@
-"""The relay's own event loop (`RelayLoop`): plain transaction-mode clients and their servers move
-there after login and the traffic runs on its thread, not on SwiftNIO's; PG_DOORMAN_RELAY_LOOP=0
-keeps everything on NIO. Seen from outside: the threads' names and CPU time in /proc."""
+"""The relay's own event loop (`RelayLoop`): TCP clients are accepted and log in there, plain
+servers move there after their login, and the traffic runs on its thread, not on SwiftNIO's;
+PG_DOORMAN_RELAY_LOOP=0 keeps everything on NIO. Seen from outside: the threads' names and CPU time in /proc."""
 from __future__ import annotations
 
 import os
@@ -50,6 +50,22 @@ def test_transaction_traffic_runs_on_the_relay_loop(doorman, doorman_config, pro
     # The relay thread did the transactions; NIO only the logins (8 clients, a few servers).
     assert relay > 0.3, after
     assert nio < relay / 3, (nio, relay)
+
+
+def test_connections_are_accepted_and_logged_in_on_the_relay_loop(doorman, doorman_config):
+    """TCP clients are accepted by the RelayLoop itself: a stream of new connections (pgbench -C,
+    SCRAM logins) costs SwiftNIO's threads next to nothing."""
+    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "1"})
+    before = _threads(dm.pid)
+    r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", "example_user_scram", "-c", "2", "-j", "1",
+                 "-T", "3", "-C", "-S", "example_db"], env={"PGPASSWORD": "scrampass"})
+    assert r.rc == 0, r.stdout
+    assert r.processed > 100
+    after = _threads(dm.pid)
+    relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pgdm relay"))
+    nio = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("NIO-ELT"))
+    assert relay > 0.1, after
+    assert nio < relay / 10, (nio, relay)
 
 
 def test_without_the_relay_loop_nio_relays(doorman, doorman_config):

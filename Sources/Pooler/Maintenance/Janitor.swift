@@ -30,7 +30,8 @@ final class Janitor {
     }
 
     /// Starts every periodic task (once, at start).
-    func start(loops: [EventLoop], loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>],
+    /// `loginLoops`: the loops where clients log in (the NIO loops and the RelayLoops), each with its watch.
+    func start(loops: [EventLoop], loginLoops: [EventLoop], loginWatches: [ObjectIdentifier: LoginDeadlines<ClientSession>],
                governor: ClientGovernor, averager: StatsAverager) {
         maintenanceTask = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(100), delay: .seconds(1)) {
             [weak self] _ in
@@ -40,7 +41,7 @@ final class Janitor {
             FailedLoginLog.shared.flush(self.logger, now: now)
         }
         scheduleRetainCycle(in: .milliseconds(100), loops: loops)
-        for loop in loops {
+        for loop in loginLoops {
             guard let watch = loginWatches[ObjectIdentifier(loop)] else { continue }
             let interval = Self.loginSweepInterval
             loginSweepTasks.append(loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in

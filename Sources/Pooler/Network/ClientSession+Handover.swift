@@ -128,12 +128,6 @@ extension ClientSession {
         counted = true
         countedInClientLimits = true
         becomeReady()
-        if !h.pendingInput.isEmpty {
-            relayFromClient(ByteBuffer(bytes: h.pendingInput))
-        } else if let relay = runtime.relayLoop(for: loop) {
-            // Adopted from an old process on an NIO loop: relayed on our own loop, once the channel
-            // that is being registered now is active (closing it inside its initializer breaks NIO).
-            loop.execute { [self] in moveToRelay(relay) }
-        }
+        if !h.pendingInput.isEmpty { relayFromClient(ByteBuffer(bytes: h.pendingInput)) }
     }
 }

@@ -71,7 +71,7 @@ extension ClientSession {
     }
 
     /// `N` to an SSLRequest or GSSENCRequest: the startup follows in the clear.
-    private func answerNo() {
+    func answerNo() {
         var out = allocator.buffer(capacity: 1)
         out.writeInteger(UInt8(ascii: "N"))
         output.writeAndFlush(out)
@@ -81,6 +81,10 @@ extension ClientSession {
     /// handler; the StartupMessage then arrives encrypted. False when the answer must be `N`.
     func startTLS() -> Bool {
         guard !isUnixSocket, !usesTLS, let tlsContext = runtime.tls.clientContext else { return false }
+        if output.socket != nil {
+            moveToNIOForTLS()
+            return true
+        }
         if let limiter = runtime.tlsHandshakeLimiter, let wait = limiter.reserve() {
             // Over tls_rate_limit_per_second: the answer waits for this client's turn (the startup
             // timeout still runs).

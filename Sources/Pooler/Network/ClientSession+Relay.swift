@@ -2,18 +2,69 @@
 import Glibc
 #endif
 import NIOCore
+import NIOPosix
 
-/// A client session on a RelayLoop: logged in through NIO, then moved in this process.
+/// A client session on a RelayLoop.
 ///
-/// Handover rules (one event system per connection at a time, as for a binary upgrade): the move
-/// happens on the NIO loop at the end of the login, only for a plain (non-TLS) transaction-mode
-/// client with no server, nothing queued and nothing half received (`canHandOver`). The session is
-/// written down as a `SessionHandover` record, its descriptor duplicated, this object leaves its
-/// channel's pipeline (nothing NIO reports for the channel reaches it again, its close least of all)
-/// and the channel is closed; a successor with the same id and cancel key takes its place in the registry; on the
-/// RelayLoop the successor watches the duplicate and restores the record. Bytes the client sends
-/// meanwhile wait in the kernel for the successor.
+/// TCP clients are accepted on a RelayLoop (`RelayAcceptor`) and log in there (`startOnRelay`);
+/// those that ask for TLS move to SwiftNIO before the answer (`moveToNIOForTLS`). Clients accepted
+/// by SwiftNIO (the Unix socket, sessions adopted at a binary upgrade) log in there and move to a
+/// RelayLoop in this process afterwards (`moveToRelay`).
+///
+/// Handover rules (one event system per connection at a time, as for a binary upgrade):
+/// - to a RelayLoop: on the NIO loop at the end of the login, only for a plain (non-TLS)
+///   transaction-mode client with no server, nothing queued and nothing half received
+///   (`canHandOver`). The session is written down as a `SessionHandover` record, its descriptor
+///   duplicated, this object leaves its channel's pipeline (nothing NIO reports for the channel
+///   reaches it again, its close least of all) and the channel is closed; a successor with the same
+///   id and cancel key takes its place in the registry; on the RelayLoop the successor watches the
+///   duplicate and restores the record. Bytes the client sends meanwhile wait in the kernel for the
+///   successor.
+/// - to SwiftNIO for TLS: on the RelayLoop, right after the SSLRequest and before anything is
+///   answered or counted (the client waits for the answer and may send nothing else). The socket
+///   stops being watched and gives its descriptor up; a successor with the same id and cancel key
+///   gets it as an NIO channel on the companion loop and answers the SSLRequest there.
 extension ClientSession: RelaySocketDelegate {
+    /// A TCP connection accepted on `relay` (this session's loop): the session watches it and waits
+    /// for the startup packet.
+    func startOnRelay(fd: CInt, peer address: SocketAddress?, relay: RelayLoop) {
+        relay.assertInEventLoop()
+        guard loop === relay, let socket = RelaySocket(fd: fd, loop: relay, delegate: self, nonBlocking: true) else {
+            return
+        }
+        output = Transport(socket: socket)
+        remoteAddress = address
+        watchStartup()
+    }
+
+    /// An SSLRequest to answer with TLS, read on a RelayLoop: the connection moves to SwiftNIO
+    /// (see above) or, when it cannot, is closed.
+    func moveToNIOForTLS() {
+        let companion = (loop as? RelayLoop)?.companion
+        let fd = inbound.readableBytes == 0 ? (output.socket?.giveUpDescriptor() ?? -1) : -1
+        guard fd >= 0, let companion else { return close() }
+        startupFinished()
+        phase = .closed
+        output.detach()
+        let successor = ClientSession(runtime: runtime, loop: companion, id: id, secretKey: secretKey,
+                                      connectedAt: connectedAt)
+        successor.tlsOnArrival = true
+        let logger = runtime.logger
+        companion.execute {
+            ClientBootstrap(group: companion)
+                .channelInitializer { channel in
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(successor)
+                        return channel.eventLoop.makeSucceededVoidFuture()
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
+                .withConnectedSocket(fd)
+                .whenFailure { error in logger.warning("cannot hand a TLS client to SwiftNIO: \(error)") }
+        }
+    }
+
     /// Moves the session to `relay` when it may (see above); false when it stays.
     @discardableResult
     func moveToRelay(_ relay: RelayLoop) -> Bool {
@@ -36,13 +87,7 @@ extension ClientSession: RelaySocketDelegate {
             watchSlot = -1
         }
         runtime.sessionStarted(successor)  // replaces this one (same id)
-        relay.execute {
-            guard let socket = RelaySocket(fd: fd, loop: relay, delegate: successor) else {
-                return successor.lostOnTheWay()
-            }
-            successor.output = Transport(socket: socket)
-            successor.restore(from: record)
-        }
+        relay.execute { successor.restoreOnRelay(fd: fd, from: record) }
         output.detach()
         if let context {
             let channel = context.channel
@@ -51,6 +96,18 @@ extension ClientSession: RelaySocketDelegate {
             }
         }
         return true
+    }
+
+    /// A session written down as `record` (moved here from an NIO loop of this process, or adopted
+    /// from an old process at a binary upgrade) goes on with `fd` on its RelayLoop (`loop`; call there).
+    func restoreOnRelay(fd: CInt, from record: SessionHandover) {
+        guard let relay = loop as? RelayLoop else {
+            Glibc.close(fd)
+            return lostOnTheWay()
+        }
+        guard let socket = RelaySocket(fd: fd, loop: relay, delegate: self) else { return lostOnTheWay() }
+        output = Transport(socket: socket)
+        restore(from: record)
     }
 
     /// The successor could not watch its descriptor (closed already): the client is gone.

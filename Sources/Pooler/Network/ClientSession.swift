@@ -50,6 +50,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     /// An SSLRequest waits for its turn under tls_rate_limit_per_second: the client must send
     /// nothing before its answer.
     var tlsTurnPending = false
+    /// Accepted on a RelayLoop, whose SSLRequest is to be answered with TLS here, on SwiftNIO.
+    var tlsOnArrival = false
 
     /// Set for a user looked up by auth_query (`ClientSession+AuthQuery`).
     var authQueryLogin: AuthQueryLogin?
@@ -191,7 +193,20 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
             adoptedFrom = nil
             return restore(from: handover)
         }
-        // A client that never finishes its startup is cut off by its loop's login sweep.
+        watchStartup()
+        if tlsOnArrival {
+            // Came from a RelayLoop with its SSLRequest read there: answered once the channel is
+            // registered (closing it inside its initializer breaks NIO).
+            tlsOnArrival = false
+            loop.execute { [self] in
+                guard attached, output.isActive else { return }
+                if !startTLS() { answerNo() }
+            }
+        }
+    }
+
+    /// A client that never finishes its startup is cut off by its loop's login sweep.
+    func watchStartup() {
         if let watch = runtime.loginWatch(for: loop) {
             loginWatch = watch
             loginSlot = watch.add(self, deadline: connectedAt + runtime.startupTimeout)

@@ -40,6 +40,24 @@ enum ListenSocket {
         throw Failure(description: "cannot listen on \(host):\(port): \(lastError)")
     }
 
+    /// The local port of a bound socket (nil when getsockname(2) fails).
+    static func port(of fd: Int32) -> Int? {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { return nil }
+        switch Int32(storage.ss_family) {
+        case AF_INET:
+            return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(as: sockaddr_in.self).sin_port)) }
+        case AF_INET6:
+            return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(as: sockaddr_in6.self).sin6_port)) }
+        default:
+            return nil
+        }
+    }
+
     /// Clears or sets FD_CLOEXEC.
     static func setCloseOnExec(_ fd: Int32, _ on: Bool) {
         let flags = fcntl(fd, F_GETFD)

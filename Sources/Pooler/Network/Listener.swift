@@ -9,16 +9,31 @@ import Glibc
 
 /// The client listeners: the TCP socket (opened by hand so its descriptor can be handed to the next
 /// process on binary upgrade, or inherited from the previous one) and the optional Unix socket.
-/// Every accepted connection goes to `accept`, on its event loop.
+///
+/// With RelayLoops, every RelayLoop watches the TCP socket (`RelayAcceptor`) and its connections go
+/// to `acceptOnRelay` there: they log in and are relayed on that loop, with no SwiftNIO channel
+/// (one that asks for TLS moves to SwiftNIO then). Without RelayLoops, and always for the Unix
+/// socket, SwiftNIO accepts and every connection goes to `accept`, on its event loop.
 final class Listener {
     private let bootstrap: ServerBootstrap
     private var channels: [Channel] = []
     private var tcp: Channel?
     /// The descriptor of the TCP listener (handed to the next process by a binary upgrade).
     private(set) var tcpFD: Int32 = -1
+    private let relays: [RelayLoop]
+    private let acceptOnRelay: (CInt, SocketAddress?, RelayLoop) -> Void
+    private let logger: Logger
+    /// The RelayLoops' watches of the TCP socket (empty: SwiftNIO accepts, or not listening).
+    private var acceptors: [RelayAcceptor] = []
 
-    /// `accept` sets a new connection up (adds its handler); it runs on the connection's loop.
-    init(group: EventLoopGroup, backlog: Int32, tcpNoDelay: Bool, accept: @escaping (Channel) throws -> Void) {
+    /// `accept` sets a new SwiftNIO connection up (adds its handler); it runs on the connection's
+    /// loop. `acceptOnRelay` does the same for a descriptor accepted on a RelayLoop, on that loop.
+    init(group: EventLoopGroup, relays: [RelayLoop], backlog: Int32, tcpNoDelay: Bool, logger: Logger,
+         accept: @escaping (Channel) throws -> Void,
+         acceptOnRelay: @escaping (CInt, SocketAddress?, RelayLoop) -> Void) {
+        self.relays = relays
+        self.acceptOnRelay = acceptOnRelay
+        self.logger = logger
         bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: backlog)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -56,9 +71,7 @@ final class Listener {
         }
         tcpFD = fd
         if Self.acceptedSocketsInheritTCPOptions { Self.setTCPOptions(fd: fd, general) }
-        let channel = try bootstrap.withBoundSocket(fd).wait()
-        tcp = channel
-        channels.append(channel)
+        try listenTCP(fd)
         logger.info("listening on \(general.host):\(general.port)")
         if let dir = general.unixSocketDir {
             let path = "\(dir)/.s.PGSQL.\(general.port)"
@@ -85,7 +98,12 @@ final class Listener {
     /// backlog) alive in a duplicate descriptor, returned for the new process. Two processes never
     /// accept from one socket at the same time.
     func releaseTCP() -> Int32? {
-        guard let channel = tcp, tcpFD >= 0 else { return nil }
+        guard tcpFD >= 0 else { return nil }
+        if !acceptors.isEmpty {
+            stopAcceptors()
+            return tcpFD
+        }
+        guard let channel = tcp else { return nil }
         let held = fcntl(tcpFD, F_DUPFD_CLOEXEC, 3)
         guard held >= 0 else { return nil }
         try? channel.close().wait()
@@ -97,17 +115,56 @@ final class Listener {
 
     /// Binary upgrade aborted: accept again on the socket kept by `releaseTCP`.
     func readoptTCP(_ fd: Int32) throws {
-        let channel = try bootstrap.withBoundSocket(fd).wait()
-        tcp = channel
-        channels.append(channel)
+        try listenTCP(fd)
         tcpFD = fd
     }
 
+    /// Accepts on `fd`: on every RelayLoop when there are some, else through SwiftNIO.
+    private func listenTCP(_ fd: Int32) throws {
+        guard !relays.isEmpty else {
+            let channel = try bootstrap.withBoundSocket(fd).wait()
+            tcp = channel
+            channels.append(channel)
+            return
+        }
+        // accept4(2) loops until EAGAIN: on a blocking listener the last one would hang the loop.
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 else {
+            throw ListenSocket.Failure(description: "cannot make the listening socket non-blocking: \(String(cString: strerror(errno)))")
+        }
+        let logger = self.logger
+        for relay in relays {
+            let acceptor = RelayAcceptor(fd: fd, loop: relay, accepted: { [acceptOnRelay] conn, address in
+                acceptOnRelay(conn, address, relay)
+            }, backingOff: { reason in
+                logger.warning("cannot accept client connections (\(reason)): not accepting on \(relay.name) for \(RelayAcceptor.backOff.nanoseconds / 1_000_000_000) s")
+            })
+            guard try relay.submit({ acceptor.start() }).wait() else {
+                stopAcceptors()
+                throw ListenSocket.Failure(description: "cannot watch the listening socket on \(relay.name)")
+            }
+            acceptors.append(acceptor)
+        }
+    }
+
+    private func stopAcceptors() {
+        for acceptor in acceptors { try? acceptor.loop.submit { acceptor.stop() }.wait() }
+        acceptors.removeAll()
+    }
+
     /// The port actually bound (useful when the config says 0).
-    var boundPort: Int? { channels.first?.localAddress?.port }
+    var boundPort: Int? {
+        if tcpFD >= 0, let port = ListenSocket.port(of: tcpFD) { return port }
+        return channels.first?.localAddress?.port
+    }
 
     /// Closes the listeners; connected clients are not touched.
     func close() {
+        if !acceptors.isEmpty {
+            stopAcceptors()
+            Glibc.close(tcpFD)
+            tcpFD = -1
+        }
         for l in channels { try? l.close().wait() }
         channels.removeAll()
     }

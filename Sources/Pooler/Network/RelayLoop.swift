@@ -13,7 +13,8 @@ import NIOCore
 /// It is an `EventLoop` (tasks, scheduled tasks, promises), so whatever a session does with its loop
 /// — timers, hand-offs from the pool, futures — works unchanged when the session lives here. The
 /// sockets it watches are `RelaySocket`s, which read and write with plain system calls: no channel,
-/// no pipeline, no per-read boxing (see `bench/relay-floor.sh` for what that costs at the floor).
+/// no pipeline, no per-read boxing (see `bench/relay-floor.sh` for what that costs at the floor), and
+/// the TCP listener, through a `RelayAcceptor` (clients are accepted and log in here).
 ///
 /// Tasks from other threads go through a locked queue and wake the thread with an eventfd (one
 /// write per batch); scheduled tasks wait in a deadline heap whose head sets epoll_wait's timeout.
@@ -44,12 +45,16 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
     private var sockets: [RelaySocket?] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
+    /// Listening sockets watched here (few: the TCP listener); their epoll tokens are
+    /// `acceptorBase + index`, above every socket's (a slot would need 2^32 - 2 as its generation).
+    private var acceptors: [RelayAcceptor?] = []
     /// One receive buffer for every socket of the loop: a read takes it, lends it to the socket's
     /// delegate as a local value (no retain per read) and puts it back; a delegate that keeps it
     /// makes the next read allocate a fresh one (copy on write).
     private var readBuffer: ByteBuffer?
     static let readBufferSize = 65_536
     private static let wakeToken = UInt64.max
+    private static let acceptorBase = UInt64.max - 64
 
     /// The loop's receive buffer, taken for one read (a fresh one if it is out already).
     @inline(__always)
@@ -208,6 +213,27 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
         freeSlots.append(slot)
     }
 
+    /// Watches a listening socket for `acceptor` (call on the loop). EPOLLEXCLUSIVE: when several
+    /// loops watch one listener, a connection wakes one of them, not all. False when it cannot.
+    func register(acceptor: RelayAcceptor) -> Bool {
+        let index = acceptors.firstIndex { $0 == nil } ?? acceptors.count
+        guard index < 64 else { return false }
+        var ev = epoll_event()
+        ev.events = EPOLLIN.rawValue | EPOLLEXCLUSIVE.rawValue
+        ev.data.u64 = Self.acceptorBase + UInt64(index)
+        guard epoll_ctl(epollFD, EPOLL_CTL_ADD, acceptor.fd, &ev) == 0 else { return false }
+        if index == acceptors.count { acceptors.append(acceptor) } else { acceptors[index] = acceptor }
+        return true
+    }
+
+    /// Stops watching `acceptor`'s listening socket (the socket itself stays open).
+    func deregister(acceptor: RelayAcceptor) {
+        guard let index = acceptors.firstIndex(where: { $0 === acceptor }) else { return }
+        var ev = epoll_event()
+        _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, acceptor.fd, &ev)
+        acceptors[index] = nil
+    }
+
     /// Descriptors watched now (tests, SHOW).
     var watchedCount: Int { sockets.count - freeSlots.count }
 
@@ -229,9 +255,14 @@ final class RelayLoop: EventLoop, @unchecked Sendable {
                 for i in 0..<Int(n) {
                     let ev = events[i]
                     let data = ev.data.u64
-                    if data == Self.wakeToken {
-                        var value: UInt64 = 0
-                        _ = withUnsafeMutableBytes(of: &value) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+                    if data >= Self.acceptorBase {
+                        if data == Self.wakeToken {
+                            var value: UInt64 = 0
+                            _ = withUnsafeMutableBytes(of: &value) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+                        } else {
+                            let index = Int(data - Self.acceptorBase)
+                            if index < acceptors.count, let acceptor = acceptors[index] { acceptor.acceptReady() }
+                        }
                         continue
                     }
                     let slot = Int(truncatingIfNeeded: data & 0xffff_ffff)

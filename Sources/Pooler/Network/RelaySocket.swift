@@ -38,15 +38,13 @@ final class RelaySocket {
     static let highWater = 64 << 10
     static let lowWater = 32 << 10
 
-    /// Takes ownership of `fd` (made non-blocking here) and starts watching it for reads; nil (fd
-    /// closed) when it cannot be watched. Call on `loop`.
-    init?(fd: CInt, loop: RelayLoop, delegate: RelaySocketDelegate) {
+    /// Takes ownership of `fd` (made non-blocking here unless `nonBlocking` says it is already) and
+    /// starts watching it for reads; nil (fd closed) when it cannot be watched. Call on `loop`.
+    init?(fd: CInt, loop: RelayLoop, delegate: RelaySocketDelegate, nonBlocking: Bool = false) {
         self.fd = fd
         self.loop = loop
         self.delegate = delegate
-        let flags = fcntl(fd, F_GETFL)
-        guard flags >= 0, fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0,
-              let slot = loop.register(self, events: EPOLLIN.rawValue)
+        guard nonBlocking || Self.makeNonBlocking(fd), let slot = loop.register(self, events: EPOLLIN.rawValue)
         else {
             Glibc.close(fd)
             self.fd = -1
@@ -54,6 +52,11 @@ final class RelaySocket {
             return nil
         }
         self.slot = slot
+    }
+
+    private static func makeNonBlocking(_ fd: CInt) -> Bool {
+        let flags = fcntl(fd, F_GETFL)
+        return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0
     }
 
     var isActive: Bool { fd >= 0 }
@@ -196,6 +199,17 @@ final class RelaySocket {
             if n < RelayLoop.readBufferSize || rounds >= 4 { break }
         }
         if rounds > 0 { delegate.relaySocketReadComplete() }
+    }
+
+    /// Stops watching and gives the descriptor up, open, to whoever takes it next (another event
+    /// system); the delegate hears nothing more. -1 when closed already or bytes still wait unsent.
+    func giveUpDescriptor() -> CInt {
+        guard fd >= 0, pendingBytes == 0 else { return -1 }
+        let given = fd
+        loop.deregister(slot: slot, fd: fd)
+        fd = -1
+        delegate = nil
+        return given
     }
 
     /// Closes the descriptor (what waits unsent is dropped) and tells the delegate once.

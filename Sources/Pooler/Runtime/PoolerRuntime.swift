@@ -110,6 +110,7 @@ public final class PoolerRuntime {
         self.relayLoops = relayList
         var watches: [ObjectIdentifier: LoginDeadlines<ClientSession>] = [:]
         for loop in group.makeIterator() { watches[ObjectIdentifier(loop)] = LoginDeadlines() }
+        for relay in relayList { watches[ObjectIdentifier(relay)] = LoginDeadlines() }
         self.loginWatches = watches
         self.governor = ClientGovernor(loops: Array(group.makeIterator()) + relayList)
         self.logger = logger
@@ -298,7 +299,8 @@ public final class PoolerRuntime {
         let general = config.general
         try loadTLSContexts()
         let backlog = Int32(general.backlog > 0 ? general.backlog : min(general.maxConnections, 4096))
-        let listener = Listener(group: group, backlog: backlog, tcpNoDelay: general.tcpNoDelay) { [unowned self] channel in
+        let listener = Listener(group: group, relays: relayLoops, backlog: backlog, tcpNoDelay: general.tcpNoDelay,
+                                logger: logger, accept: { [unowned self] channel in
             self.totalConnections.wrappingIncrement(ordering: .relaxed)
             let session = ClientSession(runtime: self, loop: channel.eventLoop, id: self.nextConnectionID())
             // TCP-only socket options (Unix-socket clients share this listener's bootstrap). On Linux an
@@ -309,7 +311,10 @@ public final class PoolerRuntime {
                 Listener.configureTCP(channel, general)
             }
             try channel.pipeline.syncOperations.addHandler(session)
-        }
+        }, acceptOnRelay: { [unowned self] fd, address, relay in
+            self.totalConnections.wrappingIncrement(ordering: .relaxed)
+            ClientSession(runtime: self, loop: relay, id: self.nextConnectionID()).startOnRelay(fd: fd, peer: address, relay: relay)
+        })
         self.listener = listener
         try listener.open(general, backlog: backlog, inheritedFD: inheritedFD, logger: logger)
         if general.tlsRateLimitPerSecond > 0 {
@@ -325,7 +330,8 @@ public final class PoolerRuntime {
             }
         }
         let loops = Array(group.makeIterator())
-        janitor.start(loops: loops, loginWatches: loginWatches, governor: governor, averager: averager)
+        janitor.start(loops: loops, loginLoops: loops + relayLoops, loginWatches: loginWatches, governor: governor,
+                      averager: averager)
         governor.startSweeps(loops: relayLoops)
         if general.workerCpuAffinityPinning {
             let cores = System.coreCount

@@ -139,6 +139,16 @@ extension PoolerRuntime {
             return false
         }
         let loop = group.next()
+        if let relay = relayLoop(for: loop) {
+            // Straight onto a RelayLoop (SwiftNIO never sees the connection).
+            let session = ClientSession(runtime: self, loop: relay, id: h.processID, secretKey: h.secretKey,
+                                        connectedAt: .uptimeNanoseconds(h.connectedAtUptimeNanos))
+            session.remoteAddress = RelayAcceptor.peerAddress(of: fd)
+            if case .some(.unixDomainSocket) = session.remoteAddress { session.isUnixSocket = true }
+            sessionStarted(session)
+            relay.execute { session.restoreOnRelay(fd: fd, from: h) }
+            return true
+        }
         do {
             _ = try ClientBootstrap(group: loop)
                 .channelInitializer { [unowned self] channel in
