@@ -4,6 +4,6 @@
 #include <sys/socket.h>
 #include "CRelay.h"
 
-int c_relay_accept(int fd, struct sockaddr_storage *address, socklen_t *length) {
+int c_relay_accept(int fd, void *address, unsigned int *length) {
     return accept4(fd, (struct sockaddr *)address, length, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
