@@ -14,7 +14,7 @@ import time
 import psycopg
 import pytest
 
-from harness import PgInstance
+from harness import PgInstance, admin_rows
 
 MD5_USER, MD5_PW = "example_user_md5", "md5pass"
 SCRAM_USER, SCRAM_PW = "example_user_scram", "scrampass"
@@ -173,13 +173,18 @@ def test_clients_in_a_query_loop_during_a_restart(doorman, own_pg):
     errors: list[str] = []
     ok_after: set[int] = set()
     t_up = [float("inf")]
+    # What each client is doing and since when (reported if one stays quiet: a stuck login or query).
+    doing: dict[int, tuple[str, float]] = {}
 
     def worker(i):
         conn = None
         while not stop.is_set():
             try:
                 if conn is None:
+                    doing[i] = ("connecting", time.monotonic())
                     conn = connect(dm, *((MD5_USER, MD5_PW) if i % 2 == 0 else (SCRAM_USER, SCRAM_PW)))
+                    doing[i] = (f"connected (backend key {conn.pgconn.backend_pid})", time.monotonic())
+                doing[i] = (f"query on {conn.pgconn.backend_pid}", time.monotonic())
                 conn.execute("SELECT pg_sleep(0.02)")
                 if time.monotonic() > t_up[0]:
                     with lock:
@@ -208,6 +213,14 @@ def test_clients_in_a_query_loop_during_a_restart(doorman, own_pg):
         deadline = t_up[0] + 15
         while time.monotonic() < deadline and len(ok_after) < 20:
             time.sleep(0.1)
+        if len(ok_after) < 20:
+            now = time.monotonic()
+            quiet = {i: (what, round(now - since, 1)) for i, (what, since) in doing.items() if i not in ok_after}
+            try:
+                state = {cmd: admin_rows(dm, cmd) for cmd in ("SHOW POOLS", "SHOW CLIENTS", "SHOW SERVERS")}
+            except AssertionError as e:
+                state = {"admin": str(e)}
+            pytest.fail(f"clients quiet since PostgreSQL came back: {quiet}; errors: {errors}; pooler: {state}")
     finally:
         stop.set()
         for t in threads:
