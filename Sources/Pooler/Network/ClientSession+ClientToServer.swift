@@ -16,7 +16,7 @@ extension ClientSession {
                 return close()
             }
             if pending == nil {
-                pending = buffer.keptCompact()  // usually the whole query arrives in one read
+                pending = keptWhileWaiting(buffer)  // usually the whole query arrives in one read
             } else {
                 var b = buffer
                 pending?.writeBuffer(&b)
@@ -402,34 +402,62 @@ extension ClientSession {
         return s
     }
 
+    /// A copy of `buffer` (a query that waits for a server), in the session's spare buffer when
+    /// it fits: a client that waits at every transaction (more clients than servers) then copies
+    /// into the same small storage each time instead of allocating and freeing one.
+    private func keptWhileWaiting(_ buffer: ByteBuffer) -> ByteBuffer {
+        guard var spare = pendingSpare.take(), spare.capacity >= buffer.readableBytes else {
+            return buffer.keptCompact()
+        }
+        spare.clear()
+        spare.writeImmutableBuffer(buffer)
+        return spare
+    }
+
+    /// The waiting query was relayed: its storage is kept for the next wait when it is small (if
+    /// the server's socket still holds it, the next write copies on write: never shared).
+    private func recyclePending(_ used: ByteBuffer) {
+        if used.capacity <= Self.pendingSpareCapacity { pendingSpare = used }
+    }
+
+    /// The largest storage a session keeps for its waiting queries (`recyclePending`).
+    static let pendingSpareCapacity = 1_024
+
     func acquireServer() {
         guard let pool else { return close() }
         waitingForServer = true
-        pool.acquire(on: loop) { [self] result in
-            waitingForServer = false
-            guard case .ready = phase else {
-                if case .success(let s) = result { pool.release(s) }
-                return
+        // The callback captures `self` alone: its context is the session itself, not a box
+        // allocated (and freed) per checkout.
+        pool.acquire(on: loop) { [self] result in serverAcquired(result) }
+    }
+
+    /// The pool's answer to `acquireServer` (on `loop`).
+    private func serverAcquired(_ result: Result<ServerConnection, PoolError>) {
+        waitingForServer = false
+        guard case .ready = phase else {
+            // (To the server's own pool: after a RELOAD that may be the successor of the client's.)
+            if case .success(let s) = result { (s.pool ?? pool)?.release(s) }
+            return
+        }
+        switch result {
+        case .success(let s):
+            attach(s)
+            if let p = pending {
+                pending = nil
+                relayFromClient(p)
+                readComplete()
+                recyclePending(p)
             }
-            switch result {
-            case .success(let s):
-                attach(s)
-                if let p = pending {
-                    pending = nil
-                    relayFromClient(p)
-                    readComplete()
-                }
-                resumeClientReads()
-            case .failure(let error):
-                pool.stats.errors.wrappingIncrement(ordering: .relaxed)
-                switch error {
-                case .queryWaitTimeout:
-                    fatal(code: .tooManyConnections, "Could not get a database connection from the pool. All servers may be busy or down. Error details: \(error). Please try again later.")
-                case .serverRejected(let e):
-                    fatal(code: e.code, e.message)
-                default:
-                    fatal(code: .connectionFailure, "Could not get a database connection from the pool. Error details: \(error). Please try again later.")
-                }
+            resumeClientReads()
+        case .failure(let error):
+            pool?.stats.errors.wrappingIncrement(ordering: .relaxed)
+            switch error {
+            case .queryWaitTimeout:
+                fatal(code: .tooManyConnections, "Could not get a database connection from the pool. All servers may be busy or down. Error details: \(error). Please try again later.")
+            case .serverRejected(let e):
+                fatal(code: e.code, e.message)
+            default:
+                fatal(code: .connectionFailure, "Could not get a database connection from the pool. Error details: \(error). Please try again later.")
             }
         }
     }

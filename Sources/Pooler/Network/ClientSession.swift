@@ -62,6 +62,8 @@ final class ClientSession: ChannelInboundHandler, ServerOwner {
     var serverSameLoop = true
     var waitingForServer = false
     var pending: ByteBuffer?
+    /// Storage of an earlier waiting query, reused for the next (`keptWhileWaiting`).
+    var pendingSpare: ByteBuffer?
     var crossLoopOut: ByteBuffer?
     var clientScanner = MessageScanner()
     var serverScanner = MessageScanner()
