@@ -20,8 +20,8 @@ final class RelayAcceptor {
     private var stopped = false
     /// At most this many connections per readiness event: the loop's other sockets get their turn.
     static let acceptsPerEvent = 16
-    /// How long accepting pauses when the process is out of descriptors or memory (a level-triggered
-    /// listener would otherwise wake the loop on every turn until a descriptor frees up).
+    /// How long accepting pauses after a failure other than a reset connection (out of descriptors
+    /// or memory, most likely).
     static let backOff = TimeAmount.seconds(1)
 
     /// What a failed accept4(2) means.
@@ -30,18 +30,16 @@ final class RelayAcceptor {
         case retry
         /// Nothing more to accept now.
         case drained
-        /// Out of descriptors or memory: stop watching for a while.
+        /// Out of descriptors or memory, or anything unexpected: stop watching for a while (a
+        /// level-triggered listener that keeps failing would otherwise wake the loop on every turn).
         case backOff
-        /// Anything else (the listener closed under us, say): stop for this event.
-        case stop
     }
 
     static func failure(errno e: CInt) -> Failure {
         switch e {
         case EINTR, ECONNABORTED, EPROTO, EPERM: return .retry
         case EAGAIN, EWOULDBLOCK: return .drained
-        case EMFILE, ENFILE, ENOBUFS, ENOMEM: return .backOff
-        default: return .stop
+        default: return .backOff
         }
     }
 
@@ -86,7 +84,7 @@ final class RelayAcceptor {
                 let e = errno
                 switch Self.failure(errno: e) {
                 case .retry: continue
-                case .drained, .stop: return
+                case .drained: return
                 case .backOff:
                     backingOff(String(cString: strerror(e)))
                     unwatch()

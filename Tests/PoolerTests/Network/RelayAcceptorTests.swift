@@ -48,7 +48,7 @@ import Testing
         #expect(RelayAcceptor.failure(errno: EMFILE) == .backOff)
         #expect(RelayAcceptor.failure(errno: ENFILE) == .backOff)
         #expect(RelayAcceptor.failure(errno: ENOMEM) == .backOff)
-        #expect(RelayAcceptor.failure(errno: EBADF) == .stop)
+        #expect(RelayAcceptor.failure(errno: EBADF) == .backOff)
     }
 
     @Test func acceptsOnTheLoopWithThePeersAddressUntilStopped() throws {
