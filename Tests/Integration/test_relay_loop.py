@@ -4,6 +4,8 @@ PG_DOORMAN_RELAY_LOOP=0 keeps everything on NIO. Seen from outside: the threads'
 from __future__ import annotations
 
 import os
+import resource
+import socket
 import threading
 import time
 
@@ -66,6 +68,45 @@ def test_connections_are_accepted_and_logged_in_on_the_relay_loop(doorman, doorm
     nio = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("NIO-ELT"))
     assert relay > 0.1, after
     assert nio < relay / 10, (nio, relay)
+
+
+def test_out_of_descriptors_pauses_accepting_without_spinning(doorman, doorman_config):
+    """A connection flood that exhausts the pooler's descriptors: the RelayLoop stops watching the
+    listener for a while instead of waking on it at every turn (level-triggered), says so once per
+    pause, and accepts again once descriptors are free."""
+    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "1"})
+    login = dict(host="127.0.0.1", port=dm.port, user=MD5_USER, password=MD5_PW, dbname="example_db",
+                 autocommit=True, connect_timeout=5)
+    with psycopg.connect(**login) as c:
+        assert c.execute("SELECT 1").fetchone()[0] == 1
+    soft, hard = resource.prlimit(dm.pid, resource.RLIMIT_NOFILE)
+    used = len(os.listdir(f"/proc/{dm.pid}/fd"))
+    resource.prlimit(dm.pid, resource.RLIMIT_NOFILE, (used + 6, hard))
+    flood = []
+    try:
+        for _ in range(40):  # the kernel's backlog completes them; the pooler can take 6 at most
+            flood.append(socket.create_connection(("127.0.0.1", dm.port), timeout=5))
+        assert dm.wait_for_log("cannot accept client connections", timeout=10), dm.log()[-3000:]
+        before = _threads(dm.pid)
+        time.sleep(2.0)
+        after = _threads(dm.pid)
+        relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pgdm relay"))
+        assert relay < 0.3, f"relay thread busy while out of descriptors: {relay:.2f} s of CPU in 2 s"
+    finally:
+        for f in flood:
+            f.close()
+        resource.prlimit(dm.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with psycopg.connect(**login) as c:
+                assert c.execute("SELECT 2").fetchone()[0] == 2
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert dm.alive()
 
 
 def test_without_the_relay_loop_nio_relays(doorman, doorman_config):
