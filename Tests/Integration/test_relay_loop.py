@@ -33,6 +33,11 @@ def _threads(pid: int) -> dict[str, float]:
     return out
 
 
+def _cpu(before: dict[str, float], after: dict[str, float], prefix: str) -> float:
+    """CPU seconds the threads named `prefix`... used between two `_threads` readings."""
+    return sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith(prefix))
+
+
 def _bench(dm, protocol: str = "simple") -> None:
     r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", MD5_USER, "-c", "8", "-j", "2", "-T", "3",
                  "-M", protocol, "-S", "example_db"], env={"PGPASSWORD": MD5_PW})
@@ -47,8 +52,8 @@ def test_transaction_traffic_runs_on_the_relay_loop(doorman, doorman_config, pro
     assert any(n.startswith("pgdm relay") for n in before), before
     _bench(dm, protocol)
     after = _threads(dm.pid)
-    relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pgdm relay"))
-    nio = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("NIO-ELT"))
+    relay = _cpu(before, after, "pgdm relay")
+    nio = _cpu(before, after, "NIO-ELT")
     # The relay thread did the transactions; NIO only the logins (8 clients, a few servers).
     assert relay > 0.3, after
     assert nio < relay / 3, (nio, relay)
@@ -64,8 +69,8 @@ def test_connections_are_accepted_and_logged_in_on_the_relay_loop(doorman, doorm
     assert r.rc == 0, r.stdout
     assert r.processed > 100
     after = _threads(dm.pid)
-    relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pgdm relay"))
-    nio = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("NIO-ELT"))
+    relay = _cpu(before, after, "pgdm relay")
+    nio = _cpu(before, after, "NIO-ELT")
     assert relay > 0.1, after
     assert nio < relay / 10, (nio, relay)
 
@@ -90,7 +95,7 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(doorman, doorman_c
         before = _threads(dm.pid)
         time.sleep(2.0)
         after = _threads(dm.pid)
-        relay = sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith("pgdm relay"))
+        relay = _cpu(before, after, "pgdm relay")
         assert relay < 0.3, f"relay thread busy while out of descriptors: {relay:.2f} s of CPU in 2 s"
     finally:
         for f in flood:

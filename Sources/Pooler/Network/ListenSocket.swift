@@ -47,15 +47,7 @@ enum ListenSocket {
         let rc = withUnsafeMutablePointer(to: &storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
         }
-        guard rc == 0 else { return nil }
-        switch Int32(storage.ss_family) {
-        case AF_INET:
-            return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(as: sockaddr_in.self).sin_port)) }
-        case AF_INET6:
-            return withUnsafeBytes(of: &storage) { Int(UInt16(bigEndian: $0.load(as: sockaddr_in6.self).sin6_port)) }
-        default:
-            return nil
-        }
+        return rc == 0 ? RelayAcceptor.address(storage)?.port : nil
     }
 
     /// Clears or sets FD_CLOEXEC.
