@@ -207,6 +207,9 @@ private final class Recorder: RelaySocketDelegate {
             }
         }
         #expect(ok)
+        // The loop sends the last bytes before it reports writability (same drain): a task queued now
+        // runs after that drain, so the report is in by then.
+        try loop.submit {}.wait()
         #expect(recorder.writability.withLockedValue { $0 } == [false, true])
         try loop.submit { socket?.close() }.wait()
         #expect(recorder.closed.wait(timeout: .now() + 5) == .success)
