@@ -38,40 +38,40 @@ def _cpu(before: dict[str, float], after: dict[str, float], prefix: str) -> floa
     return sum(v - before.get(n, 0.0) for n, v in after.items() if n.startswith(prefix))
 
 
-def _bench(dm, protocol: str = "simple") -> None:
-    r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", MD5_USER, "-c", "8", "-j", "2", "-T", "3",
-                 "-M", protocol, "-S", "example_db"], env={"PGPASSWORD": MD5_PW})
+def _bench(dm, *args: str, user: str = MD5_USER, password: str = MD5_PW, minimum: int = 500) -> tuple[float, float]:
+    """pgbench -S through `dm` with `args`; the CPU seconds its relay threads and its NIO threads used."""
+    before = _threads(dm.pid)
+    assert any(n.startswith("pgdm relay") for n in before) == (dm.env_relay != "0"), before
+    r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", user, *args, "-S", "example_db"],
+                env={"PGPASSWORD": password})
     assert r.rc == 0, r.stdout
-    assert r.processed > 500
+    assert r.processed > minimum
+    after = _threads(dm.pid)
+    return _cpu(before, after, "pgdm relay"), _cpu(before, after, "NIO-ELT")
+
+
+def _start(doorman, doorman_config, relay: str = "1"):
+    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": relay})
+    dm.env_relay = relay
+    return dm
 
 
 @pytest.mark.parametrize("protocol", ["simple", "prepared"])
 def test_transaction_traffic_runs_on_the_relay_loop(doorman, doorman_config, protocol):
-    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "1"})
-    before = _threads(dm.pid)
-    assert any(n.startswith("pgdm relay") for n in before), before
-    _bench(dm, protocol)
-    after = _threads(dm.pid)
-    relay = _cpu(before, after, "pgdm relay")
-    nio = _cpu(before, after, "NIO-ELT")
-    # The relay thread did the transactions; NIO only the logins (8 clients, a few servers).
-    assert relay > 0.3, after
+    dm = _start(doorman, doorman_config)
+    relay, nio = _bench(dm, "-c", "8", "-j", "2", "-T", "3", "-M", protocol)
+    # The relay thread did the transactions (and the logins); NIO only the servers' logins.
+    assert relay > 0.3, (nio, relay)
     assert nio < relay / 3, (nio, relay)
 
 
 def test_connections_are_accepted_and_logged_in_on_the_relay_loop(doorman, doorman_config):
     """TCP clients are accepted by the RelayLoop itself: a stream of new connections (pgbench -C,
     SCRAM logins) costs SwiftNIO's threads next to nothing."""
-    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "1"})
-    before = _threads(dm.pid)
-    r = pgbench(["-h", "127.0.0.1", "-p", str(dm.port), "-U", "example_user_scram", "-c", "2", "-j", "1",
-                 "-T", "3", "-C", "-S", "example_db"], env={"PGPASSWORD": "scrampass"})
-    assert r.rc == 0, r.stdout
-    assert r.processed > 100
-    after = _threads(dm.pid)
-    relay = _cpu(before, after, "pgdm relay")
-    nio = _cpu(before, after, "NIO-ELT")
-    assert relay > 0.1, after
+    dm = _start(doorman, doorman_config)
+    relay, nio = _bench(dm, "-c", "2", "-j", "1", "-T", "3", "-C", user="example_user_scram",
+                        password="scrampass", minimum=100)
+    assert relay > 0.1, (nio, relay)
     assert nio < relay / 10, (nio, relay)
 
 
@@ -115,9 +115,8 @@ def test_out_of_descriptors_pauses_accepting_without_spinning(doorman, doorman_c
 
 
 def test_without_the_relay_loop_nio_relays(doorman, doorman_config):
-    dm = doorman(doorman_config(), env={"PG_DOORMAN_RELAY_LOOP": "0"})
-    _bench(dm)
-    assert not any(n.startswith("pgdm relay") for n in _threads(dm.pid))
+    dm = _start(doorman, doorman_config, relay="0")
+    _bench(dm, "-c", "8", "-j", "2", "-T", "3")  # (checks that no relay thread exists)
 
 
 def test_session_mode_and_moved_clients_side_by_side(doorman, doorman_config, pg):
