@@ -94,8 +94,9 @@ def test_oversized_message_length_is_refused(doorman, doorman_config):
 
 def test_silent_client_is_cut_off_after_startup_timeout(doorman, doorman_config):
     """Startup timeout is 15 s, checked by a once-a-second sweep per event loop: a client that stops
-    mid-authentication and one that never sends a byte are both cut off 15-16 s after connecting,
-    while a client that logged in meanwhile is left alone."""
+    mid-authentication is cut off 15-16 s after connecting, one that never sends a byte up to a second
+    later (the listener defers the accept until the first bytes, and the kernel hands a silent
+    connection over after that second), while a client that logged in meanwhile is left alone."""
     dm = doorman(doorman_config())
     t0 = time.time()
     mute = socket.create_connection((dm.host, dm.port), timeout=30)
@@ -119,7 +120,7 @@ def test_silent_client_is_cut_off_after_startup_timeout(doorman, doorman_config)
         assert data[:1] == b"R"  # the authentication request came first
         assert b"E" in data[1:] and b"08P01" in data and b"did not complete startup within 15 seconds" in data
         data, elapsed = until_closed(mute)
-        assert elapsed < 18, elapsed
+        assert elapsed < 19, elapsed
         assert b"08P01" in data
         assert logged_in.execute("SELECT 8").fetchone()[0] == 8
     finally:

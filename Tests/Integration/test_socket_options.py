@@ -14,8 +14,9 @@ SYS_pidfd_open, SYS_pidfd_getfd = 434, 438
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _sockets(pid: int, local_port: int | None = None, peer_port: int | None = None) -> list[socket.socket]:
-    """Duplicates of the pooler's connected TCP sockets with that local or peer port."""
+def _sockets(pid: int, local_port: int | None = None, peer_port: int | None = None,
+             listening: bool = False) -> list[socket.socket]:
+    """Duplicates of the pooler's connected (or listening) TCP sockets with that local or peer port."""
     pidfd = _libc.syscall(SYS_pidfd_open, pid, 0)
     if pidfd < 0:
         pytest.skip(f"pidfd_open: errno {ctypes.get_errno()}")
@@ -33,9 +34,9 @@ def _sockets(pid: int, local_port: int | None = None, peer_port: int | None = No
             s = socket.socket(fileno=fd)
             try:
                 ok = (s.family in (socket.AF_INET, socket.AF_INET6)
-                      and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+                      and s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == (1 if listening else 0)
                       and (local_port is None or s.getsockname()[1] == local_port)
-                      and (peer_port is None or s.getpeername()[1] == peer_port))
+                      and (peer_port is None or (not listening and s.getpeername()[1] == peer_port)))
             except OSError:
                 ok = False
             if ok:
@@ -69,3 +70,30 @@ def test_tcp_no_delay_reaches_client_and_server_sockets(doorman, doorman_config,
         finally:
             for s in clients + servers:
                 s.close()
+
+
+def test_connections_reach_the_pooler_with_their_first_bytes(doorman, doorman_config):
+    """The TCP listener defers the accept until the client's first bytes arrive (TCP_DEFER_ACCEPT,
+    one second, as PgBouncer): a connection that says nothing holds no descriptor of the pooler's
+    meanwhile, and one that sends its SSLRequest is accepted and answered at once."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to duplicate the pooler's descriptors")
+    dm = doorman(doorman_config())
+    listeners = _sockets(dm.pid, local_port=dm.port, listening=True)
+    try:
+        assert listeners, "no listening socket found"
+        for s in listeners:
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) >= 1
+    finally:
+        for s in listeners:
+            s.close()
+    before = len(os.listdir(f"/proc/{dm.pid}/fd"))
+    silent = socket.create_connection(("127.0.0.1", dm.port), timeout=5)
+    speaking = socket.create_connection(("127.0.0.1", dm.port), timeout=5)
+    try:
+        speaking.sendall((8).to_bytes(4, "big") + (80877103).to_bytes(4, "big"))  # SSLRequest
+        assert speaking.recv(1) == b"N"
+        assert len(os.listdir(f"/proc/{dm.pid}/fd")) == before + 1  # the speaking one only
+    finally:
+        silent.close()
+        speaking.close()

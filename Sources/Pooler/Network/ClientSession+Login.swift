@@ -57,8 +57,11 @@ extension ClientSession {
                 case .sendSASLFinalAndAccept(let serverFinal, let clientKey):
                     var out = allocator.buffer(capacity: 64 + serverFinal.count)
                     BackendMessage.authenticationSASL(code: 12, data: serverFinal, into: &out)
+                    // One send for this and the login reply when the login goes on at once.
+                    output.cork()
                     output.write(out)
-                    return authenticated(clientKey: clientKey)
+                    authenticated(clientKey: clientKey)
+                    return output.uncork()
                 case .wrongPassword:
                     return authFailed()
                 case .refuse(let code, let message):

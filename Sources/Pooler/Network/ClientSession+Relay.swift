@@ -35,6 +35,8 @@ extension ClientSession: RelaySocketDelegate {
         output = Transport(socket: socket)
         remoteAddress = address
         watchStartup()
+        // The client sends its first packet right after connecting: usually it is there already.
+        socket.readNow()
     }
 
     /// An SSLRequest to answer with TLS, read on a RelayLoop: the connection moves to SwiftNIO

@@ -9,7 +9,8 @@ enum ListenSocket {
         var description: String
     }
 
-    /// socket + SO_REUSEADDR + SO_REUSEPORT + bind + listen for `host:port`. Returns the descriptor.
+    /// socket + SO_REUSEADDR + SO_REUSEPORT + bind + listen (+ TCP_DEFER_ACCEPT) for `host:port`.
+    /// Returns the descriptor.
     static func open(host: String, port: Int, backlog: Int32) throws -> Int32 {
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
@@ -35,9 +36,22 @@ enum ListenSocket {
                 close(fd)
                 continue
             }
+            deferAccept(fd)
             return fd
         }
         throw Failure(description: "cannot listen on \(host):\(port): \(lastError)")
+    }
+
+    /// TCP_DEFER_ACCEPT (Linux), one second, as PgBouncer's default: a connection is handed to the
+    /// pooler once its first bytes (the SSLRequest or startup packet; PostgreSQL clients speak first)
+    /// have arrived, so the accept and the first read happen in one wake-up instead of two, and a
+    /// peer that connects and sends nothing waits in the kernel for that second instead of holding a
+    /// descriptor (the kernel hands it over after that; the startup timeout runs from then).
+    static func deferAccept(_ fd: Int32) {
+        #if os(Linux)
+        var seconds: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_DEFER_ACCEPT, &seconds, socklen_t(MemoryLayout<Int32>.size))
+        #endif
     }
 
     /// The local port of a bound socket (nil when getsockname(2) fails).

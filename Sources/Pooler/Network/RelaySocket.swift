@@ -33,6 +33,9 @@ final class RelaySocket {
     private var pendingHead = 0
     private(set) var pendingBytes = 0
     private var readingEnabled = true
+    /// Set by `cork()`: writes gather in `corkBuffer` until `uncork()`.
+    private var corking = false
+    private var corkBuffer = ByteBuffer()
     private var writeWatched = false
     private(set) var isWritable = true
     static let highWater = 64 << 10
@@ -84,7 +87,7 @@ final class RelaySocket {
     @inline(__always)
     func write(_ buffer: ByteBuffer) {
         guard fd >= 0, buffer.readableBytes > 0 else { return }
-        guard pendingBytes == 0 else { return enqueue(buffer) }
+        guard pendingBytes == 0 && !corking else { return corking ? gather(buffer) : enqueue(buffer) }
         let total = buffer.readableBytes
         let sent = buffer.withUnsafeReadableBytes { p in
             Glibc.send(fd, p.baseAddress, p.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
@@ -98,6 +101,29 @@ final class RelaySocket {
         var rest = buffer
         rest.moveReaderIndex(forwardBy: sent)
         enqueue(rest)
+    }
+
+    /// Holds the writes that follow until `uncork()`, which sends them with one send(2): replies
+    /// made in one step that the client reads together (a login's last SCRAM message and the login
+    /// reply). `close()` sends what is held first.
+    func cork() {
+        guard fd >= 0 else { return }
+        corking = true
+    }
+
+    /// Sends what `cork()` held.
+    func uncork() {
+        guard corking else { return }
+        corking = false
+        guard corkBuffer.readableBytes > 0 else { return }
+        let held = corkBuffer
+        corkBuffer = ByteBuffer()
+        write(held)
+    }
+
+    private func gather(_ buffer: ByteBuffer) {
+        if corkBuffer.capacity == 0 { corkBuffer = Transport.allocator.buffer(capacity: 512) }
+        corkBuffer.writeImmutableBuffer(buffer)
     }
 
     private func enqueue(_ buffer: ByteBuffer) {
@@ -152,6 +178,13 @@ final class RelaySocket {
 
     // MARK: - Events
 
+    /// Reads what has arrived already, as a readable event would (a connection just accepted: its
+    /// first packet is usually there, and waiting for the event would cost a turn of the loop).
+    func readNow() {
+        guard fd >= 0, readingEnabled else { return }
+        readReady()
+    }
+
     /// Called by the loop for the descriptor's epoll events.
     @inline(__always)
     func handle(events: UInt32) {
@@ -204,7 +237,7 @@ final class RelaySocket {
     /// Stops watching and gives the descriptor up, open, to whoever takes it next (another event
     /// system); the delegate hears nothing more. -1 when closed already or bytes still wait unsent.
     func giveUpDescriptor() -> CInt {
-        guard fd >= 0, pendingBytes == 0 else { return -1 }
+        guard fd >= 0, pendingBytes == 0, corkBuffer.readableBytes == 0 else { return -1 }
         let given = fd
         loop.deregister(slot: slot, fd: fd)
         fd = -1
@@ -214,6 +247,8 @@ final class RelaySocket {
 
     /// Closes the descriptor (what waits unsent is dropped) and tells the delegate once.
     func close() {
+        guard fd >= 0 else { return }
+        uncork()
         guard fd >= 0 else { return }
         loop.deregister(slot: slot, fd: fd)
         Glibc.close(fd)

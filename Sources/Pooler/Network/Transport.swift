@@ -140,6 +140,12 @@ final class Transport {
         flush()
     }
 
+    /// Holds writes until `uncork()` sends them together (a RelaySocket; NIO's direct writes are
+    /// sent as they come).
+    func cork() { socket?.cork() }
+
+    func uncork() { socket?.uncork() }
+
     /// Flushes what NIO holds (nothing to do after direct writes).
     @inline(__always)
     func flush() {

@@ -252,4 +252,70 @@ private final class Recorder: RelaySocketDelegate {
         try loop.submit { socket?.close() }.wait()
         Glibc.close(peer)
     }
+
+    /// Reads what the peer has sent so far without blocking.
+    private func available(_ fd: CInt) -> [UInt8] {
+        var chunk = [UInt8](repeating: 0, count: 4_096)
+        let r = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+        return r > 0 ? Array(chunk[0..<r]) : []
+    }
+
+    /// Corked writes reach the peer together, in order, at `uncork()`; nothing before.
+    @Test func corkedWritesGoOutTogether() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        func bytes(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
+        try loop.submit {
+            socket?.cork()
+            socket?.write(bytes("first,"))
+            socket?.write(bytes("second"))
+        }.wait()
+        #expect(available(peer).isEmpty)
+        try loop.submit { socket?.uncork() }.wait()
+        #expect(available(peer) == Array("first,second".utf8))
+        try loop.submit { socket?.write(bytes("after")) }.wait()
+        #expect(available(peer) == Array("after".utf8))
+        try loop.submit { socket?.close() }.wait()
+        Glibc.close(peer)
+    }
+
+    /// Closing while corked sends what was held first (an error reply before the close).
+    @Test func closingWhileCorkedSendsWhatIsHeld() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        try loop.submit {
+            socket?.cork()
+            socket?.write(ByteBuffer(string: "goodbye"))
+            socket?.close()
+            socket?.uncork()  // after the close: nothing
+        }.wait()
+        #expect(recorder.closed.wait(timeout: .now() + 5) == .success)
+        #expect(available(peer) == Array("goodbye".utf8))
+        Glibc.close(peer)
+    }
+
+    /// `readNow()` delivers what arrived before the socket was watched, without waiting for the loop.
+    @Test func readNowTakesWhatIsThere() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (ours, peer) = pair()
+        let recorder = Recorder()
+        _ = Glibc.write(peer, "early", 5)
+        let seen = try loop.submit { () -> [UInt8] in
+            let s = RelaySocket(fd: ours, loop: loop, delegate: recorder)
+            s?.readNow()
+            s?.readNow()  // nothing more: no read reported, nothing closed
+            let got = recorder.received.withLockedValue { $0 }
+            s?.close()
+            return got
+        }.wait()
+        #expect(seen == Array("early".utf8))
+        Glibc.close(peer)
+    }
 }
