@@ -53,18 +53,26 @@ extension ClientSession: RelaySocketDelegate {
         successor.tlsOnArrival = true
         let logger = runtime.logger
         companion.execute {
-            ClientBootstrap(group: companion)
-                .channelInitializer { channel in
-                    do {
-                        try channel.pipeline.syncOperations.addHandler(successor)
-                        return channel.eventLoop.makeSucceededVoidFuture()
-                    } catch {
-                        return channel.eventLoop.makeFailedFuture(error)
-                    }
-                }
-                .withConnectedSocket(fd)
+            ClientSession.channel(connected: fd, on: companion) { successor }
                 .whenFailure { error in logger.warning("cannot hand a TLS client to SwiftNIO: \(error)") }
         }
+    }
+
+    /// An NIO channel on `loop` for a connected descriptor, with the session `make` returns (made
+    /// inside the channel's initializer) as its handler: a TLS client leaving a RelayLoop, a session
+    /// adopted at a binary upgrade with the RelayLoops off.
+    static func channel(connected fd: CInt, on loop: EventLoop,
+                        session make: @escaping () -> ClientSession) -> EventLoopFuture<Channel> {
+        ClientBootstrap(group: loop)
+            .channelInitializer { channel in
+                do {
+                    try channel.pipeline.syncOperations.addHandler(make())
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .withConnectedSocket(fd)
     }
 
     /// Moves the session to `relay` when it may (see above); false when it stays.

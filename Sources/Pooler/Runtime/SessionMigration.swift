@@ -150,21 +150,13 @@ extension PoolerRuntime {
             return true
         }
         do {
-            _ = try ClientBootstrap(group: loop)
-                .channelInitializer { [unowned self] channel in
-                    let session = ClientSession(runtime: self, loop: channel.eventLoop, id: h.processID,
-                                                secretKey: h.secretKey,
-                                                connectedAt: .uptimeNanoseconds(h.connectedAtUptimeNanos))
-                    session.adoptedFrom = h
-                    self.sessionStarted(session)
-                    do {
-                        try channel.pipeline.syncOperations.addHandler(session)
-                        return channel.eventLoop.makeSucceededVoidFuture()
-                    } catch {
-                        return channel.eventLoop.makeFailedFuture(error)
-                    }
-                }
-                .withConnectedSocket(fd).wait()
+            _ = try ClientSession.channel(connected: fd, on: loop) { [unowned self] in
+                let session = ClientSession(runtime: self, loop: loop, id: h.processID, secretKey: h.secretKey,
+                                            connectedAt: .uptimeNanoseconds(h.connectedAtUptimeNanos))
+                session.adoptedFrom = h
+                self.sessionStarted(session)
+                return session
+            }.wait()
             return true
         } catch {
             logger.warning("binary upgrade: cannot adopt client \(h.peer) \(h.user)@\(h.database): \(error)")
