@@ -150,12 +150,19 @@ private final class Recorder: RelaySocketDelegate {
         return (fds[0], fds[1])
     }
 
-    @Test func echoesAndSeesTheEndOfStream() throws {
-        let loop = try RelayLoop(name: "test relay")
-        defer { loop.syncShutdown() }
+    /// A socket pair with our end watched by `loop`: the RelaySocket, the peer's descriptor, and what
+    /// the socket reports.
+    private func watchedPair(on loop: RelayLoop) throws -> (RelaySocket?, CInt, Recorder) {
         let (ours, peer) = pair()
         let recorder = Recorder()
         let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        return (socket, peer, recorder)
+    }
+
+    @Test func echoesAndSeesTheEndOfStream() throws {
+        let loop = try RelayLoop(name: "test relay")
+        defer { loop.syncShutdown() }
+        let (socket, peer, recorder) = try watchedPair(on: loop)
         #expect(socket != nil)
         recorder.onRead = { socket?.write($0) }  // echo (the loop's buffer, written at once)
         let message = Array("hello relay".utf8)
@@ -179,9 +186,7 @@ private final class Recorder: RelaySocketDelegate {
     @Test func queuesInOrderWithBackpressure() throws {
         let loop = try RelayLoop(name: "test relay")
         defer { loop.syncShutdown() }
-        let (ours, peer) = pair()
-        let recorder = Recorder()
-        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        let (socket, peer, recorder) = try watchedPair(on: loop)
         let chunks = 400, size = 4_096
         try loop.submit {
             for i in 0..<chunks {
@@ -264,9 +269,7 @@ private final class Recorder: RelaySocketDelegate {
     @Test func corkedWritesGoOutTogether() throws {
         let loop = try RelayLoop(name: "test relay")
         defer { loop.syncShutdown() }
-        let (ours, peer) = pair()
-        let recorder = Recorder()
-        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        let (socket, peer, _) = try watchedPair(on: loop)
         func bytes(_ s: String) -> ByteBuffer { ByteBuffer(string: s) }
         try loop.submit {
             socket?.cork()
@@ -286,9 +289,7 @@ private final class Recorder: RelaySocketDelegate {
     @Test func closingWhileCorkedSendsWhatIsHeld() throws {
         let loop = try RelayLoop(name: "test relay")
         defer { loop.syncShutdown() }
-        let (ours, peer) = pair()
-        let recorder = Recorder()
-        let socket = try loop.submit { RelaySocket(fd: ours, loop: loop, delegate: recorder) }.wait()
+        let (socket, peer, recorder) = try watchedPair(on: loop)
         try loop.submit {
             socket?.cork()
             socket?.write(ByteBuffer(string: "goodbye"))
