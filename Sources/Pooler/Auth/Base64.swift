@@ -57,7 +57,13 @@ enum Base64 {
         return Array(input).withUnsafeBufferPointer { decode(chars: $0) }
     }
 
+    /// The table is read through one pointer for the whole input: a lazy static read per character
+    /// costs a `swift_once` check each time (~47 a SCRAM login).
     private static func decode(chars: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+        decodeTable.withUnsafeBufferPointer { decode(chars: chars, table: $0) }
+    }
+
+    private static func decode(chars: UnsafeBufferPointer<UInt8>, table decodeTable: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
         guard chars.count % 4 == 0 else { return nil }
         var out = [UInt8]()
         out.reserveCapacity(chars.count / 4 * 3)

@@ -99,14 +99,16 @@ final class RelayAcceptor {
         }
     }
 
-    /// The peer's address as SwiftNIO spells it (what pg_hba and the logs read).
+    /// The peer's address as SwiftNIO spells it (what pg_hba and the logs read). Without a host name:
+    /// SwiftNIO's other initialiser formats the address as text (inet_ntop, sprintf: ~1,900
+    /// instructions) at every accept; `ipAddress` and `description` format it when they are read.
     static func address(_ storage: sockaddr_storage) -> SocketAddress? {
         var storage = storage
         switch Int32(storage.ss_family) {
         case AF_INET:
-            return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in.self)) }
+            return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in.self), host: "") }
         case AF_INET6:
-            return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in6.self)) }
+            return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_in6.self), host: "") }
         case AF_UNIX:
             return withUnsafeBytes(of: &storage) { SocketAddress($0.load(as: sockaddr_un.self)) }
         default:

@@ -79,6 +79,30 @@ import Testing
         for e in accepted.entries { close(e.fd) }
     }
 
+    @Test func thePeersAddressIsFormattedWhenRead() throws {
+        var v4 = sockaddr_in()
+        v4.sin_family = sa_family_t(AF_INET)
+        v4.sin_port = in_port_t(5432).bigEndian
+        v4.sin_addr.s_addr = UInt32(0x0a00_0102).bigEndian  // 10.0.1.2
+        var storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: v4, as: sockaddr_in.self) }
+        let a = try #require(RelayAcceptor.address(storage))
+        #expect(a.ipAddress == "10.0.1.2")
+        #expect(a.port == 5432)
+        #expect(a.description == "[IPv4]10.0.1.2:5432")
+
+        var v6 = sockaddr_in6()
+        v6.sin6_family = sa_family_t(AF_INET6)
+        v6.sin6_port = in_port_t(6432).bigEndian
+        v6.sin6_addr = in6addr_loopback
+        storage = sockaddr_storage()
+        withUnsafeMutableBytes(of: &storage) { $0.storeBytes(of: v6, as: sockaddr_in6.self) }
+        let b = try #require(RelayAcceptor.address(storage))
+        #expect(b.ipAddress == "::1")
+        #expect(b.port == 6432)
+        #expect(b.description == "[IPv6]::1:6432")
+    }
+
     @Test func twoLoopsShareOneListenerAndAcceptEachConnectionOnce() throws {
         let loops = try [RelayLoop(name: "accept a"), RelayLoop(name: "accept b")]
         defer { for l in loops { l.syncShutdown() } }
