@@ -247,8 +247,7 @@ final class RelaySocket {
 
     /// Closes the descriptor (what waits unsent is dropped) and tells the delegate once.
     func close() {
-        guard fd >= 0 else { return }
-        uncork()
+        uncork()  // what `cork()` held goes first (a failed send closes the socket already: checked next)
         guard fd >= 0 else { return }
         loop.deregister(slot: slot, fd: fd)
         Glibc.close(fd)
